@@ -1,0 +1,20 @@
+"""rca-lightning: weakly supervised semantic segmentation with Regional Semantic Contrast and Aggregation."""
+
+from rca_lightning.callbacks import MemoryBankCallback
+from rca_lightning.data import SyntheticVOCGenerator, VOCDataModule, VOCSegmentationDataset
+from rca_lightning.lit import RCALitModule
+from rca_lightning.memory import RegionalMemoryBank
+from rca_lightning.models import RCANet, TimmBackbone
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MemoryBankCallback",
+    "RCALitModule",
+    "RCANet",
+    "RegionalMemoryBank",
+    "SyntheticVOCGenerator",
+    "TimmBackbone",
+    "VOCDataModule",
+    "VOCSegmentationDataset",
+]

@@ -1,0 +1,61 @@
+"""``rca-train``: train the RCA CAM classifier from the packaged Hydra configs."""
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from rca_lightning.utils.resolvers import register_resolvers
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+def _scalar_metrics(metrics: dict) -> dict[str, float]:
+    return {name: float(value) for name, value in metrics.items() if torch.as_tensor(value).numel() == 1}
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
+    """Fit the classifier described by ``cfg``; returns the final metrics and the built objects."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = _scalar_metrics(trainer.callback_metrics)
+
+    output_dir = Path(cfg.paths.output_dir)
+    checkpoint = trainer.checkpoint_callback
+    summary = {
+        "output_dir": str(output_dir),
+        "best_checkpoint": checkpoint.best_model_path if checkpoint else None,
+        "best_score": float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score else None,
+        "metrics": metrics,
+    }
+    if trainer.is_global_zero:
+        write_json_atomically(output_dir / "metrics.json", summary)
+        log.info("Outputs in %s", output_dir)
+        log.info("Metrics (also in %s): %s", output_dir / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics, _ = train(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

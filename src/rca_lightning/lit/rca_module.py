@@ -1,0 +1,184 @@
+"""LightningModule that trains the RCA CAM classifier (or the plain CAM baseline with RCA switched off)."""
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from torchmetrics.classification import MultilabelAveragePrecision
+
+from rca_lightning.losses import SemanticContrastLoss
+from rca_lightning.memory import RegionalMemoryBank, masked_average_pool, region_masks
+from rca_lightning.metrics import CAMThresholdSweep
+from rca_lightning.models import RCANet, RCAOutput
+from rca_lightning.pseudo.cam_scores import normalized_cam_scores
+
+# Learning-rate multipliers of the public code: pretrained weights 1x, their biases 2x, new layers 10x / 20x.
+DEFAULT_LR_MULTIPLIERS = {"backbone_weight": 1.0, "backbone_bias": 2.0, "new_weight": 10.0, "new_bias": 20.0}
+
+
+class RCALitModule(LightningModule):
+    """RCA classifier: multilabel soft-margin losses on both heads plus the semantic contrast.
+
+    The regional memory bank's life cycle (enqueue after each step, prototypes at each epoch start,
+    contrast on from its start epoch) is driven by :class:`rca_lightning.callbacks.MemoryBankCallback`;
+    its state lives in ``memory_bank``'s buffers, so checkpoints and device moves carry it.
+
+    Args:
+        net: the classifier network.
+        memory_bank: the regional memory bank, ``dim == net.embedding_dim``.
+        contrast_loss: the semantic contrast loss.
+        optimizer: partial optimiser (e.g. ``SGD`` with its base ``lr``); receives the parameter groups.
+        class_names: foreground class names, for logging.
+        use_contrast: add the semantic contrast term (once the callback switches it on).
+        contrast_weight: weight of the contrast term (0.01 in the public code).
+        coarse_loss_weight: weight of the coarse head's loss (0.4).
+        confidence_threshold: a present class's region enters the bank when sigmoid(score) exceeds this (0.7).
+        lr_multipliers: multipliers of the base lr for the four parameter groups of ``net.parameter_groups()``.
+        lr_milestone_epochs: epochs after which the lr is multiplied by ``lr_gamma`` (applied per step).
+        lr_gamma: the decay factor.
+        cam_thresholds: (start, stop, step) of the background-threshold sweep for val CAM mIoU.
+    """
+
+    def __init__(
+        self,
+        net: RCANet,
+        memory_bank: RegionalMemoryBank,
+        contrast_loss: SemanticContrastLoss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        class_names: Sequence[str],
+        use_contrast: bool = True,
+        contrast_weight: float = 0.01,
+        coarse_loss_weight: float = 0.4,
+        confidence_threshold: float = 0.7,
+        lr_multipliers: dict[str, float] | None = None,
+        lr_milestone_epochs: Sequence[int] = (5, 10),
+        lr_gamma: float = 0.1,
+        cam_thresholds: Sequence[float] = (0.0, 0.6, 0.01),
+    ) -> None:
+        super().__init__()
+        if memory_bank.dim != net.embedding_dim:
+            raise ValueError(
+                f"memory_bank.dim ({memory_bank.dim}) must equal net.embedding_dim ({net.embedding_dim})"
+            )
+        if len(class_names) != net.num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names, net has {net.num_classes} classes")
+        self.save_hyperparameters(ignore=["net", "memory_bank", "contrast_loss"])
+        self.net = net
+        self.memory_bank = memory_bank
+        self.contrast_loss = contrast_loss
+        self.class_names = list(class_names)
+        self.lr_multipliers = {**DEFAULT_LR_MULTIPLIERS, **(lr_multipliers or {})}
+        # Set each epoch by MemoryBankCallback; a plain attribute because it follows from the epoch.
+        self.contrast_active = False
+
+        start, stop, step = cam_thresholds
+        thresholds = torch.arange(round((stop - start) / step) + 1, dtype=torch.float64) * step + start
+        self.val_cam_sweep = CAMThresholdSweep(net.num_classes, thresholds.float())
+        self.val_map = MultilabelAveragePrecision(num_labels=net.num_classes, average="macro")
+
+    @property
+    def uses_memory_bank(self) -> bool:
+        """Whether region embeddings are collected at all (the plain CAM baseline skips that work)."""
+        return self.hparams.use_contrast or self.net.aggregation
+
+    def forward(self, images: torch.Tensor) -> RCAOutput:
+        """Run the network with the bank's current prototypes (when aggregation is on)."""
+        if not self.net.aggregation:
+            return self.net(images)
+        return self.net(images, self.memory_bank.prototypes, self.memory_bank.prototype_valid)
+
+    def on_fit_start(self) -> None:
+        from rca_lightning.callbacks import MemoryBankCallback
+
+        if self.uses_memory_bank and not any(isinstance(c, MemoryBankCallback) for c in self.trainer.callbacks):
+            raise ValueError(
+                "RCALitModule with contrast or aggregation on needs a MemoryBankCallback in Trainer(callbacks=...)"
+            )
+
+    def _classification_losses(self, output: RCAOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            "cls": F.multilabel_soft_margin_loss(output.logits, labels),
+            "coarse": F.multilabel_soft_margin_loss(output.coarse_logits, labels),
+        }
+
+    def training_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        images, labels = batch["image"], batch["labels"]  # (B, 3, H, W), (B, C)
+        output = self(images)
+        losses = self._classification_losses(output, labels)
+        loss = losses["cls"] + self.hparams.coarse_loss_weight * losses["coarse"]
+        step_output: dict[str, torch.Tensor] = {}
+
+        if self.uses_memory_bank:
+            masks = region_masks(output.coarse_cams.detach())  # (B, C, h, w)
+            present = (labels > 0) & masks.flatten(2).any(-1)  # (B, C)
+            projected_regions = masked_average_pool(output.projected, masks)  # (B, C, P), with grad
+            bank_regions = (
+                projected_regions
+                if self.net.embedding_source == "projection"
+                else masked_average_pool(output.features, masks)
+            )
+            confident = present & (torch.sigmoid(output.logits.detach()) > self.hparams.confidence_threshold)
+            step_output = {"region_embeddings": bank_regions.detach(), "region_confident": confident}
+
+            if self.hparams.use_contrast and self.contrast_active:
+                image_index, class_index = present.nonzero(as_tuple=True)
+                losses["contrast"] = self.contrast_loss(
+                    projected_regions[image_index, class_index],
+                    class_index,
+                    image_index,
+                    self.memory_bank.queue,
+                    self.memory_bank.valid_slots(),
+                )
+                loss = loss + self.hparams.contrast_weight * losses["contrast"]
+
+        batch_size = images.shape[0]
+        for name, value in losses.items():
+            self.log(f"train/loss_{name}", value, batch_size=batch_size)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        return {"loss": loss, **step_output}
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        images, labels, masks = batch["image"], batch["labels"], batch["mask"]
+        output = self(images)
+        losses = self._classification_losses(output, labels)
+        loss = losses["cls"] + self.hparams.coarse_loss_weight * losses["coarse"]
+        self.log("val/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        # The protocol scores CAMs of the classes the image is tagged with.
+        self.val_cam_sweep.update(normalized_cam_scores(output.cams, labels, masks.shape[-2:]), masks)
+        self.val_map.update(torch.sigmoid(output.logits), labels.long())
+
+    def on_validation_epoch_end(self) -> None:
+        sweep = self.val_cam_sweep.compute()
+        self.log("val/cam_mIoU", sweep["best_miou"].float() * 100, prog_bar=True)
+        self.log("val/cam_threshold", sweep["best_threshold"])
+        self.log("val/mAP", self.val_map.compute() * 100)
+        self.val_cam_sweep.reset()
+        self.val_map.reset()
+
+    def configure_optimizers(self) -> dict:
+        groups = self.net.parameter_groups()
+        unknown = set(groups) - set(self.lr_multipliers)
+        if unknown:
+            raise ValueError(f"lr_multipliers has no entry for parameter groups {sorted(unknown)}")
+        optimizer = self.hparams.optimizer(
+            [{"params": params, "name": name} for name, params in groups.items() if params]
+        )
+        for group in optimizer.param_groups:
+            group["lr"] *= self.lr_multipliers[group["name"]]
+            if group["name"].endswith("_bias"):  # biases and norm parameters: no weight decay
+                group["weight_decay"] = 0.0
+        self.trainer.estimated_stepping_batches  # makes the trainer size the train loader
+        steps_per_epoch = max(
+            1, math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
+        )
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer,
+            milestones=[epoch * steps_per_epoch for epoch in self.hparams.lr_milestone_epochs],
+            gamma=self.hparams.lr_gamma,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+__all__ = ["RCALitModule"]

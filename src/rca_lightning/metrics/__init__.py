@@ -1,0 +1,4 @@
+from rca_lightning.metrics.cam_threshold_sweep import CAMThresholdSweep
+from rca_lightning.metrics.miou import iou_from_confusion, miou_from_confusion
+
+__all__ = ["CAMThresholdSweep", "iou_from_confusion", "miou_from_confusion"]

@@ -1,0 +1,168 @@
+"""Feature extractors built from timm models.
+
+A thin wrapper in the spirit of segmentation_models_pytorch's ``timm_universal`` encoder: timm builds the
+network (``features_only=True``), this module exposes ``out_channels`` and returns the deepest feature map.
+``vgg16`` is special-cased into the dilated network used by the public RCA/OAA release.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+VGG16_NAME = "vgg16"
+VGG16_OUTPUT_STRIDES = (8,)
+TIMM_OUTPUT_STRIDES = (8, 16, 32)
+_MAX_KEYS_IN_WARNING = 10
+
+
+class DilatedVGGFeatures(nn.Module):
+    """VGG-16 convolutional trunk with output stride 8, as in the public RCA/OAA code.
+
+    The first three max-pools keep stride 2, the fourth becomes a 3x3 stride-1 pool, the conv5 block uses
+    dilation 2 and the fifth pool is dropped. The ``features`` attribute keeps timm's (and torchvision's)
+    layer indices, so ``features.N.weight`` keys of a VGG-16 checkpoint load directly.
+
+    Args:
+        features: timm ``vgg16().features`` (31 layers: 13 convs + ReLUs, 5 max-pools).
+    """
+
+    def __init__(self, features: nn.Sequential) -> None:
+        super().__init__()
+        pool_indices = [i for i, layer in enumerate(features) if isinstance(layer, nn.MaxPool2d)]
+        if len(pool_indices) != 5 or pool_indices[-1] != len(features) - 1:
+            raise ValueError(
+                f"vgg16 features: expected 5 max-pools ending the stack, got pools at {pool_indices}"
+            )
+        fourth_pool, fifth_pool = pool_indices[3], pool_indices[4]
+        layers = list(features.children())[:fifth_pool]  # drop the last pool; indices 0..29 are unchanged
+        layers[fourth_pool] = nn.MaxPool2d(kernel_size=3, stride=1, padding=1)
+        for layer in layers[fourth_pool + 1 :]:
+            if isinstance(layer, nn.Conv2d):  # conv5 block: keep the receptive field despite stride 8
+                layer.dilation = (2, 2)
+                layer.padding = (2, 2)
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Args: images (B, 3, H, W). Returns: (B, 512, H/8, W/8)."""
+        return self.features(images)
+
+
+class TimmBackbone(nn.Module):
+    """Last feature map of a timm model at a chosen output stride.
+
+    Args:
+        name: timm model name, e.g. ``"resnet18"``, ``"resnet50"``, ``"resnet101"`` or ``"vgg16"``.
+        output_stride: input size / feature size. 8, 16 or 32 where timm supports it; ``vgg16``: 8 only.
+        pretrained: load timm's ImageNet weights (needs the weights in the local cache or internet).
+        checkpoint_path: optional local state dict (possibly nested under ``"state_dict"`` or ``"model"``)
+            loaded with ``strict=False``; missing and unexpected keys are reported with ``warnings.warn``.
+            Keys are those of the timm model (``conv1.weight``, ``features.0.weight``); a ``module.`` or
+            ``encoder.`` prefix is stripped.
+
+    Attributes:
+        out_channels: channels of the returned feature map.
+        output_stride: input size / feature size.
+    """
+
+    def __init__(
+        self,
+        name: str = "resnet18",
+        output_stride: int = 16,
+        pretrained: bool = False,
+        checkpoint_path: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.output_stride = output_stride
+        if name == VGG16_NAME:
+            if output_stride not in VGG16_OUTPUT_STRIDES:
+                raise ValueError(
+                    f"output_stride={output_stride} is not supported for backbone '{name}'; "
+                    f"allowed: {list(VGG16_OUTPUT_STRIDES)}"
+                )
+            self.encoder: nn.Module = DilatedVGGFeatures(
+                timm.create_model(name, pretrained=pretrained).features
+            )
+            self.out_channels = 512
+        else:
+            self.encoder = _create_timm_features(name, output_stride, pretrained)
+            self.out_channels = int(self.encoder.feature_info.channels()[-1])
+        if checkpoint_path is not None:
+            self.load_checkpoint(checkpoint_path)
+
+    def load_checkpoint(self, checkpoint_path: str | Path) -> tuple[list[str], list[str]]:
+        """Load a local state dict into the timm model with ``strict=False``.
+
+        Args:
+            checkpoint_path: file written by ``torch.save``; a dict nested under ``"state_dict"`` or
+                ``"model"`` is unwrapped.
+
+        Returns:
+            (missing_keys, unexpected_keys), also reported with ``warnings.warn`` when non-empty.
+        """
+        path = Path(checkpoint_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint_path: backbone checkpoint not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for nested_key in ("state_dict", "model"):
+            if isinstance(state, Mapping) and isinstance(state.get(nested_key), Mapping):
+                state = state[nested_key]
+        if not isinstance(state, Mapping):
+            raise ValueError(
+                f"checkpoint_path: {path} does not hold a state dict (got {type(state).__name__})"
+            )
+        state = {_strip_prefixes(key): value for key, value in state.items()}
+        result = self.encoder.load_state_dict(state, strict=False)
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+        if missing or unexpected:
+            warnings.warn(
+                f"backbone checkpoint {path}: {len(missing)} missing keys {_preview(missing)}, "
+                f"{len(unexpected)} unexpected keys {_preview(unexpected)}",
+                stacklevel=2,
+            )
+        return missing, unexpected
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Args: images (B, 3, H, W). Returns: features (B, out_channels, H/os, W/os)."""
+        features = self.encoder(images)  # timm features_only models return a list of maps
+        return features[-1] if isinstance(features, list | tuple) else features
+
+
+def _create_timm_features(name: str, output_stride: int, pretrained: bool) -> nn.Module:
+    """Build ``timm.create_model(features_only=True)`` and check that the stride was honoured."""
+    if not timm.is_model(name):
+        raise ValueError(f"name: unknown timm backbone '{name}' (see timm.list_models())")
+    unsupported = ValueError(
+        f"output_stride={output_stride} is not supported for backbone '{name}'; "
+        f"allowed: {list(TIMM_OUTPUT_STRIDES)} where timm supports them"
+    )
+    if output_stride not in TIMM_OUTPUT_STRIDES:
+        raise unsupported
+    kwargs = {} if output_stride == 32 else {"output_stride": output_stride}
+    try:
+        encoder = timm.create_model(
+            name, pretrained=pretrained, features_only=True, out_indices=(-1,), **kwargs
+        )
+    except (AssertionError, TypeError, NotImplementedError) as error:
+        raise unsupported from error
+    if int(encoder.feature_info.reduction()[-1]) != output_stride:  # models that ignore output_stride
+        raise unsupported
+    return encoder
+
+
+def _strip_prefixes(key: str) -> str:
+    for prefix in ("module.", "encoder."):
+        if key.startswith(prefix):
+            key = key[len(prefix) :]
+    return key
+
+
+def _preview(keys: list[str]) -> str:
+    more = f" (+{len(keys) - _MAX_KEYS_IN_WARNING} more)" if len(keys) > _MAX_KEYS_IN_WARNING else ""
+    return f"{keys[:_MAX_KEYS_IN_WARNING]}{more}"

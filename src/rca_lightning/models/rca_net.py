@@ -1,0 +1,162 @@
+"""The RCA network: backbone -> (coarse head, projection) and backbone -> aggregation -> class heads."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from rca_lightning.models.aggregation import SemanticAggregation
+from rca_lightning.models.heads import ConvHead, PerClassHeads
+from rca_lightning.models.projection import ProjectionHead
+
+HEAD_TYPES = ("per_class", "shared")
+EMBEDDING_SOURCES = ("projection", "backbone")
+
+
+class RCAOutput(NamedTuple):
+    """Everything one forward pass of ``RCANet`` produces.
+
+    Attributes:
+        features: (B, F, h, w) raw backbone features.
+        projected: (B, P, h, w) projection of the raw features (contrast queries).
+        coarse_cams: (B, C, h, w) coarse head on the raw features.
+        cams: (B, C, h, w) class heads on the fused (or raw, without aggregation) features.
+        coarse_logits: (B, C) spatial mean of ``coarse_cams``.
+        logits: (B, C) spatial mean of ``cams``.
+    """
+
+    features: torch.Tensor
+    projected: torch.Tensor
+    coarse_cams: torch.Tensor
+    cams: torch.Tensor
+    coarse_logits: torch.Tensor
+    logits: torch.Tensor
+
+
+class RCANet(nn.Module):
+    """CAM classifier with regional semantic aggregation (RCA, CVPR 2022).
+
+    Args:
+        backbone: module mapping (B, 3, H, W) -> (B, F, h, w) with an ``out_channels`` attribute (F).
+        num_classes: foreground classes C.
+        head: ``"per_class"`` (the release's C separate stacks, as grouped convs) or ``"shared"`` (one
+            stack with C outputs, the efficient variant).
+        head_width: hidden channels of the coarse head and of each class head stack.
+        head_depth: conv3x3 + ReLU blocks in each head.
+        aggregation: fuse prototype context into the features before the class heads.
+        embedding_source: features whose region embeddings fill the memory bank and become prototypes:
+            ``"projection"`` (same space as the contrast queries) or ``"backbone"`` (the release's choice).
+        projection_dim: channels P of the projection head.
+        attention_dim: query/key/value dimension of the aggregation.
+        attention: ``"softmax"`` or ``"linear"`` (the release's unnormalised q.k * C/K).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        head: str = "per_class",
+        head_width: int = 512,
+        head_depth: int = 3,
+        aggregation: bool = True,
+        embedding_source: str = "projection",
+        projection_dim: int = 256,
+        attention_dim: int = 256,
+        attention: str = "softmax",
+    ) -> None:
+        super().__init__()
+        if head not in HEAD_TYPES:
+            raise ValueError(f"head: expected one of {list(HEAD_TYPES)}, got '{head}'")
+        if embedding_source not in EMBEDDING_SOURCES:
+            raise ValueError(
+                f"embedding_source: expected one of {list(EMBEDDING_SOURCES)}, got '{embedding_source}'"
+            )
+        if not isinstance(getattr(backbone, "out_channels", None), int):
+            raise ValueError(
+                f"backbone: expected a module with an int `out_channels`, got {type(backbone).__name__}"
+            )
+        feature_channels = backbone.out_channels
+        if embedding_source == "backbone" and projection_dim != feature_channels:
+            raise ValueError(
+                f"projection_dim: expected {feature_channels} (the backbone's channels) with "
+                f"embedding_source='backbone', since contrast queries are compared with stored raw features; "
+                f"got {projection_dim}"
+            )
+        self.num_classes = num_classes
+        self.embedding_source = embedding_source
+        self.projection_dim = projection_dim
+        self.backbone = backbone
+        self.coarse_head = ConvHead(feature_channels, num_classes, head_width, head_depth)
+        self.projection = ProjectionHead(feature_channels, projection_dim)
+        self.aggregation = (
+            SemanticAggregation(feature_channels, self.embedding_dim, attention_dim, attention)
+            if aggregation
+            else None
+        )
+        head_type = PerClassHeads if head == "per_class" else ConvHead
+        self.class_heads = head_type(feature_channels, num_classes, head_width, head_depth)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Dimension of the region embeddings stored in the memory bank (and of the prototypes)."""
+        return self.projection_dim if self.embedding_source == "projection" else self.backbone.out_channels
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        prototypes: torch.Tensor | None = None,
+        prototype_valid: torch.Tensor | None = None,
+    ) -> RCAOutput:
+        """Run the network.
+
+        Args:
+            images: (B, 3, H, W) normalised images.
+            prototypes: (C, K, embedding_dim) class prototypes for the aggregation, or None (zero context).
+                Ignored when the model was built with ``aggregation=False``.
+            prototype_valid: (C, K) bool, which prototypes exist; None means all.
+
+        Returns:
+            RCAOutput with maps at the backbone's resolution (H/os, W/os).
+        """
+        features = self.backbone(images)  # (B, F, h, w)
+        projected = self.projection(features)  # (B, P, h, w)
+        coarse_cams = self.coarse_head(features)  # (B, C, h, w)
+        if self.aggregation is not None:
+            head_input = self.aggregation(features, prototypes, prototype_valid)  # (B, F, h, w)
+        else:
+            head_input = features
+        cams = self.class_heads(head_input)  # (B, C, h, w)
+        return RCAOutput(
+            features=features,
+            projected=projected,
+            coarse_cams=coarse_cams,
+            cams=cams,
+            coarse_logits=coarse_cams.mean(dim=(2, 3)),
+            logits=cams.mean(dim=(2, 3)),
+        )
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Split the parameters for the release's 1x/2x/10x/20x learning rates.
+
+        Every parameter appears in exactly one list. "backbone" is ``self.backbone``; "new" is every other
+        layer (the release's ``extra*`` layers). One-dimensional parameters (conv/linear biases and the
+        weight and bias of normalisation layers) go to the ``*_bias`` lists, which get the 2x learning rate
+        and, by convention, no weight decay; everything else goes to ``*_weight``.
+
+        Returns:
+            dict with keys ``backbone_weight``, ``backbone_bias``, ``new_weight``, ``new_bias``.
+        """
+        groups: dict[str, list[nn.Parameter]] = {
+            "backbone_weight": [],
+            "backbone_bias": [],
+            "new_weight": [],
+            "new_bias": [],
+        }
+        backbone_ids = {id(parameter) for parameter in self.backbone.parameters()}
+        for parameter in self.parameters():  # deduplicated, so shared parameters are listed once
+            part = "backbone" if id(parameter) in backbone_ids else "new"
+            kind = "bias" if parameter.ndim <= 1 else "weight"
+            groups[f"{part}_{kind}"].append(parameter)
+        return groups

@@ -1,0 +1,65 @@
+"""Shared fixtures: the real Hydra config, composed and shrunk to a tiny CPU run."""
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+import rca_lightning
+from rca_lightning.utils.resolvers import register_resolvers
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+CONFIG_DIR = Path(rca_lightning.__file__).parent / "conf"
+
+# A built-in dataset small enough for seconds-long runs; shared by the tests of one session.
+TINY_DATA_OVERRIDES = [
+    "data.generator.num_train=48",
+    "data.generator.num_val=16",
+    "data.generator.image_size=64",
+    "data.batch_size=8",
+    "data.num_workers=0",
+]
+TINY_MODEL_OVERRIDES = [
+    "model.net.head_width=16",
+    "model.net.projection_dim=16",
+    "model.net.attention_dim=16",
+    "model.memory_bank.queue_length=32",
+    "model.memory_bank.num_prototypes=3",
+]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def compose_train_config(cache_dir, tmp_path):
+    """Compose ``train.yaml`` with overrides, on CPU, tiny data, outputs under ``tmp_path``."""
+    register_resolvers()
+
+    def _compose(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(
+                "train",
+                overrides=[
+                    *TINY_DATA_OVERRIDES,
+                    *TINY_MODEL_OVERRIDES,
+                    "trainer=cpu",
+                    "logger=csv",
+                    f"paths.cache_dir={cache_dir}",
+                    *overrides,
+                ],
+            )
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path)
+            cfg.trainer.enable_progress_bar = False
+            cfg.trainer.enable_model_summary = False
+        return cfg
+
+    return _compose

@@ -1,0 +1,282 @@
+"""Slow, obviously-correct per-item references shared by tests and bench scripts (one section per area)."""
+
+# ----------------------------------------------------------------------------------------------------------
+# models (helper MODELS): per-class heads and semantic aggregation, one class / pixel / prototype at a time.
+# ----------------------------------------------------------------------------------------------------------
+import math
+from collections.abc import Sequence
+
+import torch
+
+
+def reference_per_class_heads(features: torch.Tensor, class_heads: Sequence[torch.nn.Module]) -> torch.Tensor:
+    """C independent single-output heads run one after another. features (B,F,h,w) -> (B,C,h,w)."""
+    maps = []
+    for head in class_heads:
+        maps.append(head(features))  # (B, 1, h, w)
+    return torch.cat(maps, dim=1)
+
+
+def reference_semantic_aggregation(
+    aggregation: torch.nn.Module,
+    features: torch.Tensor,
+    prototypes: torch.Tensor | None,
+    prototype_valid: torch.Tensor | None,
+) -> torch.Tensor:
+    """SemanticAggregation recomputed pixel by pixel and prototype by prototype from its weights.
+
+    features (B,F,h,w), prototypes (C,K,D) or None, prototype_valid (C,K) bool or None -> fused (B,F,h,w).
+    """
+    query_w, query_b = aggregation.query.weight[:, :, 0, 0], aggregation.query.bias
+    key_w, key_b = aggregation.key.weight, aggregation.key.bias
+    value_w, value_b = aggregation.value.weight, aggregation.value.bias
+    context_w, context_b = aggregation.context.weight[:, :, 0, 0], aggregation.context.bias
+    fuse_w, fuse_b = aggregation.fuse.weight[:, :, 0, 0], aggregation.fuse.bias
+    batch, channels, height, width = features.shape
+    valid_list = []
+    if prototypes is not None:
+        num_classes, num_prototypes, _ = prototypes.shape
+        for c in range(num_classes):
+            for k in range(num_prototypes):
+                if prototype_valid is None or bool(prototype_valid[c, k]):
+                    valid_list.append(prototypes[c, k])
+    fused = torch.zeros_like(features)
+    for b in range(batch):
+        for i in range(height):
+            for j in range(width):
+                pixel = features[b, :, i, j]
+                context = torch.zeros(channels, dtype=features.dtype)
+                if valid_list:
+                    query = query_w @ pixel + query_b
+                    scores = []
+                    for prototype in valid_list:
+                        key = key_w @ prototype + key_b
+                        scores.append(float(query @ key))
+                    if aggregation.attention == "softmax":
+                        scaled = [s / math.sqrt(query.numel()) for s in scores]
+                        top = max(scaled)
+                        exps = [math.exp(s - top) for s in scaled]
+                        weights = [e / sum(exps) for e in exps]
+                    else:
+                        weights = [s * num_classes / num_prototypes for s in scores]
+                    attended = torch.zeros_like(query)
+                    for weight, prototype in zip(weights, valid_list, strict=True):
+                        attended = attended + weight * (value_w @ prototype + value_b)
+                    context = context_w @ attended + context_b
+                fused[b, :, i, j] = fuse_w @ torch.cat([pixel, context]) + fuse_b
+    return fused
+
+
+# ----------------------------------------------------------------------------------------------------------
+# memory + losses (helper MEMORY): region masks, masked pooling, sequential enqueue, per-group k-means and the
+# semantic contrast loss, one image / class / entry / query at a time with plain Python loops.
+# ----------------------------------------------------------------------------------------------------------
+def reference_region_masks(coarse_cams: torch.Tensor) -> torch.Tensor:
+    """Per-pixel softmax over classes; a class region is where its map exceeds its mean. (B,C,h,w) -> bool."""
+    batch, num_classes, height, width = coarse_cams.shape
+    masks = torch.zeros(batch, num_classes, height, width, dtype=torch.bool)
+    for b in range(batch):
+        probabilities = [[[0.0] * width for _ in range(height)] for _ in range(num_classes)]
+        for i in range(height):
+            for j in range(width):
+                scores = [float(coarse_cams[b, c, i, j]) for c in range(num_classes)]
+                top = max(scores)
+                exps = [math.exp(s - top) for s in scores]
+                for c in range(num_classes):
+                    probabilities[c][i][j] = exps[c] / sum(exps)
+        for c in range(num_classes):
+            mean = sum(sum(row) for row in probabilities[c]) / (height * width)
+            for i in range(height):
+                for j in range(width):
+                    masks[b, c, i, j] = probabilities[c][i][j] > mean
+    return masks
+
+
+def reference_masked_average_pool(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Per image and class: weighted mean of the feature vectors inside the (nearest-resized) mask.
+
+    features (B,D,h,w), masks (B,C,H,W) -> (B,C,D); zeros for an empty mask.
+    """
+    batch, dim, height, width = features.shape
+    num_classes, mask_height, mask_width = masks.shape[1:]
+    pooled = torch.zeros(batch, num_classes, dim, dtype=features.dtype)
+    for b in range(batch):
+        for c in range(num_classes):
+            total = torch.zeros(dim, dtype=features.dtype)
+            area = 0.0
+            for i in range(height):
+                for j in range(width):
+                    # nearest: source pixel floor(i * H / h), as in F.interpolate(mode="nearest")
+                    source_i = min(int(math.floor(i * mask_height / height)), mask_height - 1)
+                    source_j = min(int(math.floor(j * mask_width / width)), mask_width - 1)
+                    weight = float(masks[b, c, source_i, source_j])
+                    total = total + weight * features[b, :, i, j]
+                    area += weight
+            if area > 0:
+                pooled[b, c] = total / area
+    return pooled
+
+
+def reference_enqueue(
+    queue: torch.Tensor,
+    pointer: torch.Tensor,
+    written: torch.Tensor,
+    embeddings: torch.Tensor,
+    class_ids: torch.Tensor,
+    update: str,
+    momentum: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Write the entries one at a time, in input order, tracking every written slot explicitly.
+
+    queue (C,L,D), pointer (C,), written (C,L) bool, embeddings (N,D), class_ids (N,)
+    -> new (queue, pointer, written).
+    """
+    queue, pointer, written = queue.clone(), pointer.clone(), written.clone()
+    queue_length = queue.shape[1]
+    for n in range(embeddings.shape[0]):
+        c = int(class_ids[n])
+        slot = int(pointer[c])
+        if update == "ema" and bool(written[c, slot]):
+            queue[c, slot] = momentum * queue[c, slot] + (1.0 - momentum) * embeddings[n]
+        else:
+            queue[c, slot] = embeddings[n]
+        written[c, slot] = True
+        pointer[c] = (slot + 1) % queue_length
+    return queue, pointer, written
+
+
+def reference_kmeans(
+    points: torch.Tensor, valid: torch.Tensor, num_clusters: int, num_iters: int, init_indices: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd k-means group by group and point by point, from the given initial indices.
+
+    points (G,N,D), valid (G,N), init_indices (G,K) -> centres (G,K,D) (zeros when invalid),
+    centre_valid (G,K).
+    Ties go to the lowest centre index; a centre with no point keeps its position.
+    """
+    num_groups, num_points, dim = points.shape
+    centres_out = torch.zeros(num_groups, num_clusters, dim, dtype=points.dtype)
+    valid_out = torch.zeros(num_groups, num_clusters, dtype=torch.bool)
+    for g in range(num_groups):
+        usable = [n for n in range(num_points) if bool(valid[g, n])]
+        num_centres = min(num_clusters, len(usable))
+        centres = [points[g, int(init_indices[g, k])].clone() for k in range(num_centres)]
+        for _ in range(num_iters):
+            members = [[] for _ in range(num_centres)]
+            for n in usable:
+                distances = [float(((points[g, n] - centre) ** 2).sum()) for centre in centres]
+                nearest = min(range(num_centres), key=lambda k: distances[k])  # first minimum on ties
+                members[nearest].append(n)
+            for k in range(num_centres):
+                if members[k]:
+                    centres[k] = sum(points[g, n] for n in members[k]) / len(members[k])
+        for k in range(num_centres):
+            centres_out[g, k] = centres[k]
+            valid_out[g, k] = True
+    return centres_out, valid_out
+
+
+def _reference_unit(vector: torch.Tensor) -> list[float]:
+    values = [float(x) for x in vector]
+    norm = math.sqrt(sum(x * x for x in values))
+    return [x / max(norm, 1e-12) for x in values]
+
+
+def _reference_dot(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+def reference_per_class_contrast(
+    queries: torch.Tensor, memory: torch.Tensor, memory_valid: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoNCE per query, per class, per positive, per negative with math.exp / math.log.
+
+    queries (N,D), memory (C,L,D), memory_valid (C,L) -> loss (N,C) float64 (0 where undefined),
+    defined (N,C).
+    """
+    num_queries, num_classes = queries.shape[0], memory.shape[0]
+    keys = [
+        [_reference_unit(memory[c, slot]) for slot in range(memory.shape[1]) if bool(memory_valid[c, slot])]
+        for c in range(num_classes)
+    ]
+    loss = torch.zeros(num_queries, num_classes, dtype=torch.float64)
+    defined = torch.zeros(num_queries, num_classes, dtype=torch.bool)
+    for n in range(num_queries):
+        query = _reference_unit(queries[n])
+        for c in range(num_classes):
+            if not keys[c]:
+                continue
+            negatives = [key for other in range(num_classes) if other != c for key in keys[other]]
+            terms = []
+            for positive in keys[c]:
+                positive_logit = _reference_dot(query, positive) / temperature
+                negative_logits = [_reference_dot(query, key) / temperature for key in negatives]
+                top = max([positive_logit, *negative_logits])  # shift: exp never overflows
+                denominator = math.exp(positive_logit - top) + sum(math.exp(s - top) for s in negative_logits)
+                # -log(exp(s_p) / denominator), with both shifted by top
+                terms.append(math.log(denominator) - (positive_logit - top))
+            loss[n, c] = sum(terms) / len(terms)
+            defined[n, c] = True
+    return loss, defined
+
+
+def reference_mixup_contrast_loss(
+    region_embeddings: torch.Tensor,
+    classes: torch.Tensor,
+    image_index: torch.Tensor,
+    memory: torch.Tensor,
+    memory_valid: torch.Tensor,
+    temperature: float,
+    lambdas: torch.Tensor,
+    partners: torch.Tensor,
+) -> float:
+    """Mixed-query contrast loss, query by query: mean over each image's contributing queries, summed."""
+    losses_per_image: dict[int, list[float]] = {}
+    for n in range(region_embeddings.shape[0]):
+        partner = int(partners[n])
+        mix = float(lambdas[n])
+        query = _reference_unit(region_embeddings[n])
+        partner_query = _reference_unit(region_embeddings[partner])
+        mixed = torch.tensor([mix * a + (1.0 - mix) * b for a, b in zip(query, partner_query, strict=True)])
+        loss, defined = reference_per_class_contrast(mixed[None], memory, memory_valid, temperature)
+        own_class, partner_class = int(classes[n]), int(classes[partner])
+        terms = []
+        if bool(defined[0, own_class]):
+            terms.append(mix * float(loss[0, own_class]))
+        if bool(defined[0, partner_class]):
+            terms.append((1.0 - mix) * float(loss[0, partner_class]))
+        if terms:
+            losses_per_image.setdefault(int(image_index[n]), []).append(sum(terms))
+    return sum(sum(values) / len(values) for values in losses_per_image.values())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data (helper DATA): the VOC colour map and the 255 border band, one entry / pixel at a time.
+# ----------------------------------------------------------------------------------------------------------
+def reference_voc_palette() -> list[tuple[int, int, int]]:
+    """The VOC colour map as the devkit's VOClabelcolormap.m builds it, entry by entry."""
+    palette = []
+    for index in range(256):
+        red = green = blue = 0
+        code = index
+        for level in range(8):
+            red |= ((code >> 0) & 1) << (7 - level)
+            green |= ((code >> 1) & 1) << (7 - level)
+            blue |= ((code >> 2) & 1) << (7 - level)
+            code >>= 3
+        palette.append((red, green, blue))
+    return palette
+
+
+def reference_border_band(instance_map: Sequence[Sequence[int]]) -> list[list[bool]]:
+    """A pixel is on the band when any pixel of its 3x3 neighbourhood (inside the image) differs."""
+    height, width = len(instance_map), len(instance_map[0])
+    band = [[False] * width for _ in range(height)]
+    for i in range(height):
+        for j in range(width):
+            for di in (-1, 0, 1):
+                for dj in (-1, 0, 1):
+                    y, x = i + di, j + dj
+                    if 0 <= y < height and 0 <= x < width and instance_map[y][x] != instance_map[i][j]:
+                        band[i][j] = True
+    return band

@@ -1,0 +1,78 @@
+"""``rca-train`` end to end on a tiny built-in dataset, launched as a user would."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
+
+
+def read_metrics_csv(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def epoch_means(rows: list[dict[str, str]], key: str) -> list[float]:
+    values: dict[int, list[float]] = {}
+    for row in rows:
+        if row.get(key):
+            values.setdefault(int(row["epoch"]), []).append(float(row[key]))
+    return [float(np.mean(values[epoch])) for epoch in sorted(values)]
+
+
+def all_background_miou(dataset_root: Path) -> float:
+    """mIoU (percent) of predicting background everywhere on the val split: one confusion matrix."""
+    names = (dataset_root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    masks = np.stack([np.array(Image.open(dataset_root / "SegmentationClass" / f"{n}.png")) for n in names])
+    valid = masks != 255
+    background_iou = (masks[valid] == 0).sum() / valid.sum()
+    classes_present = len(np.unique(masks[valid]))  # background + the objects (IoU 0 each)
+    return 100 * background_iou / classes_present
+
+
+@pytest.mark.slow
+def test_rca_train_learns_and_beats_all_background(tmp_path):
+    run_dir = tmp_path / "run"
+    cache = tmp_path / "cache"
+    command = [
+        str(Path(sys.executable).with_name("rca-train")),
+        *TINY_DATA_OVERRIDES,
+        *TINY_MODEL_OVERRIDES,
+        "trainer=cpu",
+        "trainer.max_epochs=8",
+        "trainer.enable_progress_bar=false",
+        "model.optimizer.lr=0.02",
+        "model.lr_milestone_epochs=[6]",
+        "callbacks.memory_bank.contrast_start_epoch=1",
+        f"paths.cache_dir={cache}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    # Every output of the run is under hydra.run.dir.
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert Path(summary["best_checkpoint"]).is_relative_to(run_dir)
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert (run_dir / "train.log").exists()
+
+    rows = read_metrics_csv(run_dir)
+    train_loss = epoch_means(rows, "train/loss_cls")
+    assert train_loss[-1] < 0.8 * train_loss[0], train_loss
+    assert epoch_means(rows, "train/loss_contrast"), "the contrast term never ran"
+    assert epoch_means(rows, "memory/fill_mean")[-1] > 0, "nothing entered the memory bank"
+
+    dataset_roots = list((cache / "synthetic").iterdir())
+    assert len(dataset_roots) == 1
+    cam_miou = epoch_means(rows, "val/cam_mIoU")
+    baseline = all_background_miou(dataset_roots[0])
+    assert max(cam_miou) > baseline + 5, (cam_miou, baseline)
+    assert summary["metrics"]["val/cam_mIoU"] == pytest.approx(cam_miou[-1], rel=1e-4)
