@@ -37,7 +37,9 @@ def parse_objects(xml_path: Path) -> list[tuple[str, tuple[int, int, int, int]]]
     objects = []
     for obj in ET.parse(xml_path).getroot().findall("object"):
         box = obj.find("bndbox")
-        objects.append((obj.findtext("name"), tuple(int(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))))
+        objects.append(
+            (obj.findtext("name"), tuple(int(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")))
+        )
     return objects
 
 
@@ -46,7 +48,11 @@ def read_tree(root: Path) -> dict[str, bytes]:
 
 
 def test_voc_palette_matches_devkit_reference():
-    assert VOC_CLASS_NAMES[0] == "aeroplane" and VOC_CLASS_NAMES[-1] == "tvmonitor" and len(VOC_CLASS_NAMES) == 20
+    assert (
+        VOC_CLASS_NAMES[0] == "aeroplane"
+        and VOC_CLASS_NAMES[-1] == "tvmonitor"
+        and len(VOC_CLASS_NAMES) == 20
+    )
     palette = voc_palette()
     assert palette.shape == (256, 3) and palette.dtype == np.uint8
     assert [tuple(int(c) for c in row) for row in palette] == reference_voc_palette()
@@ -98,9 +104,15 @@ def test_layout_and_complete_marker(dataset_root):
     assert (dataset_root / "class_names.txt").read_text().splitlines() == list(CLASSES)
     marker = json.loads((dataset_root / COMPLETE_MARKER).read_text())
     assert marker["class_names"] == list(CLASSES) and marker["seed"] == 3
-    assert SyntheticVOCGenerator(CLASSES, num_train=40, num_val=8, image_size=64, seed=3).is_complete(dataset_root)
-    assert not SyntheticVOCGenerator(CLASSES, num_train=40, num_val=8, image_size=64, seed=4).is_complete(dataset_root)
-    assert not SyntheticVOCGenerator(CLASSES, num_train=40, num_val=8, image_size=96, seed=3).is_complete(dataset_root)
+    assert SyntheticVOCGenerator(CLASSES, num_train=40, num_val=8, image_size=64, seed=3).is_complete(
+        dataset_root
+    )
+    assert not SyntheticVOCGenerator(CLASSES, num_train=40, num_val=8, image_size=64, seed=4).is_complete(
+        dataset_root
+    )
+    assert not SyntheticVOCGenerator(CLASSES, num_train=40, num_val=8, image_size=96, seed=3).is_complete(
+        dataset_root
+    )
     # nothing left behind by the atomic write
     assert [p.name for p in dataset_root.parent.iterdir()] == ["VOC2012"]
 
@@ -155,7 +167,12 @@ def test_xml_names_and_boxes_match_masks(dataset_root):
             assert len(xs) > 0
             # VOC boxes are 1-based and inclusive; they enclose the instance's labelled pixels ...
             assert 1 <= xmin <= xmax <= 64 and 1 <= ymin <= ymax <= 64
-            assert xmin <= xs.min() + 1 and ymin <= ys.min() + 1 and xmax >= xs.max() + 1 and ymax >= ys.max() + 1
+            assert (
+                xmin <= xs.min() + 1
+                and ymin <= ys.min() + 1
+                and xmax >= xs.max() + 1
+                and ymax >= ys.max() + 1
+            )
             # ... and are tight: each box edge touches the instance or its border band
             inside_box = object_mask[ymin - 1 : ymax, xmin - 1 : xmax]
             touches = (inside_box == instance) | (inside_box == 255)

@@ -67,6 +67,18 @@ def test_tiny_temperature_large_logits_stay_finite_and_exact() -> None:
     assert torch.isfinite(queries.grad).all()
 
 
+def test_half_precision_queries_are_computed_in_float32() -> None:
+    memory, memory_valid, generator = _memory(10)
+    queries = F.normalize(torch.randn(3, 6, generator=generator), dim=-1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = per_class_contrast(queries.bfloat16(), memory.bfloat16(), memory_valid, 0.01)
+    expected, _ = reference_per_class_contrast(
+        queries.bfloat16().double(), memory.bfloat16().double(), memory_valid, 0.01
+    )
+    assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
+    torch.testing.assert_close(loss.double(), expected, atol=1e-4, rtol=1e-4)
+
+
 def test_gradients_reach_queries_not_memory() -> None:
     memory, memory_valid, generator = _memory(6)
     memory = memory.clone().requires_grad_()

@@ -37,6 +37,13 @@ def all_background_miou(dataset_root: Path) -> float:
     return 100 * background_iou / classes_present
 
 
+def test_library_imports_from_another_project(tmp_path):
+    code = "from rca_lightning import RCALitModule, VOCDataModule, MemoryBankCallback; print('ok')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"
+
+
 @pytest.mark.slow
 def test_rca_train_learns_and_beats_all_background(tmp_path):
     run_dir = tmp_path / "run"
@@ -55,7 +62,8 @@ def test_rca_train_learns_and_beats_all_background(tmp_path):
         f"hydra.run.dir={run_dir}",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    # Run from an unrelated folder: the installed package must find its own configs.
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
 
     # Every output of the run is under hydra.run.dir.

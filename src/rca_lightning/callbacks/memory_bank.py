@@ -30,7 +30,9 @@ class MemoryBankCallback(Callback):
             pl_module.memory_bank.refresh_prototypes(seed_offset=epoch)
 
     @torch.no_grad()
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx
+    ) -> None:
         if not isinstance(outputs, dict) or "region_embeddings" not in outputs:
             return
         embeddings = outputs["region_embeddings"]  # (B, C, D)

@@ -41,8 +41,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     summary = {
         "output_dir": str(output_dir),
         "best_checkpoint": checkpoint.best_model_path if checkpoint else None,
-        "best_score": float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score else None,
+        "best_score": float(checkpoint.best_model_score)
+        if checkpoint and checkpoint.best_model_score
+        else None,
         "metrics": metrics,
+        "dataset": {"root": str(datamodule.root), "class_names": list(datamodule.class_names)},
     }
     if trainer.is_global_zero:
         write_json_atomically(output_dir / "metrics.json", summary)

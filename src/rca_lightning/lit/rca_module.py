@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from lightning import LightningModule
 from torchmetrics.classification import MultilabelAveragePrecision
 
+from rca_lightning.callbacks import MemoryBankCallback
 from rca_lightning.losses import SemanticContrastLoss
 from rca_lightning.memory import RegionalMemoryBank, masked_average_pool, region_masks
 from rca_lightning.metrics import CAMThresholdSweep
@@ -35,7 +36,7 @@ class RCALitModule(LightningModule):
         contrast_weight: weight of the contrast term (0.01 in the public code).
         coarse_loss_weight: weight of the coarse head's loss (0.4).
         confidence_threshold: a present class's region enters the bank when sigmoid(score) exceeds this (0.7).
-        lr_multipliers: multipliers of the base lr for the four parameter groups of ``net.parameter_groups()``.
+        lr_multipliers: multipliers of the base lr for the parameter groups of ``net.parameter_groups()``.
         lr_milestone_epochs: epochs after which the lr is multiplied by ``lr_gamma`` (applied per step).
         lr_gamma: the decay factor.
         cam_thresholds: (start, stop, step) of the background-threshold sweep for val CAM mIoU.
@@ -90,11 +91,12 @@ class RCALitModule(LightningModule):
         return self.net(images, self.memory_bank.prototypes, self.memory_bank.prototype_valid)
 
     def on_fit_start(self) -> None:
-        from rca_lightning.callbacks import MemoryBankCallback
-
-        if self.uses_memory_bank and not any(isinstance(c, MemoryBankCallback) for c in self.trainer.callbacks):
+        if self.uses_memory_bank and not any(
+            isinstance(c, MemoryBankCallback) for c in self.trainer.callbacks
+        ):
             raise ValueError(
-                "RCALitModule with contrast or aggregation on needs a MemoryBankCallback in Trainer(callbacks=...)"
+                "RCALitModule with contrast or aggregation on needs a MemoryBankCallback "
+                "in Trainer(callbacks=...)"
             )
 
     def _classification_losses(self, output: RCAOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -169,7 +171,7 @@ class RCALitModule(LightningModule):
             group["lr"] *= self.lr_multipliers[group["name"]]
             if group["name"].endswith("_bias"):  # biases and norm parameters: no weight decay
                 group["weight_decay"] = 0.0
-        self.trainer.estimated_stepping_batches  # makes the trainer size the train loader
+        _ = self.trainer.estimated_stepping_batches  # makes the trainer size the train loader
         steps_per_epoch = max(
             1, math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
         )

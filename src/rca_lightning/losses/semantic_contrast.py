@@ -31,7 +31,7 @@ def per_class_contrast(
         temperature: InfoNCE temperature t > 0.
 
     Returns:
-        loss: (N, C) per query and class; 0 where undefined.
+        loss: (N, C) per query and class, in float32 or wider; 0 where undefined.
         defined: (N, C) bool, False where class c has no valid entry (no positives).
     """
     if queries.dim() != 2 or memory.dim() != 3 or queries.shape[1] != memory.shape[2]:
@@ -48,12 +48,15 @@ def per_class_contrast(
         raise ValueError(f"per_class_contrast: temperature must be > 0, got {temperature}")
     num_queries, num_classes = queries.shape[0], memory.shape[0]
     memory_valid = memory_valid.to(device=queries.device, dtype=torch.bool)
+    # Half precision holds neither logits scaled by 1/t nor the log(0) stand-in: compute in float32 or wider.
+    queries = queries.to(torch.promote_types(queries.dtype, torch.float32))
     log_zero = _log_zero(queries.dtype)
 
     queries = F.normalize(queries, dim=-1)  # (N, D)
     keys = F.normalize(memory.detach().to(device=queries.device, dtype=queries.dtype), dim=-1)  # (C, L, D)
     keys = torch.where(memory_valid.unsqueeze(-1), keys, torch.zeros_like(keys))
-    logits = torch.einsum("nd,cld->ncl", queries, keys) / temperature  # (N, C, L)
+    with torch.autocast(device_type=queries.device.type, enabled=False):
+        logits = torch.einsum("nd,cld->ncl", queries, keys) / temperature  # (N, C, L)
 
     valid = memory_valid.unsqueeze(0)  # (1, C, L)
     class_log_sums = torch.logsumexp(torch.where(valid, logits, log_zero), dim=2)  # (N, C)

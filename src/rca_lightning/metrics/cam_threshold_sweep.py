@@ -62,7 +62,7 @@ class CAMThresholdSweep(Metric):
         return confusion
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """Best threshold and its scores: ``miou`` (T,), ``best_miou``, ``best_threshold``, ``best_iou`` (K,)."""
+        """Scores of the sweep: ``miou`` (T,), ``best_miou``, ``best_threshold``, ``best_iou`` (K,)."""
         iou = iou_from_confusion(self.confusion_matrices())  # (T, K)
         miou = iou.nanmean(-1)
         best = int(torch.nan_to_num(miou, nan=-1.0).argmax())

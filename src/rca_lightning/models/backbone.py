@@ -7,9 +7,12 @@ network (``features_only=True``), this module exposes ``out_channels`` and retur
 
 from __future__ import annotations
 
+import os
+import socket
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -19,6 +22,13 @@ VGG16_NAME = "vgg16"
 VGG16_OUTPUT_STRIDES = (8,)
 TIMM_OUTPUT_STRIDES = (8, 16, 32)
 _MAX_KEYS_IN_WARNING = 10
+HUB_PROBE_TIMEOUT_S = 3.0
+_HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+class PretrainedWeightsUnavailableError(RuntimeError):
+    """``pretrained=True`` but the weights are neither cached locally nor downloadable."""
 
 
 class DilatedVGGFeatures(nn.Module):
@@ -59,11 +69,16 @@ class TimmBackbone(nn.Module):
     Args:
         name: timm model name, e.g. ``"resnet18"``, ``"resnet50"``, ``"resnet101"`` or ``"vgg16"``.
         output_stride: input size / feature size. 8, 16 or 32 where timm supports it; ``vgg16``: 8 only.
-        pretrained: load timm's ImageNet weights (needs the weights in the local cache or internet).
-        checkpoint_path: optional local state dict (possibly nested under ``"state_dict"`` or ``"model"``)
-            loaded with ``strict=False``; missing and unexpected keys are reported with ``warnings.warn``.
-            Keys are those of the timm model (``conv1.weight``, ``features.0.weight``); a ``module.`` or
-            ``encoder.`` prefix is stripped.
+        pretrained: load timm's ImageNet weights: from the local Hugging Face cache when they are there
+            (no network access), else from the hub. Offline with nothing cached raises
+            ``PretrainedWeightsUnavailableError`` within seconds (no download retries).
+        checkpoint_path: optional local weight file (``torch.save`` state dict, possibly nested under
+            ``"state_dict"`` or ``"model"``, or ``.safetensors``) loaded with ``strict=False``; missing and
+            unexpected keys are reported with ``warnings.warn``. Given a file, the hub is never contacted
+            (``pretrained`` is then ignored). timm and torchvision key names both load: ResNet keys are the
+            same in both, VGG-16 ``features.N.*`` keys are the same and the classifier keys (unused by a
+            feature extractor) are reported as unexpected. A ``module.``, ``encoder.`` or ``backbone.``
+            prefix is stripped.
 
     Attributes:
         out_channels: channels of the returned feature map.
@@ -80,15 +95,15 @@ class TimmBackbone(nn.Module):
         super().__init__()
         self.name = name
         self.output_stride = output_stride
+        # A local file replaces the hub weights: build without them so nothing is downloaded.
+        pretrained = bool(pretrained) and checkpoint_path is None
         if name == VGG16_NAME:
             if output_stride not in VGG16_OUTPUT_STRIDES:
                 raise ValueError(
                     f"output_stride={output_stride} is not supported for backbone '{name}'; "
                     f"allowed: {list(VGG16_OUTPUT_STRIDES)}"
                 )
-            self.encoder: nn.Module = DilatedVGGFeatures(
-                timm.create_model(name, pretrained=pretrained).features
-            )
+            self.encoder: nn.Module = DilatedVGGFeatures(create_timm_model(name, pretrained).features)
             self.out_channels = 512
         else:
             self.encoder = _create_timm_features(name, output_stride, pretrained)
@@ -100,8 +115,8 @@ class TimmBackbone(nn.Module):
         """Load a local state dict into the timm model with ``strict=False``.
 
         Args:
-            checkpoint_path: file written by ``torch.save``; a dict nested under ``"state_dict"`` or
-                ``"model"`` is unwrapped.
+            checkpoint_path: file written by ``torch.save`` (a dict nested under ``"state_dict"`` or
+                ``"model"`` is unwrapped) or a ``.safetensors`` file.
 
         Returns:
             (missing_keys, unexpected_keys), also reported with ``warnings.warn`` when non-empty.
@@ -109,7 +124,7 @@ class TimmBackbone(nn.Module):
         path = Path(checkpoint_path)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint_path: backbone checkpoint not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _read_state_dict(path)
         for nested_key in ("state_dict", "model"):
             if isinstance(state, Mapping) and isinstance(state.get(nested_key), Mapping):
                 state = state[nested_key]
@@ -118,6 +133,24 @@ class TimmBackbone(nn.Module):
                 f"checkpoint_path: {path} does not hold a state dict (got {type(state).__name__})"
             )
         state = {_strip_prefixes(key): value for key, value in state.items()}
+        expected = self.encoder.state_dict()
+        if not expected.keys() & state.keys():
+            raise ValueError(
+                f"checkpoint_path: none of the {len(state)} keys of {path} "
+                f"(e.g. {_preview(list(state)[:3])}) match backbone '{self.name}' "
+                f"(e.g. {_preview(list(expected)[:3])}); expected timm or torchvision "
+                "weights of that architecture"
+            )
+        wrong_shapes = [
+            f"{key} {tuple(state[key].shape)} vs {tuple(expected[key].shape)}"
+            for key in expected.keys() & state.keys()
+            if tuple(state[key].shape) != tuple(expected[key].shape)
+        ]
+        if wrong_shapes:
+            raise ValueError(
+                f"checkpoint_path: {path} has {len(wrong_shapes)} tensors whose shape differs from backbone "
+                f"'{self.name}', first: {sorted(wrong_shapes)[0]}"
+            )
         result = self.encoder.load_state_dict(state, strict=False)
         missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
         if missing or unexpected:
@@ -134,6 +167,88 @@ class TimmBackbone(nn.Module):
         return features[-1] if isinstance(features, list | tuple) else features
 
 
+def create_timm_model(name: str, pretrained: bool, **kwargs) -> nn.Module:
+    """``timm.create_model`` that never waits on an unreachable hub.
+
+    With ``pretrained=True`` the weights come from the local Hugging Face cache when they are there
+    (loaded as a local file: no network access at all); otherwise the hub must be reachable. Offline
+    (``HF_HUB_OFFLINE=1``, or a TCP probe of the hub failing within ``HUB_PROBE_TIMEOUT_S``) with nothing
+    cached raises ``PretrainedWeightsUnavailableError`` at once instead of timm's ~50 s of retries.
+
+    Args:
+        name: timm model name.
+        pretrained: load timm's default pretrained weights of ``name``.
+        **kwargs: passed to ``timm.create_model`` (``features_only``, ``output_stride``...).
+    """
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    pretrained_cfg = timm.models.get_pretrained_cfg(name)
+    hub_id = pretrained_cfg.hf_hub_id if pretrained_cfg is not None else None
+    cached = _cached_hub_file(hub_id)
+    if cached is not None:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached}, **kwargs)
+    if not _hub_reachable():
+        raise PretrainedWeightsUnavailableError(
+            _weights_unavailable_message(name, hub_id, "the hub is unreachable (offline)")
+        )
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except OSError as error:  # hub, HTTP and connection errors are all OSError subclasses
+        raise PretrainedWeightsUnavailableError(
+            _weights_unavailable_message(name, hub_id, f"download failed: {type(error).__name__}")
+        ) from error
+
+
+def _weights_unavailable_message(name: str, hub_id: str | None, reason: str) -> str:
+    return (
+        f"pretrained=true: no ImageNet weights for backbone '{name}' ({hub_id or 'no hub id'}): not in the "
+        f"local Hugging Face cache and {reason}; set model.net.backbone.checkpoint_path=FILE (a local timm "
+        "or torchvision state dict, see the README's 'Real data' section) or pretrained=false"
+    )
+
+
+def _cached_hub_file(hub_id: str | None) -> str | None:
+    """Path of the cached hub weight file of ``hub_id`` (``"timm/resnet50.a1_in1k"``), if cached."""
+    if not hub_id:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    repo_id, _, revision = hub_id.partition("@")
+    for filename in _HUB_WEIGHT_FILES:
+        cached = try_to_load_from_cache(repo_id, filename, revision=revision or None)
+        if isinstance(cached, str) and os.path.isfile(cached):
+            return cached
+    return None
+
+
+def _hub_reachable() -> bool:
+    """False when offline mode is set or the hub's host does not accept a TCP connection quickly."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(variable) for variable in _PROXY_VARIABLES):
+        return True  # behind a proxy a direct probe says nothing; let the download try
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def _read_state_dict(path: Path) -> object:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle, zip and weights_only errors have no common base class
+        raise ValueError(f"checkpoint_path: cannot read {path} as a torch state dict ({error})") from error
+
+
 def _create_timm_features(name: str, output_stride: int, pretrained: bool) -> nn.Module:
     """Build ``timm.create_model(features_only=True)`` and check that the stride was honoured."""
     if not timm.is_model(name):
@@ -146,9 +261,7 @@ def _create_timm_features(name: str, output_stride: int, pretrained: bool) -> nn
         raise unsupported
     kwargs = {} if output_stride == 32 else {"output_stride": output_stride}
     try:
-        encoder = timm.create_model(
-            name, pretrained=pretrained, features_only=True, out_indices=(-1,), **kwargs
-        )
+        encoder = create_timm_model(name, pretrained, features_only=True, out_indices=(-1,), **kwargs)
     except (AssertionError, TypeError, NotImplementedError) as error:
         raise unsupported from error
     if int(encoder.feature_info.reduction()[-1]) != output_stride:  # models that ignore output_stride
@@ -157,7 +270,7 @@ def _create_timm_features(name: str, output_stride: int, pretrained: bool) -> nn
 
 
 def _strip_prefixes(key: str) -> str:
-    for prefix in ("module.", "encoder."):
+    for prefix in ("module.", "encoder.", "backbone."):
         if key.startswith(prefix):
             key = key[len(prefix) :]
     return key

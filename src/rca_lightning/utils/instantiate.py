@@ -1,9 +1,9 @@
 """Build the Lightning objects of a run from a composed config."""
 
+from hydra.utils import instantiate
 from lightning import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
-from hydra.utils import instantiate
 
 
 def instantiate_collection(config: DictConfig | None) -> list:

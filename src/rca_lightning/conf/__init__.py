@@ -1,0 +1,1 @@
+"""Packaged Hydra configs (the top-level conf/ links here)."""

@@ -1,0 +1,47 @@
+"""Datasets, transforms, the datamodule and the built-in synthetic dataset generator."""
+
+from rca_lightning.data.coco import (
+    COCO_CATEGORIES,
+    COCO_CATEGORY_TO_CLASS,
+    COCO_CLASS_NAMES,
+    COCOSegmentationDataset,
+    build_coco_masks,
+)
+from rca_lightning.data.coco_datamodule import COCODataModule
+from rca_lightning.data.datamodule import VOCDataModule
+from rca_lightning.data.synthetic import (
+    DEFAULT_SYNTHETIC_CLASSES,
+    SYNTHETIC_CLASS_NAMES,
+    SyntheticVOCGenerator,
+)
+from rca_lightning.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_eval_transform,
+    build_train_transform,
+)
+from rca_lightning.data.voc_classes import IGNORE_INDEX, VOC_CLASS_NAMES, voc_palette
+from rca_lightning.data.voc_dataset import VOCSegmentationDataset
+from rca_lightning.data.voc_layout import check_voc_layout
+
+__all__ = [
+    "COCO_CATEGORIES",
+    "COCO_CATEGORY_TO_CLASS",
+    "COCO_CLASS_NAMES",
+    "COCODataModule",
+    "COCOSegmentationDataset",
+    "DEFAULT_SYNTHETIC_CLASSES",
+    "IGNORE_INDEX",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "SYNTHETIC_CLASS_NAMES",
+    "VOC_CLASS_NAMES",
+    "SyntheticVOCGenerator",
+    "VOCDataModule",
+    "VOCSegmentationDataset",
+    "build_coco_masks",
+    "build_eval_transform",
+    "build_train_transform",
+    "check_voc_layout",
+    "voc_palette",
+]

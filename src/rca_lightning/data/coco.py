@@ -1,0 +1,419 @@
+"""COCO 2014 for weakly supervised segmentation: 80-class image labels and 81-class semantic masks.
+
+Expected layout (``root`` is given as ``data.root``)::
+
+    root/train2014/COCO_train2014_<12 digits>.jpg
+    root/val2014/COCO_val2014_<12 digits>.jpg
+    root/annotations/instances_train2014.json
+    root/annotations/instances_val2014.json
+
+Semantic masks are rendered once from the instance annotations with pycocotools and cached as one PNG
+per image (default ``root/SegmentationClassCOCO/<split>/<image stem>.png``, palette PNG, 0 background,
+1..80 classes, 255 ignore) plus ``index.json`` (image list, sizes and image-level labels) written last:
+its presence with a matching signature means the split is complete.
+
+Class mapping: COCO category ids are sparse (1..90, ten unused). The categories of the JSON, sorted by
+id, must be exactly ``COCO_CATEGORIES``; category id ``COCO_CATEGORIES[i][0]`` becomes mask value
+``i + 1`` and label index ``i`` (``COCO_CATEGORY_TO_CLASS``). E.g. person 1 -> 1, bicycle 2 -> 2,
+stop sign 13 -> 12, backpack 27 -> 25, toothbrush 90 -> 80.
+
+Rendering rules: crowd regions (``iscrowd=1``) are painted 255 first; the other instances are then
+painted in order of decreasing area, so a small object lying on a large one stays visible and pixels
+of a crowd region covered by a single instance get that instance's class. Image-level labels are the
+classes of all annotations, crowd ones included. Images without any annotation (about 700 in train2014,
+370 in val2014) are left out by default, which gives the 82,081 / 40,137 images of the WSSS protocol;
+with ``include_unannotated=True`` they are kept with zero labels and an all-background mask.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import multiprocessing
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from rca_lightning.data.transforms import build_eval_transform
+from rca_lightning.data.voc_classes import IGNORE_INDEX, voc_palette
+from rca_lightning.data.voc_dataset import Transform, VOCSegmentationDataset
+from rca_lightning.utils.atomic import write_bytes_atomically, write_json_atomically
+
+log = logging.getLogger(__name__)
+
+COCO_CATEGORIES: tuple[tuple[int, str], ...] = (
+    (1, "person"), (2, "bicycle"), (3, "car"), (4, "motorcycle"), (5, "airplane"), (6, "bus"),
+    (7, "train"), (8, "truck"), (9, "boat"), (10, "traffic light"), (11, "fire hydrant"),
+    (13, "stop sign"), (14, "parking meter"), (15, "bench"), (16, "bird"), (17, "cat"), (18, "dog"),
+    (19, "horse"), (20, "sheep"), (21, "cow"), (22, "elephant"), (23, "bear"), (24, "zebra"),
+    (25, "giraffe"), (27, "backpack"), (28, "umbrella"), (31, "handbag"), (32, "tie"), (33, "suitcase"),
+    (34, "frisbee"), (35, "skis"), (36, "snowboard"), (37, "sports ball"), (38, "kite"),
+    (39, "baseball bat"), (40, "baseball glove"), (41, "skateboard"), (42, "surfboard"),
+    (43, "tennis racket"), (44, "bottle"), (46, "wine glass"), (47, "cup"), (48, "fork"), (49, "knife"),
+    (50, "spoon"), (51, "bowl"), (52, "banana"), (53, "apple"), (54, "sandwich"), (55, "orange"),
+    (56, "broccoli"), (57, "carrot"), (58, "hot dog"), (59, "pizza"), (60, "donut"), (61, "cake"),
+    (62, "chair"), (63, "couch"), (64, "potted plant"), (65, "bed"), (67, "dining table"), (70, "toilet"),
+    (72, "tv"), (73, "laptop"), (74, "mouse"), (75, "remote"), (76, "keyboard"), (77, "cell phone"),
+    (78, "microwave"), (79, "oven"), (80, "toaster"), (81, "sink"), (82, "refrigerator"), (84, "book"),
+    (85, "clock"), (86, "vase"), (87, "scissors"), (88, "teddy bear"), (89, "hair drier"),
+    (90, "toothbrush"),
+)  # fmt: skip
+"""The 80 COCO 2014 detection categories as (category id, name), sorted by id."""
+
+COCO_CLASS_NAMES: tuple[str, ...] = tuple(name for _, name in COCO_CATEGORIES)
+"""The 80 foreground class names; mask value of ``COCO_CLASS_NAMES[i]`` is ``i + 1``."""
+
+COCO_CATEGORY_TO_CLASS: dict[int, int] = {
+    category_id: i + 1 for i, (category_id, _) in enumerate(COCO_CATEGORIES)
+}
+"""COCO category id (1..90, sparse) -> mask value 1..80 (label index = value - 1)."""
+
+MASK_CACHE_FOLDER = "SegmentationClassCOCO"
+INDEX_FILE = "index.json"
+BUILDER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class COCOInstance:
+    """One instance annotation reduced to what mask rendering needs."""
+
+    annotation_id: int
+    class_value: int  # 1..80
+    segmentation: list | dict
+    iscrowd: bool
+    area: float
+
+
+@dataclass
+class COCOImageRecord:
+    """One image of a split and its instances."""
+
+    image_id: int
+    file_name: str
+    height: int
+    width: int
+    instances: list[COCOInstance] = field(default_factory=list)
+
+    @property
+    def stem(self) -> str:
+        return Path(self.file_name).stem
+
+    @property
+    def class_values(self) -> list[int]:
+        """Sorted mask values (1..80) of the classes present, crowd annotations included."""
+        return sorted({instance.class_value for instance in self.instances})
+
+
+def annotation_file(root: str | os.PathLike, split: str) -> Path:
+    """``root/annotations/instances_<split>.json``."""
+    return Path(root) / "annotations" / f"instances_{split}.json"
+
+
+def check_coco_layout(root: str | os.PathLike, splits: Sequence[str]) -> None:
+    """Raise ``FileNotFoundError`` naming every missing folder and annotation file (one line)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"dataset root {root} does not exist (expected a COCO 2014 folder with train2014/, val2014/ "
+            "and annotations/instances_{train,val}2014.json)"
+        )
+    problems = []
+    for split in dict.fromkeys(splits):
+        if not (root / split).is_dir():
+            problems.append(f"image folder {root / split} is missing ({split}.zip of COCO 2014)")
+        if not annotation_file(root, split).is_file():
+            problems.append(
+                f"annotation file {annotation_file(root, split)} is missing (annotations_trainval2014.zip)"
+            )
+    if problems:
+        raise FileNotFoundError(f"COCO layout under {root} is incomplete: " + "; ".join(problems))
+
+
+def category_mapping(categories: list[dict], source: Path) -> dict[int, int]:
+    """Check a JSON's categories against ``COCO_CATEGORIES``; return category id -> mask value.
+
+    Args:
+        categories: the ``categories`` list of an instances JSON.
+        source: the JSON file, for error messages.
+    """
+    try:
+        found = sorted((int(category["id"]), str(category["name"])) for category in categories)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"{source}: malformed 'categories' entry ({error!r}); expected id and name"
+        ) from error
+    if tuple(found) != COCO_CATEGORIES:
+        official = dict(COCO_CATEGORIES)
+        differing = [entry for entry in found if official.get(entry[0]) != entry[1]]
+        absent = sorted(set(official) - {category_id for category_id, _ in found})
+        raise ValueError(
+            f"{source}: categories differ from the 80 COCO 2014 categories: unexpected (id, name) "
+            f"{differing[:5]}, missing ids {absent[:5]}"
+        )
+    return {category_id: i + 1 for i, (category_id, _) in enumerate(found)}
+
+
+def read_coco_instances(path: str | os.PathLike) -> list[COCOImageRecord]:
+    """Parse an instances JSON into per-image records (images sorted by id).
+
+    Raises ``ValueError`` naming the file for an empty or malformed file, an annotation of an unknown
+    image, or a category id that is not one of the 80 COCO categories.
+    """
+    path = Path(path)
+    text = path.read_text()
+    if not text.strip():
+        raise ValueError(f"{path}: empty annotation file; expected COCO instances JSON")
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: top level is a {type(content).__name__}; expected COCO instances JSON")
+    missing_keys = [key for key in ("images", "annotations", "categories") if key not in content]
+    if missing_keys:
+        raise ValueError(f"{path}: missing keys {missing_keys}; expected COCO instances JSON")
+    if not content["images"]:
+        raise ValueError(f"{path}: empty annotation file: no images listed")
+    mapping = category_mapping(content["categories"], path)
+    records = {
+        int(image["id"]): COCOImageRecord(
+            int(image["id"]), str(image["file_name"]), int(image["height"]), int(image["width"])
+        )
+        for image in content["images"]
+    }
+    for annotation in content["annotations"]:
+        category_id = int(annotation["category_id"])
+        if category_id not in mapping:
+            raise ValueError(
+                f"{path}: annotation {annotation.get('id')} has category id {category_id}, "
+                f"not a COCO category (known ids: 1..90 without {sorted(set(range(1, 91)) - set(mapping))})"
+            )
+        record = records.get(int(annotation["image_id"]))
+        if record is None:
+            raise ValueError(
+                f"{path}: annotation {annotation.get('id')} refers to unknown image {annotation['image_id']}"
+            )
+        record.instances.append(
+            COCOInstance(
+                annotation_id=int(annotation.get("id", -1)),
+                class_value=mapping[category_id],
+                segmentation=annotation.get("segmentation", []),
+                iscrowd=bool(annotation.get("iscrowd", 0)),
+                area=float(annotation.get("area", 0.0)),
+            )
+        )
+    return [records[image_id] for image_id in sorted(records)]
+
+
+def instance_mask(segmentation: list | dict, height: int, width: int) -> np.ndarray:
+    """Binary (H, W) uint8 mask of a polygon list, an uncompressed RLE or a compressed RLE."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):  # polygons: flat [x1, y1, x2, y2, ...] lists
+        polygons = [polygon for polygon in segmentation if len(polygon) >= 6]
+        if not polygons:
+            return np.zeros((height, width), np.uint8)
+        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    elif isinstance(segmentation, dict):
+        rle = dict(segmentation)
+        if isinstance(rle["counts"], str):
+            rle["counts"] = rle["counts"].encode()
+    else:
+        raise ValueError(f"segmentation of type {type(segmentation).__name__}: expected polygons or RLE")
+    if tuple(rle["size"]) != (height, width):
+        raise ValueError(f"RLE size {tuple(rle['size'])} differs from the image size {(height, width)}")
+    return mask_utils.decode(rle)
+
+
+def render_semantic_mask(record: COCOImageRecord, source: str = "") -> np.ndarray:
+    """(H, W) uint8 semantic mask of one image: 0 background, 1..80 classes, 255 crowd.
+
+    Args:
+        record: the image and its instances.
+        source: the annotation file, for error messages.
+    """
+    mask = np.zeros((record.height, record.width), np.uint8)
+    crowds = [instance for instance in record.instances if instance.iscrowd]
+    singles = sorted((i for i in record.instances if not i.iscrowd), key=lambda i: -i.area)
+    for instance in crowds + singles:  # a handful per image
+        try:
+            pixels = instance_mask(instance.segmentation, record.height, record.width).astype(bool)
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{source}: annotation {instance.annotation_id} of image {record.file_name}: {error}"
+            ) from error
+        mask[pixels] = IGNORE_INDEX if instance.iscrowd else instance.class_value
+    return mask
+
+
+def _write_mask(task: tuple[COCOImageRecord, str, str]) -> None:
+    """Render and write one mask atomically (a worker-process entry point)."""
+    record, output_path, source = task
+    buffer = io.BytesIO()
+    png = Image.fromarray(render_semantic_mask(record, source), mode="P")
+    png.putpalette(voc_palette().reshape(-1).tolist())
+    png.save(buffer, format="PNG")
+    write_bytes_atomically(Path(output_path), buffer.getvalue())
+
+
+def split_cache_dir(root: str | os.PathLike, split: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Folder of the cached masks and ``index.json`` of ``split``."""
+    base = Path(cache_dir) if cache_dir is not None else Path(root) / MASK_CACHE_FOLDER
+    return base / split
+
+
+def build_coco_masks(
+    root: str | os.PathLike,
+    split: str,
+    cache_dir: str | os.PathLike | None = None,
+    num_workers: int | None = None,
+    include_unannotated: bool = False,
+) -> Path:
+    """Render the semantic masks and label index of a split once; later calls return at once.
+
+    Masks already on disk are kept (each is written atomically, so an existing file is complete), so
+    an interrupted build resumes; a different annotation file or setting rebuilds every mask.
+
+    Args:
+        root: the COCO folder.
+        split: ``train2014`` or ``val2014`` (image folder and ``instances_<split>.json``).
+        cache_dir: where ``<split>/`` goes (default ``root/SegmentationClassCOCO``).
+        num_workers: processes rendering masks (default: all CPUs; 0 or 1: in this process).
+        include_unannotated: keep images that have no annotation (zero labels, background mask).
+
+    Returns:
+        The split's cache folder (masks and ``index.json``).
+    """
+    source = annotation_file(root, split)
+    check_coco_layout(root, [split])
+    output = split_cache_dir(root, split, cache_dir)
+    signature = {
+        "version": BUILDER_VERSION,
+        "annotation_file": str(source.resolve()),
+        "annotation_bytes": source.stat().st_size,
+        "include_unannotated": include_unannotated,
+    }
+    index_path = output / INDEX_FILE
+    previous = _read_index(index_path) if index_path.is_file() else None
+    if previous is not None and previous.get("signature") == signature:
+        return output
+    records = read_coco_instances(source)
+    if not include_unannotated:
+        records = [record for record in records if record.instances]
+    output.mkdir(parents=True, exist_ok=True)
+    rebuild = previous is not None  # an index for other annotations or settings: every mask is stale
+    tasks = [
+        (record, str(output / f"{record.stem}.png"), str(source))
+        for record in records
+        if rebuild or not (output / f"{record.stem}.png").is_file()
+    ]
+    workers = (os.cpu_count() or 1) if num_workers is None else num_workers
+    log.info("Writing %d COCO %s masks to %s with %d processes", len(tasks), split, output, max(1, workers))
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            _write_mask(task)
+    else:
+        # fork where available: workers start at once without re-importing the package.
+        context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            for _ in pool.map(_write_mask, tasks, chunksize=max(1, len(tasks) // (8 * workers))):
+                pass
+    write_json_atomically(
+        index_path,
+        {
+            "signature": signature,
+            "class_names": list(COCO_CLASS_NAMES),
+            "images": [
+                {
+                    "id": record.image_id,
+                    "file_name": record.file_name,
+                    "height": record.height,
+                    "width": record.width,
+                    "classes": record.class_values,
+                }
+                for record in records
+            ],
+        },
+    )
+    return output
+
+
+def _read_index(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # unreadable index: rebuild
+
+
+class COCOSegmentationDataset(VOCSegmentationDataset):
+    """Images, 80-class labels and cached semantic masks of a COCO 2014 split.
+
+    Reads the split's ``index.json`` written by ``build_coco_masks`` (run it first, e.g. through
+    ``COCODataModule.prepare_data``). Item loading (image decoding, mask checks, transform, item dict)
+    is ``VOCSegmentationDataset``'s; only the discovery of images, masks and labels differs.
+
+    Args:
+        root: the COCO folder.
+        split: ``train2014`` or ``val2014``.
+        transform: albumentations-style callable; None normalises and keeps the size.
+        cache_dir: the ``cache_dir`` given to ``build_coco_masks`` (default ``root/SegmentationClassCOCO``).
+        class_names: must be ``COCO_CLASS_NAMES`` (kept as an argument for the shared datamodule).
+
+    Items are dicts: ``image`` float32 (3, H, W), ``labels`` float32 (80,), ``mask`` int64 (H, W) with
+    values 0..80 and 255, ``image_id`` str (the file stem, e.g. ``COCO_val2014_000000000042``).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        transform: Transform | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        class_names: Sequence[str] = COCO_CLASS_NAMES,
+    ) -> None:
+        # No super().__init__(): it discovers a VOC split list; everything it sets is set here.
+        if tuple(class_names) != COCO_CLASS_NAMES:
+            raise ValueError(
+                "class_names: expected the 80 COCO class names in category-id order (COCO_CLASS_NAMES)"
+            )
+        self.root = Path(root)
+        self.split = split
+        self.class_names = COCO_CLASS_NAMES
+        self._class_index = {name: i for i, name in enumerate(self.class_names)}
+        self.transform = transform if transform is not None else build_eval_transform(None)
+        self.mask_root = split_cache_dir(root, split, cache_dir)
+        self.mask_dir = str(self.mask_root)
+        index_path = self.mask_root / INDEX_FILE
+        index = _read_index(index_path) if index_path.is_file() else None
+        if index is None:
+            raise FileNotFoundError(
+                f"{index_path} not found: the {split} masks are not built yet (run the datamodule's "
+                "prepare_data or rca_lightning.data.coco.build_coco_masks)"
+            )
+        images = index["images"]
+        self.image_ids = [Path(image["file_name"]).stem for image in images]
+        self._file_names = {Path(name).stem: name for name in (image["file_name"] for image in images)}
+        self.labels = np.zeros((len(images), self.num_classes), np.float32)  # (N, 80)
+        for row, image in enumerate(images):
+            self.labels[row, np.asarray(image["classes"], np.int64) - 1] = 1.0
+        missing = [image_id for image_id in self.image_ids if not self.image_path(image_id).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} of {len(self.image_ids)} images of {annotation_file(root, split)} "
+                f"are missing, first: {self.image_path(missing[0])}"
+            )
+
+    def image_path(self, image_id: str) -> Path:
+        return self.root / self.split / self._file_names.get(image_id, f"{image_id}.jpg")
+
+    def mask_path(self, image_id: str) -> Path:
+        return self.mask_root / f"{image_id}.png"

@@ -1,0 +1,77 @@
+"""LightningDataModule over COCO 2014: masks built once in ``prepare_data``, loaders shared with VOC."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from rca_lightning.data.coco import (
+    COCO_CLASS_NAMES,
+    COCOSegmentationDataset,
+    build_coco_masks,
+    check_coco_layout,
+)
+from rca_lightning.data.datamodule import VOCDataModule
+
+
+class COCODataModule(VOCDataModule):
+    """Train / val / predict loaders of COCO 2014 (80 classes + background).
+
+    ``prepare_data`` (rank zero) checks the layout and renders each split's semantic masks and label
+    index once, in ``mask_workers`` processes (see ``rca_lightning.data.coco``); ``setup`` (every rank)
+    reads the cached index. Transforms, loaders and batches are ``VOCDataModule``'s.
+
+    Args:
+        root: folder holding ``train2014/``, ``val2014/`` and ``annotations/``.
+        class_names: the 80 COCO names in category-id order (the default; kept for the shared configs).
+        train_split: image folder / annotation split used for training.
+        val_split: split used for validation (and prediction by default).
+        mask_cache_dir: where rendered masks go (default ``root/SegmentationClassCOCO``).
+        mask_workers: processes rendering masks (None: all CPUs).
+        include_unannotated: keep images without any annotation (zero labels, background mask).
+        **loader_settings: ``VOCDataModule``'s ``image_size``, ``batch_size``, ``num_workers``,
+            ``scale_range``, ``crop``, ``hflip``, ``color_jitter``, ``pin_memory``.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        class_names: Sequence[str] = COCO_CLASS_NAMES,
+        train_split: str = "train2014",
+        val_split: str = "val2014",
+        mask_cache_dir: str | os.PathLike | None = None,
+        mask_workers: int | None = None,
+        include_unannotated: bool = False,
+        **loader_settings,
+    ) -> None:
+        if tuple(class_names) != COCO_CLASS_NAMES:
+            raise ValueError(
+                f"class_names: got {len(class_names)} names starting {list(class_names)[:3]}; "
+                "expected the 80 COCO names in category-id order (rca_lightning.data.coco.COCO_CLASS_NAMES)"
+            )
+        super().__init__(root, class_names, train_split=train_split, val_split=val_split, **loader_settings)
+        self.mask_cache_dir = Path(mask_cache_dir) if mask_cache_dir is not None else None
+        self.mask_workers = mask_workers
+        self.include_unannotated = include_unannotated
+
+    def prepare_data(self) -> None:
+        """Check the layout, then build the masks and label index of the train and val splits once."""
+        splits = list(dict.fromkeys((self.train_split, self.val_split)))
+        check_coco_layout(self.root, splits)
+        for split in splits:
+            build_coco_masks(
+                self.root,
+                split,
+                cache_dir=self.mask_cache_dir,
+                num_workers=self.mask_workers,
+                include_unannotated=self.include_unannotated,
+            )
+
+    def _check_root(self) -> None:
+        check_coco_layout(self.root, list(dict.fromkeys((self.train_split, self.val_split))))
+
+    def make_dataset(self, split: str, train: bool = False) -> COCOSegmentationDataset:
+        """A dataset of ``split`` with the training or the evaluation transform."""
+        transform = self.train_transform if train else self.eval_transform
+        return COCOSegmentationDataset(self.root, split, transform=transform, cache_dir=self.mask_cache_dir)

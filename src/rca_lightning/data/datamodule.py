@@ -1,0 +1,167 @@
+"""LightningDataModule over a VOC-layout folder, generating the synthetic set when asked."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from rca_lightning.data.synthetic import CLASS_NAMES_FILE, SyntheticVOCGenerator
+from rca_lightning.data.transforms import build_eval_transform, build_train_transform
+from rca_lightning.data.voc_dataset import VOCSegmentationDataset
+from rca_lightning.data.voc_layout import DEFAULT_MASK_DIR, check_voc_layout
+
+
+class VOCDataModule(LightningDataModule):
+    """Train / val / predict loaders of a PASCAL-VOC-layout dataset.
+
+    ``prepare_data`` (rank zero) generates the synthetic dataset when a generator is given and
+    the folder is not complete, then checks the layout (split lists, images and masks of the train
+    and val splits, naming everything missing); ``setup`` (every rank) builds datasets.
+
+    Args:
+        root: the VOC2012 folder.
+        class_names: foreground classes in mask-value order.
+        train_split: ``ImageSets/Segmentation/<train_split>.txt`` used for training.
+        val_split: split used for validation (and prediction by default).
+        image_size: side of training crops and of evaluation resizes.
+        batch_size: images per batch.
+        num_workers: DataLoader worker processes.
+        scale_range: random scale range of the training crop.
+        crop: random scale + crop (True) or squash-resize like the public code (False).
+        hflip: random horizontal flips in training.
+        color_jitter: (brightness, contrast, saturation, hue) or None.
+        generator: writes the built-in synthetic dataset to ``root`` when it is not there yet.
+        pin_memory: DataLoader ``pin_memory``.
+        mask_dirs: split -> mask folder for splits whose masks are not in ``SegmentationClass``
+            (VOC + SBD: ``{"train_aug": "SegmentationClassAug"}``).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        class_names: Sequence[str],
+        train_split: str = "train",
+        val_split: str = "val",
+        image_size: int = 160,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        scale_range: tuple[float, float] = (0.7, 1.3),
+        crop: bool = True,
+        hflip: bool = True,
+        color_jitter: Sequence[float] | None = (0.3, 0.3, 0.3, 0.1),
+        generator: SyntheticVOCGenerator | None = None,
+        pin_memory: bool = False,
+        mask_dirs: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.class_names = tuple(class_names)
+        if not self.class_names:
+            raise ValueError("class_names: expected at least one foreground class, got an empty list")
+        if generator is not None and tuple(generator.class_names) != self.class_names:
+            raise ValueError(
+                f"generator.class_names {list(generator.class_names)} differ from class_names "
+                f"{list(self.class_names)}; expected the same names in the same order"
+            )
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: expected a positive integer")
+        self.train_split = train_split
+        self.val_split = val_split
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.generator = generator
+        self.pin_memory = pin_memory
+        self.mask_dirs = dict(mask_dirs or {})
+        self.train_transform = build_train_transform(
+            image_size, scale_range=tuple(scale_range), crop=crop, hflip=hflip, color_jitter=color_jitter
+        )
+        self.eval_transform = build_eval_transform(image_size)
+        self.train_dataset: VOCSegmentationDataset | None = None
+        self.val_dataset: VOCSegmentationDataset | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of foreground classes C."""
+        return len(self.class_names)
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic dataset if needed, then check the folder (no state is set here)."""
+        if self.generator is not None and not self.generator.is_complete(self.root):
+            self.generator.generate(self.root)
+        self._check_root()
+        check_voc_layout(
+            self.root, {split: self.mask_dir(split) for split in (self.train_split, self.val_split)}
+        )
+
+    def mask_dir(self, split: str) -> str:
+        """Mask folder of ``split`` (``mask_dirs`` entry, else ``SegmentationClass``)."""
+        return self.mask_dirs.get(split, DEFAULT_MASK_DIR)
+
+    def _check_root(self) -> None:
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"dataset root {self.root} does not exist (expected a VOC2012-layout folder, "
+                "or pass a SyntheticVOCGenerator to create the built-in dataset)"
+            )
+        names_file = self.root / CLASS_NAMES_FILE
+        if names_file.is_file():
+            recorded = tuple(line.strip() for line in names_file.read_text().splitlines() if line.strip())
+            if recorded != self.class_names:
+                raise ValueError(
+                    f"{names_file} lists {list(recorded)} but class_names is {list(self.class_names)}; "
+                    "expected the same names in the same order"
+                )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets (runs on every rank)."""
+        self._check_root()
+        if stage in (None, "fit") and self.train_dataset is None:
+            self.train_dataset = self.make_dataset(self.train_split, train=True)
+        if stage in (None, "fit", "validate", "test", "predict") and self.val_dataset is None:
+            self.val_dataset = self.make_dataset(self.val_split, train=False)
+
+    def make_dataset(self, split: str, train: bool = False) -> VOCSegmentationDataset:
+        """A dataset of ``split`` with the training or the evaluation transform."""
+        transform = self.train_transform if train else self.eval_transform
+        return VOCSegmentationDataset(
+            self.root, split, self.class_names, transform=transform, mask_dir=self.mask_dir(split)
+        )
+
+    def _loader(self, dataset: VOCSegmentationDataset, shuffle: bool, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            self.setup("fit")
+        return self._loader(
+            self.train_dataset, shuffle=True, drop_last=len(self.train_dataset) >= self.batch_size
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_dataset is None:
+            self.setup("validate")
+        return self._loader(self.val_dataset, shuffle=False, drop_last=False)
+
+    def predict_dataloader(self, split: str | None = None) -> DataLoader:
+        """Loader over ``split`` (default: the validation split) with the evaluation transform."""
+        if split is None or split == self.val_split:
+            if self.val_dataset is None:
+                self.setup("predict")
+            dataset = self.val_dataset
+        else:
+            self._check_root()
+            dataset = self.make_dataset(split, train=False)
+        return self._loader(dataset, shuffle=False, drop_last=False)

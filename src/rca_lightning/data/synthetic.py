@@ -1,0 +1,637 @@
+"""Built-in procedurally generated dataset, written in the exact PASCAL VOC 2012 layout.
+
+Every image shows 1..``max_objects`` objects of a small catalogue of classes on a textured,
+cluttered background. Each class has its own shape family, hue range, texture and (for most
+classes) a small discriminative marking, so a CAM trained with image tags tends to fire on the
+marking and the texture before it covers the whole object. Distractors (thin lines, arcs, blobs
+with colours taken from the class hue ranges) and background colour fields belong to no class,
+so a colour threshold does not solve the task. Later objects occlude earlier ones; masks show
+the visible part only, with a 255 band along every object border as in VOC.
+
+Output (``root`` is the VOC2012 folder)::
+
+    root/JPEGImages/<id>.jpg
+    root/SegmentationClass/<id>.png      palette PNG, 0 background, 1..C classes, 255 borders
+    root/SegmentationObject/<id>.png     palette PNG, 1..N instances, 255 borders
+    root/Annotations/<id>.xml            VOC XML, one <object> per visible instance
+    root/ImageSets/Segmentation/{train,val,trainval}.txt
+    root/class_names.txt                 one foreground class per line, mask value order
+    root/.synthetic_complete.json        the generator settings; written last (atomic rename)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from rca_lightning.data.voc_classes import IGNORE_INDEX, voc_palette
+
+GENERATOR_VERSION = 1
+COMPLETE_MARKER = ".synthetic_complete.json"
+CLASS_NAMES_FILE = "class_names.txt"
+JPEG_QUALITY = 92
+
+# ---------------------------------------------------------------------------------------------
+# Shapes: lists of (polygon in local unit coordinates, fill value); later entries are drawn over
+# earlier ones, so a 0 entry cuts a hole (ring, crescent).
+# ---------------------------------------------------------------------------------------------
+ShapeOps = list[tuple[np.ndarray, int]]
+
+
+def _regular_polygon(num_vertices: int, radius: float = 1.0, phase: float = 0.0) -> np.ndarray:
+    angles = phase + 2.0 * np.pi * np.arange(num_vertices) / num_vertices
+    return radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)  # (N, 2)
+
+
+def _star(points: int, inner: float) -> np.ndarray:
+    angles = -np.pi / 2 + np.pi * np.arange(2 * points) / points
+    radii = np.where(np.arange(2 * points) % 2 == 0, 1.0, inner)
+    return radii[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+
+
+def _heart() -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    x = 16 * np.sin(t) ** 3
+    y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+    return np.stack([x, y + 2.5], axis=1) / 16.5
+
+
+SHAPES: dict[str, ShapeOps] = {
+    "disc": [(_regular_polygon(48), 1)],
+    "square": [(np.array([[-0.8, -0.8], [0.8, -0.8], [0.8, 0.8], [-0.8, 0.8]]), 1)],
+    "triangle": [(_regular_polygon(3, phase=-np.pi / 2) * 1.1 + [0.0, 0.15], 1)],
+    "ring": [(_regular_polygon(48), 1), (_regular_polygon(48, radius=0.55), 0)],
+    "star": [(_star(5, 0.45), 1)],
+    "cross": [
+        (
+            np.array(
+                [
+                    [-0.3, -1],
+                    [0.3, -1],
+                    [0.3, -0.3],
+                    [1, -0.3],
+                    [1, 0.3],
+                    [0.3, 0.3],
+                    [0.3, 1],
+                    [-0.3, 1],
+                    [-0.3, 0.3],
+                    [-1, 0.3],
+                    [-1, -0.3],
+                    [-0.3, -0.3],
+                ]
+            ),
+            1,
+        )
+    ],
+    "ellipse": [(_regular_polygon(48) * [1.0, 0.5], 1)],
+    "diamond": [(np.array([[1.0, 0.0], [0.0, 0.6], [-1.0, 0.0], [0.0, -0.6]]), 1)],
+    "hexagon": [(_regular_polygon(6, radius=0.95), 1)],
+    "crescent": [(_regular_polygon(48), 1), (_regular_polygon(48, radius=0.8) + [0.45, -0.1], 0)],
+    "arrow": [
+        (
+            np.array([[-1, -0.25], [0.2, -0.25], [0.2, -0.6], [1, 0], [0.2, 0.6], [0.2, 0.25], [-1, 0.25]]),
+            1,
+        )
+    ],
+    "heart": [(_heart(), 1)],
+}
+
+# ---------------------------------------------------------------------------------------------
+# Textures: functions of local coordinates (u, v) (about -1..1 over the object), a frequency and
+# a phase, returning a mixing weight in [0, 1] between the object's two colours.
+# ---------------------------------------------------------------------------------------------
+TextureFn = Callable[[np.ndarray, np.ndarray, float, float, np.random.Generator], np.ndarray]
+
+
+def _soft(wave: np.ndarray) -> np.ndarray:
+    return np.clip(0.5 + 2.0 * wave, 0.0, 1.0)
+
+
+def _smooth_noise(shape: tuple[int, int], cells: int, rng: np.random.Generator) -> np.ndarray:
+    coarse = rng.random((cells, cells)).astype(np.float32)
+    return cv2.resize(coarse, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+
+
+TEXTURES: dict[str, TextureFn] = {
+    "stripes": lambda u, v, f, p, rng: _soft(np.sin(2 * np.pi * f * u + p)),
+    "checker": lambda u, v, f, p, rng: _soft(np.sin(np.pi * f * u + p) * np.sin(np.pi * f * v + p)),
+    "dots": lambda u, v, f, p, rng: (
+        ((np.mod(f * u + p, 1.0) - 0.5) ** 2 + (np.mod(f * v + p, 1.0) - 0.5) ** 2) < 0.09
+    ).astype(np.float32),
+    "rings": lambda u, v, f, p, rng: _soft(np.sin(2 * np.pi * f * np.hypot(u, v) + p)),
+    "grid": lambda u, v, f, p, rng: (
+        (np.abs(np.sin(np.pi * f * u + p)) < 0.3) | (np.abs(np.sin(np.pi * f * v + p)) < 0.3)
+    ).astype(np.float32),
+    "noise": lambda u, v, f, p, rng: np.clip(
+        (_smooth_noise(u.shape, max(2, int(f * 2)), rng) - 0.5) * 3 + 0.5, 0, 1
+    ),
+    "waves": lambda u, v, f, p, rng: _soft(np.sin(2 * np.pi * f * u + 1.5 * np.sin(2 * np.pi * f * v + p))),
+    "speckle": lambda u, v, f, p, rng: (rng.random(u.shape) < 0.35).astype(np.float32),
+    "spokes": lambda u, v, f, p, rng: _soft(np.sin(2 * f * np.arctan2(v, u) + p)),
+    "hatch": lambda u, v, f, p, rng: np.maximum(
+        _soft(np.sin(np.pi * f * (u + v) + p) - 0.6), _soft(np.sin(np.pi * f * (u - v) + p) - 0.6)
+    ),
+    "zigzag": lambda u, v, f, p, rng: _soft(
+        np.sin(2 * np.pi * f * (u + 0.6 * np.abs(np.mod(f * v, 1.0) - 0.5)) + p)
+    ),
+    "gradient": lambda u, v, f, p, rng: np.clip(0.5 + 0.5 * u * math.cos(p) + 0.5 * v * math.sin(p), 0, 1),
+}
+
+
+@dataclass(frozen=True)
+class ClassStyle:
+    """Appearance statistics of one synthetic class.
+
+    Attributes:
+        shape: key of ``SHAPES``.
+        hue: centre of the hue range in degrees; objects draw their hue within +-``hue_width``.
+        hue_width: half width of the hue range in degrees.
+        saturation: range of the main colour's saturation (0..1).
+        value: range of the main colour's brightness (0..1).
+        second_hue_offset: hue offset of the texture's second colour, degrees.
+        second_value: brightness of the texture's second colour.
+        texture: key of ``TEXTURES``.
+        frequency: range of texture cycles across the object.
+        aspect: range of the object's height/width ratio.
+        marking: optional (u, v, radius, (r, g, b)) small disc in local coordinates.
+    """
+
+    shape: str
+    hue: float
+    hue_width: float
+    saturation: tuple[float, float]
+    value: tuple[float, float]
+    second_hue_offset: float
+    second_value: float
+    texture: str
+    frequency: tuple[float, float]
+    aspect: tuple[float, float] = (0.8, 1.25)
+    marking: tuple[float, float, float, tuple[int, int, int]] | None = None
+
+
+CLASS_CATALOGUE: dict[str, ClassStyle] = {
+    "disc": ClassStyle("disc", 0, 16, (0.6, 0.9), (0.6, 0.9), 20, 0.35, "dots", (2.5, 4.0), (0.9, 1.1),
+                       (0.35, -0.3, 0.17, (20, 20, 20))),
+    "square": ClassStyle("square", 35, 14, (0.6, 0.95), (0.7, 1.0), 180, 0.3, "checker", (2.0, 3.5),
+                         marking=(0.5, 0.5, 0.2, (250, 250, 250))),
+    "triangle": ClassStyle("triangle", 60, 12, (0.6, 0.9), (0.7, 1.0), -40, 0.45, "stripes", (2.5, 4.5),
+                           marking=(0.0, -0.45, 0.16, (30, 30, 160))),
+    "ring": ClassStyle("ring", 120, 18, (0.5, 0.85), (0.5, 0.85), 60, 0.9, "spokes", (4.0, 7.0),
+                       (0.85, 1.15)),
+    "star": ClassStyle("star", 180, 15, (0.5, 0.9), (0.6, 0.95), 140, 0.4, "noise", (2.0, 4.0),
+                       marking=(0.0, 0.0, 0.2, (255, 230, 40))),
+    "cross": ClassStyle("cross", 225, 15, (0.6, 0.95), (0.55, 0.9), 0, 0.95, "grid", (3.0, 5.0),
+                        marking=(0.0, -0.72, 0.2, (230, 30, 30))),
+    "ellipse": ClassStyle("ellipse", 270, 15, (0.5, 0.85), (0.55, 0.9), -60, 0.3, "rings", (2.0, 3.5),
+                          (0.45, 0.65), (0.65, 0.0, 0.22, (240, 240, 240))),
+    "diamond": ClassStyle("diamond", 315, 14, (0.6, 0.95), (0.6, 0.95), 90, 0.8, "hatch", (3.0, 5.0)),
+    "hexagon": ClassStyle("hexagon", 90, 12, (0.5, 0.9), (0.5, 0.85), 180, 0.9, "speckle", (1.0, 1.0),
+                          marking=(-0.45, 0.0, 0.2, (10, 10, 10))),
+    "crescent": ClassStyle("crescent", 150, 14, (0.5, 0.9), (0.6, 0.95), -90, 0.3, "waves", (1.5, 3.0),
+                           marking=(-0.7, 0.0, 0.18, (250, 120, 0))),
+    "arrow": ClassStyle("arrow", 200, 12, (0.4, 0.8), (0.7, 1.0), 30, 0.25, "zigzag", (2.0, 3.0), (0.9, 1.1),
+                        (0.75, 0.0, 0.16, (250, 250, 250))),
+    "heart": ClassStyle("heart", 345, 12, (0.5, 0.9), (0.6, 0.95), 40, 0.95, "gradient", (1.0, 1.0),
+                        (0.9, 1.1)),
+}  # fmt: skip
+
+SYNTHETIC_CLASS_NAMES: tuple[str, ...] = tuple(CLASS_CATALOGUE)
+"""Every class name the generator can draw."""
+
+DEFAULT_SYNTHETIC_CLASSES: tuple[str, ...] = SYNTHETIC_CLASS_NAMES[:8]
+"""The eight classes used by the default configuration."""
+
+
+@dataclass
+class RenderedImage:
+    """One drawn sample before it is written to files."""
+
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    class_mask: np.ndarray  # (H, W) uint8, 0 / 1..C / 255
+    object_mask: np.ndarray  # (H, W) uint8, 0 / 1..N / 255
+    objects: list[tuple[int, tuple[int, int, int, int], bool]]  # (class index, 1-based box, truncated)
+
+
+def _hsv_to_rgb(hue_deg: float, saturation: float, value: float) -> np.ndarray:
+    """One HSV colour (degrees, 0..1, 0..1) -> (3,) float32 RGB in 0..255."""
+    hsv = np.array([[[(hue_deg % 360.0) / 2.0, saturation * 255.0, value * 255.0]]], dtype=np.float32)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+def border_band(instance_map: np.ndarray) -> np.ndarray:
+    """Pixels whose 3x3 neighbourhood holds more than one instance id (a ~2 px band on every border).
+
+    Args:
+        instance_map: (H, W) uint8 instance ids, 0 = background.
+
+    Returns:
+        (H, W) bool, True on the band.
+    """
+    kernel = np.ones((3, 3), np.uint8)
+    # cv2's default border value for dilate/erode leaves image-edge pixels unaffected.
+    grown = cv2.dilate(instance_map, kernel)  # (H, W)
+    shrunk = cv2.erode(instance_map, kernel)  # (H, W)
+    return grown != shrunk
+
+
+class SyntheticVOCGenerator:
+    """Writes a procedurally generated weakly supervised segmentation dataset in VOC 2012 layout.
+
+    Args:
+        class_names: foreground classes, taken from ``SYNTHETIC_CLASS_NAMES``; mask value of
+            ``class_names[i]`` is ``i + 1``.
+        num_train: number of images in ``train.txt``.
+        num_val: number of images in ``val.txt``.
+        image_size: side of the square images, pixels.
+        seed: every byte written is a function of the settings (same seed -> identical files).
+        max_objects: each image shows 1..max_objects objects.
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        num_train: int = 240,
+        num_val: int = 80,
+        image_size: int = 160,
+        seed: int = 0,
+        max_objects: int = 4,
+    ) -> None:
+        class_names = tuple(str(name) for name in class_names)
+        unknown = [name for name in class_names if name not in CLASS_CATALOGUE]
+        if unknown or not class_names:
+            raise ValueError(
+                f"class_names: unknown synthetic class(es) {unknown or '(empty list)'}; "
+                f"expected names from {list(SYNTHETIC_CLASS_NAMES)}"
+            )
+        if len(set(class_names)) != len(class_names):
+            raise ValueError(f"class_names: duplicate names in {list(class_names)}; expected unique names")
+        for setting, value, minimum in (
+            ("num_train", num_train, 1),
+            ("num_val", num_val, 1),
+            ("image_size", image_size, 32),
+            ("max_objects", max_objects, 1),
+        ):
+            if int(value) != value or value < minimum:
+                raise ValueError(f"{setting}={value!r}: expected an integer >= {minimum}")
+        self.class_names = class_names
+        self.num_train = int(num_train)
+        self.num_val = int(num_val)
+        self.image_size = int(image_size)
+        self.seed = int(seed)
+        self.max_objects = int(max_objects)
+
+    def settings(self) -> dict:
+        """The settings recorded in the complete-marker (a different value means a different dataset)."""
+        return {
+            "generator_version": GENERATOR_VERSION,
+            "class_names": list(self.class_names),
+            "num_train": self.num_train,
+            "num_val": self.num_val,
+            "image_size": self.image_size,
+            "seed": self.seed,
+            "max_objects": self.max_objects,
+        }
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{key}={value!r}" for key, value in self.settings().items())
+        return f"SyntheticVOCGenerator({fields})"
+
+    # ------------------------------------------------------------------------------ files
+    def is_complete(self, root: str | os.PathLike) -> bool:
+        """Whether ``root`` holds a finished dataset generated with exactly these settings."""
+        marker = Path(root) / COMPLETE_MARKER
+        if not marker.is_file():
+            return False
+        try:
+            recorded = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            return False
+        return recorded == self.settings()
+
+    def generate(self, root: str | os.PathLike) -> None:
+        """Write the dataset under ``root`` unless it is already complete.
+
+        The files are built in a temporary sibling folder that is renamed to ``root`` at the end,
+        so readers never see a half-written dataset. A ``root`` generated earlier with other
+        settings is replaced; any other non-empty ``root`` is left alone and raises.
+
+        Raises:
+            ValueError: ``root`` is a non-empty folder that this generator did not write.
+        """
+        root = Path(root)
+        if self.is_complete(root):
+            return
+        previous_generated = (root / COMPLETE_MARKER).is_file()
+        if root.exists() and not previous_generated and (not root.is_dir() or any(root.iterdir())):
+            raise ValueError(
+                f"{root}: exists and is not a synthetic dataset (no {COMPLETE_MARKER}); "
+                "expected an empty or missing folder for the generator"
+            )
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+        try:
+            self._write_all(staging)
+            if root.exists():
+                # Our own dataset with other settings (or an empty folder): move it aside first.
+                retired = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+                os.replace(root, retired / root.name)
+                shutil.rmtree(retired, ignore_errors=True)
+            try:
+                os.replace(staging, root)
+            except OSError:
+                # Another process (e.g. another node's rank zero) finished first.
+                if not self.is_complete(root):
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _write_all(self, folder: Path) -> None:
+        for sub in ("JPEGImages", "SegmentationClass", "SegmentationObject", "Annotations"):
+            (folder / sub).mkdir()
+        (folder / "ImageSets" / "Segmentation").mkdir(parents=True)
+        palette = voc_palette().reshape(-1).tolist()
+        split_ids: dict[str, list[str]] = {}
+        for split_index, (split, count) in enumerate((("train", self.num_train), ("val", self.num_val))):
+            split_ids[split] = []
+            for index in range(count):
+                image_id = f"{split}_{index:06d}"
+                rng = np.random.default_rng([self.seed, split_index, index])
+                rendered = self.render(rng)
+                self._write_image(folder, image_id, rendered, palette)
+                split_ids[split].append(image_id)
+        split_ids["trainval"] = split_ids["train"] + split_ids["val"]
+        for split, ids in split_ids.items():
+            (folder / "ImageSets" / "Segmentation" / f"{split}.txt").write_text(
+                "".join(f"{i}\n" for i in ids)
+            )
+        (folder / CLASS_NAMES_FILE).write_text("".join(f"{name}\n" for name in self.class_names))
+        (folder / COMPLETE_MARKER).write_text(json.dumps(self.settings(), indent=2) + "\n")
+
+    def _write_image(self, folder: Path, image_id: str, rendered: RenderedImage, palette: list[int]) -> None:
+        ok, jpeg = cv2.imencode(".jpg", rendered.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise RuntimeError(f"JPEG encoding failed for {image_id}")
+        (folder / "JPEGImages" / f"{image_id}.jpg").write_bytes(jpeg.tobytes())
+        for sub, mask in (
+            ("SegmentationClass", rendered.class_mask),
+            ("SegmentationObject", rendered.object_mask),
+        ):
+            png = Image.fromarray(mask)
+            png.putpalette(palette)  # L -> P, the VOC colour map
+            png.save(folder / sub / f"{image_id}.png", optimize=False)
+        xml = self._annotation_xml(image_id, rendered)
+        (folder / "Annotations" / f"{image_id}.xml").write_bytes(xml)
+
+    def _annotation_xml(self, image_id: str, rendered: RenderedImage) -> bytes:
+        height, width = rendered.class_mask.shape
+        annotation = ET.Element("annotation")
+        ET.SubElement(annotation, "folder").text = "VOC2012"
+        ET.SubElement(annotation, "filename").text = f"{image_id}.jpg"
+        source = ET.SubElement(annotation, "source")
+        ET.SubElement(source, "database").text = "rca-lightning synthetic VOC"
+        size = ET.SubElement(annotation, "size")
+        ET.SubElement(size, "width").text = str(width)
+        ET.SubElement(size, "height").text = str(height)
+        ET.SubElement(size, "depth").text = "3"
+        ET.SubElement(annotation, "segmented").text = "1"
+        for class_index, (xmin, ymin, xmax, ymax), truncated in rendered.objects:
+            obj = ET.SubElement(annotation, "object")
+            ET.SubElement(obj, "name").text = self.class_names[class_index]
+            ET.SubElement(obj, "pose").text = "Unspecified"
+            ET.SubElement(obj, "truncated").text = str(int(truncated))
+            ET.SubElement(obj, "difficult").text = "0"
+            box = ET.SubElement(obj, "bndbox")
+            for tag, value in (("xmin", xmin), ("ymin", ymin), ("xmax", xmax), ("ymax", ymax)):
+                ET.SubElement(box, tag).text = str(value)
+        ET.indent(annotation, space="\t")
+        return ET.tostring(annotation, encoding="utf-8") + b"\n"
+
+    # ------------------------------------------------------------------------------ drawing
+    def render(self, rng: np.random.Generator) -> RenderedImage:
+        """Draw one image with its class mask, instance mask and object list (no file I/O)."""
+        size = self.image_size
+        image = self._background(rng)  # (H, W, 3) float32
+        self._draw_distractors(image, rng)
+        instance_map = np.zeros((size, size), np.uint8)  # (H, W) 0 = background
+        object_classes: list[int] = []
+        placed_areas: list[int] = []
+        num_objects = int(rng.integers(1, self.max_objects + 1))
+        for _ in range(num_objects):
+            class_index = int(rng.integers(len(self.class_names)))
+            self._place_object(image, instance_map, object_classes, placed_areas, class_index, rng)
+        for _ in range(100):  # every image shows at least one object
+            if object_classes:
+                break
+            class_index = int(rng.integers(len(self.class_names)))
+            self._place_object(image, instance_map, object_classes, placed_areas, class_index, rng)
+        else:
+            raise RuntimeError(f"could not place any object at image_size={self.image_size}")
+
+        # Anti-aliasing blur, a little sensor noise, then quantise.
+        image = cv2.GaussianBlur(image, (0, 0), 0.6)
+        image += rng.normal(0.0, 3.0, image.shape).astype(np.float32)
+        image_u8 = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+        band = border_band(instance_map)  # (H, W)
+        lookup = np.array([0] + [c + 1 for c in object_classes], np.uint8)
+        class_mask = lookup[instance_map]
+        class_mask[band] = IGNORE_INDEX
+        object_mask = instance_map.copy()
+        object_mask[band] = IGNORE_INDEX
+
+        objects = []
+        for instance, class_index in enumerate(object_classes, start=1):
+            ys, xs = np.nonzero(instance_map == instance)
+            box = (int(xs.min()) + 1, int(ys.min()) + 1, int(xs.max()) + 1, int(ys.max()) + 1)
+            truncated = bool(xs.min() == 0 or ys.min() == 0 or xs.max() == size - 1 or ys.max() == size - 1)
+            objects.append((class_index, box, truncated))
+        return RenderedImage(image_u8, class_mask, object_mask, objects)
+
+    def _random_class_colour(self, rng: np.random.Generator) -> np.ndarray:
+        """A colour from a random catalogue class's hue range: distractors share the class colours."""
+        style = CLASS_CATALOGUE[self.class_names[int(rng.integers(len(self.class_names)))]]
+        hue = style.hue + rng.uniform(-style.hue_width, style.hue_width)
+        return _hsv_to_rgb(hue, rng.uniform(*style.saturation), rng.uniform(*style.value))
+
+    def _background(self, rng: np.random.Generator) -> np.ndarray:
+        size = self.image_size
+        base = _hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.05, 0.45), rng.uniform(0.3, 0.8))
+        cells = int(rng.integers(3, 7))
+        smooth = cv2.resize(
+            rng.normal(0.0, 45.0, (cells, cells, 3)).astype(np.float32),
+            (size, size),
+            interpolation=cv2.INTER_CUBIC,
+        )
+        image = base[None, None, :] + smooth  # (H, W, 3)
+        # Colour fields: large soft-edged regions of random colours.
+        for _ in range(int(rng.integers(2, 6))):
+            field = np.zeros((size, size), np.float32)
+            centre = rng.uniform(0, size, 2)
+            radius = rng.uniform(0.15, 0.5) * size
+            points = (
+                centre + _regular_polygon(int(rng.integers(3, 8)), phase=rng.uniform(0, 2 * np.pi)) * radius
+            )
+            cv2.fillPoly(field, [np.round(points * 16).astype(np.int32)], 1.0, cv2.LINE_AA, shift=4)
+            field = cv2.GaussianBlur(field, (0, 0), rng.uniform(1.0, 6.0))[:, :, None]
+            colour = _hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.1, 0.7), rng.uniform(0.2, 0.9))
+            image = image * (1 - 0.7 * field) + colour * 0.7 * field
+        fine = cv2.resize(rng.normal(0.0, 12.0, (size // 4, size // 4, 3)).astype(np.float32), (size, size))
+        return (image + fine).astype(np.float32)
+
+    def _draw_distractors(self, image: np.ndarray, rng: np.random.Generator) -> None:
+        """Thin lines, arcs and blobs in class colours that belong to no class (mask stays 0)."""
+        size = self.image_size
+        scale = size / 160.0
+        for _ in range(int(rng.integers(2, 7))):
+            kind = rng.integers(3)
+            colour = tuple(float(c) for c in self._random_class_colour(rng))
+            if kind == 0:  # thin polyline
+                points = rng.uniform(-0.1, 1.1, (int(rng.integers(2, 5)), 2)) * size
+                thickness = max(1, int(round(rng.uniform(1.0, 2.5) * scale)))
+                cv2.polylines(
+                    image, [np.round(points).astype(np.int32)], False, colour, thickness, cv2.LINE_AA
+                )
+            elif kind == 1:  # arc of an ellipse
+                centre = tuple(int(c) for c in rng.uniform(0, size, 2))
+                axes = tuple(int(a) for a in rng.uniform(0.08, 0.3, 2) * size)
+                start = float(rng.uniform(0, 360))
+                thickness = max(1, int(round(rng.uniform(1.0, 3.0) * scale)))
+                cv2.ellipse(
+                    image, centre, axes, float(rng.uniform(0, 180)), start, start + rng.uniform(60, 200),
+                    colour, thickness, cv2.LINE_AA,
+                )  # fmt: skip
+            else:  # irregular smooth blob, flat or speckled
+                count = 24
+                angles = np.linspace(0, 2 * np.pi, count, endpoint=False)
+                wobble = cv2.GaussianBlur(rng.uniform(0.5, 1.3, (1, count)).astype(np.float32), (1, 5), 0)
+                radius = wobble[0] * rng.uniform(0.04, 0.14) * size
+                centre = rng.uniform(0, size, 2)
+                points = centre + radius[:, None] * np.stack([np.cos(angles), np.sin(angles)], 1)
+                blob = np.zeros((size, size), np.uint8)
+                cv2.fillPoly(blob, [np.round(points * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
+                inside = blob.astype(bool)
+                shade = 1.0 + rng.uniform(0.0, 0.35) * (rng.random(int(inside.sum())) - 0.5)
+                image[inside] = np.asarray(colour, np.float32)[None, :] * shade[:, None]
+
+    def _place_object(
+        self,
+        image: np.ndarray,
+        instance_map: np.ndarray,
+        object_classes: list[int],
+        placed_areas: list[int],
+        class_index: int,
+        rng: np.random.Generator,
+        attempts: int = 12,
+    ) -> None:
+        """Try to draw one object of ``class_index`` on top; keep every object well visible."""
+        size = self.image_size
+        style = CLASS_CATALOGUE[self.class_names[class_index]]
+        new_id = len(object_classes) + 1
+        for _ in range(attempts):
+            extent = rng.uniform(0.18, 0.54) * size  # object diameter, ~3x range
+            aspect = math.exp(rng.uniform(math.log(style.aspect[0]), math.log(style.aspect[1])))
+            angle = rng.uniform(0, 2 * np.pi)
+            margin = 0.3 * extent
+            centre = rng.uniform(margin, size - margin, 2)
+            half_x, half_y = extent / 2 / math.sqrt(aspect), extent / 2 * math.sqrt(aspect)
+            cos_a, sin_a = math.cos(angle), math.sin(angle)
+            # local (u, v) -> image (x, y): scale by the half axes, then rotate, then translate
+            transform = np.array([[cos_a * half_x, -sin_a * half_y], [sin_a * half_x, cos_a * half_y]])
+            shape_mask = np.zeros((size, size), np.uint8)
+            for polygon, value in SHAPES[style.shape]:
+                points = polygon @ transform.T + centre
+                cv2.fillPoly(shape_mask, [np.round(points * 16).astype(np.int32)], value, cv2.LINE_8, shift=4)
+            inside = shape_mask.astype(bool)
+            area = int(inside.sum())
+            if area < max(20, 0.01 * size * size):
+                continue
+            candidate = instance_map.copy()
+            candidate[inside] = new_id
+            if not self._all_visible(candidate, [*placed_areas, area]):
+                continue
+            ys, xs = np.nonzero(inside)
+            dx, dy = xs - centre[0], ys - centre[1]
+            u = ((cos_a * dx + sin_a * dy) / half_x).astype(np.float32)
+            v = ((-sin_a * dx + cos_a * dy) / half_y).astype(np.float32)
+            image[ys, xs] = self._object_colours(style, u, v, rng)
+            instance_map[:] = candidate
+            object_classes.append(class_index)
+            placed_areas.append(area)
+            return
+
+    @staticmethod
+    def _all_visible(candidate: np.ndarray, placed_areas: Sequence[int]) -> bool:
+        """Every instance keeps most of its area and enough interior (non-band) pixels to be scored.
+
+        Args:
+            candidate: (H, W) uint8 instance map with the new object drawn on top.
+            placed_areas: area of each instance when it was drawn, new object last.
+        """
+        num_instances = len(placed_areas)
+        visible = np.bincount(candidate.reshape(-1), minlength=num_instances + 1)[1:]  # (N,)
+        interior = candidate.copy()
+        interior[border_band(candidate)] = 0
+        interior_counts = np.bincount(interior.reshape(-1), minlength=num_instances + 1)[1:]  # (N,)
+        keeps_area = visible >= 0.45 * np.asarray(placed_areas)
+        keeps_interior = interior_counts >= np.maximum(8, 0.25 * visible)
+        return bool(np.all(keeps_area & keeps_interior))
+
+    def _object_colours(
+        self, style: ClassStyle, u: np.ndarray, v: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Colours of an object's pixels from its local coordinates.
+
+        Args:
+            u, v: (N,) local coordinates of the object's pixels (about -1..1).
+
+        Returns:
+            (N, 3) float32 RGB.
+        """
+        hue = style.hue + rng.uniform(-style.hue_width, style.hue_width)
+        main = _hsv_to_rgb(hue, rng.uniform(*style.saturation), rng.uniform(*style.value))
+        second = _hsv_to_rgb(
+            hue + style.second_hue_offset,
+            rng.uniform(*style.saturation),
+            style.second_value * rng.uniform(0.85, 1.0),
+        )
+        frequency = rng.uniform(*style.frequency)
+        phase = rng.uniform(0, 2 * np.pi)
+        if style.texture in ("noise", "speckle"):
+            # these textures sample a grid, so evaluate them on the object's bounding box
+            weight = self._grid_texture(style.texture, u, v, frequency, phase, rng)
+        else:
+            weight = TEXTURES[style.texture](u, v, frequency, phase, rng)
+        weight = weight.astype(np.float32)[:, None]  # (N, 1)
+        colours = main[None, :] * (1 - weight) + second[None, :] * weight  # (N, 3)
+        light = rng.uniform(-0.2, 0.2, 2)
+        colours *= (1.0 + light[0] * u + light[1] * v)[:, None]
+        if style.marking is not None:
+            mark_u, mark_v, mark_radius, mark_colour = style.marking
+            on_mark = (u - mark_u) ** 2 + (v - mark_v) ** 2 < mark_radius**2
+            colours[on_mark] = np.asarray(mark_colour, np.float32)
+        return colours
+
+    @staticmethod
+    def _grid_texture(
+        name: str, u: np.ndarray, v: np.ndarray, frequency: float, phase: float, rng: np.random.Generator
+    ) -> np.ndarray:
+        resolution = 32
+        grid_u, grid_v = np.meshgrid(
+            np.linspace(-1.2, 1.2, resolution, dtype=np.float32),
+            np.linspace(-1.2, 1.2, resolution, dtype=np.float32),
+        )
+        grid = TEXTURES[name](grid_u, grid_v, frequency, phase, rng)  # (R, R)
+        cols = np.clip(np.round((u + 1.2) / 2.4 * (resolution - 1)), 0, resolution - 1).astype(np.int64)
+        rows = np.clip(np.round((v + 1.2) / 2.4 * (resolution - 1)), 0, resolution - 1).astype(np.int64)
+        return grid[rows, cols]

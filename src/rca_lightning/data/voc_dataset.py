@@ -1,0 +1,175 @@
+"""Reader for the PASCAL VOC 2012 layout (the real dataset and the built-in synthetic one)."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from rca_lightning.data.transforms import build_eval_transform
+from rca_lightning.data.voc_classes import IGNORE_INDEX
+
+Transform = Callable[..., dict]
+
+
+class VOCSegmentationDataset(Dataset):
+    """Images, image-level labels and (for scoring) segmentation masks of one VOC split.
+
+    Image-level labels are parsed once, at construction, from ``Annotations/<id>.xml`` (every
+    ``<object>``, difficult ones included); when an image has no XML they come from the classes
+    present in its mask. Missing masks read as all 255 (ignored everywhere).
+
+    Args:
+        root: the VOC2012 folder (holding JPEGImages, Annotations, SegmentationClass, ImageSets).
+        split: name of ``ImageSets/Segmentation/<split>.txt``.
+        class_names: foreground classes; mask value of ``class_names[i]`` is ``i + 1``.
+        transform: albumentations-style callable ``(image=, mask=) -> dict(image=, mask=)``;
+            None normalises with the ImageNet statistics and keeps the size.
+        mask_dir: folder of the masks (``SegmentationClassAug`` for VOC train_aug).
+
+    Items are dicts: ``image`` float32 (3, H, W), ``labels`` float32 (C,) multi-hot,
+    ``mask`` int64 (H, W) with values 0..C and 255, ``image_id`` str.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        class_names: Sequence[str],
+        transform: Transform | None = None,
+        mask_dir: str = "SegmentationClass",
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.class_names = tuple(class_names)
+        self.transform = transform if transform is not None else build_eval_transform(None)
+        self.mask_dir = mask_dir
+        self._class_index = {name: i for i, name in enumerate(self.class_names)}
+        if not self.class_names:
+            raise ValueError("class_names: expected at least one foreground class, got an empty list")
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"VOC root {self.root} does not exist (expected a VOC2012-style folder)")
+        split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
+        if not split_file.is_file():
+            available = (
+                sorted(p.stem for p in split_file.parent.glob("*.txt")) if split_file.parent.is_dir() else []
+            )
+            raise FileNotFoundError(
+                f"split file {split_file} not found (split={split!r}; available: {available})"
+            )
+        self.image_ids: list[str] = [
+            line.split()[0] for line in split_file.read_text().splitlines() if line.strip()
+        ]
+        missing = [i for i in self.image_ids if not self.image_path(i).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} of {len(self.image_ids)} images listed in {split_file} are missing, "
+                f"first: {self.image_path(missing[0])}"
+            )
+        self.labels = (
+            np.stack([self._read_labels(i) for i in self.image_ids])
+            if self.image_ids
+            else np.zeros((0, self.num_classes), np.float32)
+        )  # (N, C)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of foreground classes C."""
+        return len(self.class_names)
+
+    def image_path(self, image_id: str) -> Path:
+        return self.root / "JPEGImages" / f"{image_id}.jpg"
+
+    def mask_path(self, image_id: str) -> Path:
+        return self.root / self.mask_dir / f"{image_id}.png"
+
+    def annotation_path(self, image_id: str) -> Path:
+        return self.root / "Annotations" / f"{image_id}.xml"
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def _read_labels(self, image_id: str) -> np.ndarray:
+        """(C,) float32 multi-hot labels from the XML, else from the mask."""
+        labels = np.zeros(self.num_classes, np.float32)
+        xml_path = self.annotation_path(image_id)
+        if xml_path.is_file():
+            try:
+                objects = ET.parse(xml_path).getroot().findall("object")
+            except ET.ParseError as error:
+                raise ValueError(f"{xml_path}: not valid XML ({error})") from error
+            # Direct <name> of each <object> only: VOC person layouts also have <part><name>.
+            names = [obj.findtext("name", "").strip() for obj in objects]
+            for name in names:
+                if name not in self._class_index:
+                    raise ValueError(
+                        f"{xml_path}: unknown class {name!r}; known class_names: {list(self.class_names)}"
+                    )
+                labels[self._class_index[name]] = 1.0
+            return labels
+        mask_path = self.mask_path(image_id)
+        if not mask_path.is_file():
+            raise FileNotFoundError(f"no labels for {image_id!r}: neither {xml_path} nor {mask_path} exists")
+        present = np.unique(self._read_mask(image_id))
+        present = present[(present > 0) & (present != IGNORE_INDEX)]
+        labels[present - 1] = 1.0
+        return labels
+
+    def _read_image(self, image_id: str) -> np.ndarray:
+        """(H, W, 3) uint8 RGB."""
+        path = self.image_path(image_id)
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"{path}: cannot decode image (corrupt or not an image file)")
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+    def _read_mask(self, image_id: str) -> np.ndarray:
+        """(H, W) uint8 class indices (palette PNG or single-channel PNG)."""
+        path = self.mask_path(image_id)
+        try:
+            with Image.open(path) as png:
+                if png.mode not in ("P", "L"):
+                    raise ValueError(
+                        f"{path}: mask mode {png.mode!r}; expected a palette (P) or grey (L) PNG"
+                    )
+                mask = np.array(png, dtype=np.uint8)
+        except OSError as error:
+            raise ValueError(f"{path}: cannot decode mask ({error})") from error
+        invalid = (mask > self.num_classes) & (mask != IGNORE_INDEX)
+        if invalid.any():
+            raise ValueError(
+                f"{path}: mask value {int(mask[invalid][0])} outside 0..{self.num_classes} and {IGNORE_INDEX}"
+            )
+        return mask
+
+    def __getitem__(self, index: int) -> dict:
+        image_id = self.image_ids[index]
+        image = self._read_image(image_id)  # (H, W, 3)
+        if self.mask_path(image_id).is_file():
+            mask = self._read_mask(image_id)  # (H, W)
+            if mask.shape != image.shape[:2]:
+                raise ValueError(
+                    f"{self.mask_path(image_id)}: mask size {mask.shape} differs from "
+                    f"image size {image.shape[:2]}"
+                )
+        else:
+            mask = np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
+        out = self.transform(image=image, mask=mask)
+        image_tensor, mask_tensor = out["image"], out["mask"]
+        if isinstance(image_tensor, np.ndarray):  # a transform without ToTensorV2
+            image_tensor = torch.from_numpy(np.ascontiguousarray(image_tensor.transpose(2, 0, 1)))
+        if isinstance(mask_tensor, np.ndarray):
+            mask_tensor = torch.from_numpy(np.ascontiguousarray(mask_tensor))
+        return {
+            "image": image_tensor.float(),  # (3, H, W)
+            "labels": torch.from_numpy(self.labels[index].copy()),  # (C,)
+            "mask": mask_tensor.long(),  # (H, W)
+            "image_id": image_id,
+        }

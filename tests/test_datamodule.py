@@ -1,0 +1,103 @@
+"""VOCDataModule: generation in prepare_data, datasets in setup, loader batches, worker processes."""
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from rca_lightning.data import SyntheticVOCGenerator, VOCDataModule, VOCSegmentationDataset
+from rca_lightning.data.synthetic import COMPLETE_MARKER
+
+CLASSES = ("disc", "square", "triangle")
+
+
+def make_datamodule(root: Path, **overrides) -> VOCDataModule:
+    settings = dict(
+        root=root,
+        class_names=CLASSES,
+        image_size=48,
+        batch_size=4,
+        generator=SyntheticVOCGenerator(CLASSES, num_train=10, num_val=6, image_size=64, seed=2),
+    )
+    settings.update(overrides)
+    return VOCDataModule(**settings)
+
+
+@pytest.fixture(scope="module")
+def prepared_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("datamodule") / "synthetic"
+    make_datamodule(root).prepare_data()
+    return root
+
+
+def test_prepare_data_generates_once_and_setup_builds_datasets(tmp_path):
+    root = tmp_path / "synthetic"
+    datamodule = make_datamodule(root)
+    assert datamodule.num_classes == 3
+    datamodule.prepare_data()
+    assert (root / COMPLETE_MARKER).is_file()
+    assert datamodule.train_dataset is None  # prepare_data sets no state
+    stamp = (root / COMPLETE_MARKER).stat().st_mtime_ns
+    datamodule.prepare_data()  # complete: nothing rewritten
+    assert (root / COMPLETE_MARKER).stat().st_mtime_ns == stamp
+    datamodule.setup("fit")
+    assert isinstance(datamodule.train_dataset, VOCSegmentationDataset)
+    assert len(datamodule.train_dataset) == 10 and len(datamodule.val_dataset) == 6
+
+
+def test_loaders_yield_contract_batches(prepared_root):
+    datamodule = make_datamodule(prepared_root)
+    datamodule.setup("fit")
+    train_batches = list(datamodule.train_dataloader())
+    assert len(train_batches) == 2  # 10 images, batch 4, drop_last
+    batch = train_batches[0]
+    assert batch["image"].shape == (4, 3, 48, 48) and batch["image"].dtype == torch.float32
+    assert batch["labels"].shape == (4, 3) and batch["labels"].dtype == torch.float32
+    assert batch["mask"].shape == (4, 48, 48) and batch["mask"].dtype == torch.int64
+    assert len(batch["image_id"]) == 4 and all(isinstance(i, str) for i in batch["image_id"])
+    assert (batch["labels"].sum(dim=1) >= 1).all()
+
+    val_batches = list(datamodule.val_dataloader())
+    assert [len(b["image_id"]) for b in val_batches] == [4, 2]  # no drop_last, no shuffle
+    assert [i for b in val_batches for i in b["image_id"]] == datamodule.val_dataset.image_ids
+    assert val_batches[0]["image"].shape == (4, 3, 48, 48)
+
+    predicted = [i for b in datamodule.predict_dataloader() for i in b["image_id"]]
+    assert predicted == datamodule.val_dataset.image_ids
+    predicted_train = [i for b in datamodule.predict_dataloader("train") for i in b["image_id"]]
+    assert predicted_train == datamodule.train_dataset.image_ids
+
+
+def test_train_loader_keeps_small_last_batch_when_dataset_is_smaller_than_batch(prepared_root):
+    datamodule = make_datamodule(prepared_root, batch_size=16)
+    datamodule.setup("fit")
+    assert [len(b["image_id"]) for b in datamodule.train_dataloader()] == [10]
+
+
+def test_worker_processes_and_pickling(prepared_root):
+    datamodule = make_datamodule(prepared_root, num_workers=2)
+    datamodule.setup("fit")
+    clone = pickle.loads(pickle.dumps(datamodule))
+    assert clone.class_names == CLASSES and len(clone.train_dataset) == 10
+    ids = [i for b in datamodule.val_dataloader() for i in b["image_id"]]
+    assert ids == datamodule.val_dataset.image_ids
+
+
+def test_class_names_file_mismatch_raises_naming_the_file(prepared_root):
+    datamodule = make_datamodule(prepared_root, class_names=("square", "disc", "triangle"), generator=None)
+    with pytest.raises(ValueError, match=r"class_names\.txt lists \['disc', 'square', 'triangle'\]"):
+        datamodule.prepare_data()
+    with pytest.raises(ValueError, match=r"class_names\.txt"):
+        datamodule.setup("fit")
+
+
+def test_generator_with_other_classes_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="generator.class_names"):
+        make_datamodule(tmp_path, generator=SyntheticVOCGenerator(("disc", "ring")))
+
+
+def test_missing_root_without_generator_names_the_root(tmp_path):
+    datamodule = make_datamodule(tmp_path / "absent", generator=None)
+    with pytest.raises(FileNotFoundError, match=f"dataset root {tmp_path / 'absent'} does not exist"):
+        datamodule.prepare_data()
