@@ -280,3 +280,195 @@ def reference_border_band(instance_map: Sequence[Sequence[int]]) -> list[list[bo
                     if 0 <= y < height and 0 <= x < width and instance_map[y][x] != instance_map[i][j]:
                         band[i][j] = True
     return band
+
+
+# ----------------------------------------------------------------------------------------------------------
+# pseudo (issue 3, CAMs -> pseudo masks): multi-scale CAMs one image / scale / flip at a time, CAM threshold
+# sweep and mask confusion one pixel at a time, the public saliency rule one pixel at a time.
+# ----------------------------------------------------------------------------------------------------------
+def reference_multiscale_cams(
+    cam_fn, image: torch.Tensor, scales: Sequence[float], flip: bool
+) -> torch.Tensor:
+    """One image (3,H,W): every scale and flip separately, ReLU'd maps resized back and summed -> (C,H,W)."""
+    height, width = image.shape[-2:]
+    total = None
+    for scale in scales:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        scaled = torch.nn.functional.interpolate(image[None], size, mode="bilinear", align_corners=False)
+        variants = [(scaled, False), (scaled.flip(-1), True)] if flip else [(scaled, False)]
+        for variant, mirrored in variants:
+            cams = cam_fn(variant).float().relu()
+            cams = torch.nn.functional.interpolate(
+                cams, (height, width), mode="bilinear", align_corners=False
+            )[0]
+            if mirrored:
+                cams = cams.flip(-1)
+            total = cams if total is None else total + cams
+    return total
+
+
+def _reference_iou(confusion: list[list[int]]) -> list[float]:
+    size = len(confusion)
+    iou = []
+    for k in range(size):
+        true_positive = confusion[k][k]
+        union = sum(confusion[k]) + sum(confusion[r][k] for r in range(size)) - true_positive
+        iou.append(true_positive / union if union > 0 else float("nan"))
+    return iou
+
+
+def _reference_mean(values: list[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else float("nan")
+
+
+def reference_cam_sweep(
+    scores: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], thresholds: Sequence[float]
+) -> tuple[list[float], int]:
+    """Per threshold one confusion matrix over all images, pixel by pixel -> (mIoU per threshold, best).
+
+    scores: per image (C,H,W) in [0,1]; targets: per image (H,W) with 255 ignored. A pixel is class
+    argmax+1 when its top score exceeds the threshold, else background.
+    """
+    num_labels = scores[0].shape[0] + 1
+    mious = []
+    for threshold in thresholds:
+        confusion = [[0] * num_labels for _ in range(num_labels)]
+        for score, target in zip(scores, targets, strict=True):
+            for i in range(target.shape[0]):
+                for j in range(target.shape[1]):
+                    truth = int(target[i, j])
+                    if truth == 255:
+                        continue
+                    pixel = score[:, i, j].tolist()
+                    top = max(pixel)
+                    prediction = pixel.index(top) + 1 if top > threshold else 0
+                    confusion[truth][prediction] += 1
+        mious.append(_reference_mean(_reference_iou(confusion)))
+    best = max(range(len(mious)), key=lambda t: (-1.0 if math.isnan(mious[t]) else mious[t], -t))
+    return mious, best
+
+
+def reference_mask_scores(
+    masks: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], num_labels: int
+) -> tuple[list[float], float]:
+    """Per-class IoU where neither mask nor target is 255; the fraction of valid pixels the masks ignore."""
+    confusion = [[0] * num_labels for _ in range(num_labels)]
+    valid = ignored = 0
+    for mask, target in zip(masks, targets, strict=True):
+        for i in range(target.shape[0]):
+            for j in range(target.shape[1]):
+                truth, label = int(target[i, j]), int(mask[i, j])
+                if truth == 255:
+                    continue
+                valid += 1
+                if label == 255:
+                    ignored += 1
+                    continue
+                confusion[truth][label] += 1
+    return _reference_iou(confusion), ignored / valid
+
+
+def reference_saliency_mask(
+    class_scores, classes, saliency, conflict=0.9, attention=0.8, background_saliency=32, min_foreground=0.01
+) -> list[list[int]]:
+    """The public saliency rule, pixel by pixel. class_scores (K,H,W), classes (K,), saliency (H,W) 0..255."""
+    num_classes = len(classes)
+    height, width = saliency.shape
+    mask = [[0] * width for _ in range(height)]
+    foreground = 0
+    for i in range(height):
+        for j in range(width):
+            channels = [1.0 - float(saliency[i, j]) / 255.0] + [
+                float(class_scores[k, i, j]) for k in range(num_classes)
+            ]
+            best = 0
+            for k in range(1, len(channels)):
+                if channels[k] > channels[best]:
+                    best = k
+            label = 0 if best == 0 else int(classes[best - 1]) + 1
+            if sum(1 for value in channels if value > conflict) > 1:
+                label = 255
+            salient = float(saliency[i, j]) >= background_saliency or any(
+                float(class_scores[k, i, j]) > attention for k in range(num_classes)
+            )
+            if label == 0 and salient:
+                label = 255
+            if label not in (0, 255):
+                foreground += 1
+            mask[i][j] = label
+    if foreground < min_foreground * height * width:
+        mask = [[255] * width for _ in range(height)]
+    return mask
+
+
+# ----------------------------------------------------------------------------------------------------------
+# attention accumulation (issue 3, OAA): crop paste-back one grid pixel at a time, accumulation one image /
+# class at a time.
+# ----------------------------------------------------------------------------------------------------------
+def _reference_bilinear_border(values: torch.Tensor, row: float, column: float) -> float:
+    """Bilinear sample of a (h,w) map at pixel coordinates (centres at integers), clamped to the edges."""
+    height, width = values.shape
+    row, column = min(max(row, 0.0), height - 1.0), min(max(column, 0.0), width - 1.0)
+    top, left = math.floor(row), math.floor(column)
+    bottom, right = min(top + 1, height - 1), min(left + 1, width - 1)
+    down, across = row - top, column - left
+    return (
+        float(values[top, left]) * (1 - down) * (1 - across)
+        + float(values[top, right]) * (1 - down) * across
+        + float(values[bottom, left]) * down * (1 - across)
+        + float(values[bottom, right]) * down * across
+    )
+
+
+def reference_paste_crop(
+    crop_map: torch.Tensor, crop_box: Sequence[float], flipped: bool, resolution: int
+) -> list[list[float]]:
+    """One crop's (h,w) map onto the S x S grid of its image: for each grid pixel centre (u, v) in image
+    coordinates, its place in the crop window (mirrored when flipped), sampled there; 0 outside the window."""
+    x0, y0, x1, y1 = (float(value) for value in crop_box)
+    height, width = crop_map.shape
+    grid = [[0.0] * resolution for _ in range(resolution)]
+    for i in range(resolution):
+        for j in range(resolution):
+            u, v = (j + 0.5) / resolution, (i + 0.5) / resolution
+            across, down = (u - x0) / (x1 - x0), (v - y0) / (y1 - y0)  # 0..1 inside the crop
+            if flipped:
+                across = 1.0 - across
+            if not (0.0 <= across <= 1.0 and 0.0 <= down <= 1.0):
+                continue
+            grid[i][j] = _reference_bilinear_border(crop_map, down * height - 0.5, across * width - 0.5)
+    return grid
+
+
+def reference_accumulate(
+    attention: list,
+    written: list,
+    indices: Sequence[int],
+    cams: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    crop_boxes: torch.Tensor,
+    flipped: Sequence[bool],
+    min_probability: float,
+    write_missing: bool,
+) -> None:
+    """OAA step, one image and class at a time, in place: attention[n][c] (S x S nested lists of ints),
+    written[n][c] bools. A tagged class whose probability passes (or never written, when write_missing)
+    gets its ReLU'd map scaled to a maximum of 255, pasted, rounded and max-ed into the store."""
+    resolution = len(attention[0][0])
+    for b, row in enumerate(indices):
+        for c in range(cams.shape[1]):
+            if labels[b, c] <= 0:
+                continue
+            probability = 1.0 / (1.0 + math.exp(-float(logits[b, c])))
+            if probability < min_probability and not (write_missing and not written[row][c]):
+                continue
+            positive = cams[b, c].double().clamp(min=0)
+            peak = float(positive.max())
+            scaled = positive / peak * 255.0 if peak > 0 else positive
+            pasted = reference_paste_crop(scaled, crop_boxes[b].tolist(), bool(flipped[b]), resolution)
+            for i in range(resolution):
+                for j in range(resolution):
+                    attention[row][c][i][j] = max(attention[row][c][i][j], round(pasted[i][j]))
+            written[row][c] = True

@@ -37,7 +37,7 @@ class VOCDataModule(LightningDataModule):
         generator: writes the built-in synthetic dataset to ``root`` when it is not there yet.
         pin_memory: DataLoader ``pin_memory``.
         mask_dirs: split -> mask folder for splits whose masks are not in ``SegmentationClass``
-            (VOC + SBD: ``{"train_aug": "SegmentationClassAug"}``).
+            (VOC + SBD: ``{"train_aug": "SegmentationClassAug"}``); an absolute path is used as is.
     """
 
     def __init__(

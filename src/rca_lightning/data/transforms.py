@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import albumentations as A
 import cv2
+import numpy as np
 from albumentations.pytorch import ToTensorV2
 
 from rca_lightning.data.voc_classes import IGNORE_INDEX
@@ -15,6 +16,12 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 # Nearest neighbour with pixel centres aligned like the linear image resize (cv2.INTER_NEAREST is
 # shifted by up to half a source pixel).
 MASK_INTERPOLATION = cv2.INTER_NEAREST_EXACT
+# Crop window of an untouched image: (x0, y0, x1, y1) in normalised original-image coordinates.
+IDENTITY_CROP_BOX: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+# Geometric steps whose effect on the window ``crop_window`` knows; pixel-only steps are skipped.
+_RESIZE_STEPS = frozenset({"Resize", "LongestMaxSize", "SmallestMaxSize", "RandomScale"})
+_PAD_STEPS = frozenset({"PadIfNeeded", "Pad"})
+_CROP_STEPS = frozenset({"RandomCrop", "CenterCrop", "Crop"})
 
 
 def _check_size(image_size: int, setting: str = "image_size") -> None:
@@ -54,7 +61,8 @@ def build_train_transform(
 
     Returns:
         Compose taking ``image`` (H, W, 3) uint8 RGB and ``mask`` (H, W) uint8 and returning
-        ``image`` float32 tensor (3, S, S) and ``mask`` uint8 tensor (S, S).
+        ``image`` float32 tensor (3, S, S), ``mask`` uint8 tensor (S, S) and ``applied_transforms``
+        (the parameters each step used; ``crop_window`` turns them into the crop's source window).
     """
     _check_size(image_size)
     low, high = scale_range
@@ -105,7 +113,61 @@ def build_train_transform(
                 p=1.0,
             )
         )
-    return A.Compose(steps + _normalise_and_tensor(mean, std))
+    return A.Compose(steps + _normalise_and_tensor(mean, std), save_applied_params=True)
+
+
+def _is_pixel_only(step_name: str) -> bool:
+    """Whether an albumentations step leaves geometry alone (colour, normalisation, tensor conversion)."""
+    if step_name == "ToTensorV2":
+        return True
+    step_class = getattr(A, step_name, None)
+    return isinstance(step_class, type) and issubclass(step_class, A.ImageOnlyTransform)
+
+
+def crop_window(applied_transforms: Sequence[tuple[str, dict]]) -> tuple[np.ndarray, bool]:
+    """Where an augmented image came from: its window in the original image, and whether it is mirrored.
+
+    Follows resizes (edges map to edges, as cv2's linear resize does), padding, crops and horizontal
+    flips, in the order they were applied (a crop after a flip is mirrored back).
+
+    Args:
+        applied_transforms: ``applied_transforms`` of a Compose built with ``save_applied_params=True``:
+            (step name, parameters with the step's input ``shape``) per applied step.
+
+    Returns:
+        ``crop_box`` float32 (4,) = (x0, y0, x1, y1): the window of the output image (before its flip)
+        in normalised original-image coordinates (0 and 1 are the outer pixel edges; values outside
+        [0, 1] where the window includes padding), and ``flipped``: the output is mirrored left-right.
+    """
+    x0, y0, x1, y1 = IDENTITY_CROP_BOX
+    flipped = False
+    for position, (name, params) in enumerate(applied_transforms):
+        height, width = params["shape"][:2]
+        x_scale, y_scale = (x1 - x0) / width, (y1 - y0) / height  # original units per current pixel
+        if name in _RESIZE_STEPS or _is_pixel_only(name):
+            continue  # the window covers the whole (resized) image either way
+        if name in _PAD_STEPS:
+            left, right = params["pad_left"], params["pad_right"]
+            if flipped:
+                left, right = right, left
+            x0, x1 = x0 - left * x_scale, x1 + right * x_scale
+            y0, y1 = y0 - params["pad_top"] * y_scale, y1 + params["pad_bottom"] * y_scale
+        elif name in _CROP_STEPS:
+            if params.get("pad_params"):
+                raise ValueError(f"{name}(pad_if_needed=True): crop_window expects padding as its own step")
+            left, top, right, bottom = params["crop_coords"]
+            if flipped:
+                left, right = width - right, width - left
+            x0, x1 = x0 + left * x_scale, x0 + right * x_scale
+            y0, y1 = y0 + top * y_scale, y0 + bottom * y_scale
+        elif name == "HorizontalFlip":
+            flipped = not flipped
+        else:
+            raise ValueError(
+                f"transform step {position} {name!r}: crop_window cannot follow it; expected resizes, "
+                f"padding, crops, horizontal flips or pixel-only steps"
+            )
+    return np.array([x0, y0, x1, y1], np.float32), flipped
 
 
 def build_eval_transform(

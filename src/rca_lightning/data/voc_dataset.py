@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from rca_lightning.data.transforms import build_eval_transform
+from rca_lightning.data.transforms import IDENTITY_CROP_BOX, build_eval_transform, crop_window
 from rca_lightning.data.voc_classes import IGNORE_INDEX
 
 Transform = Callable[..., dict]
@@ -32,10 +32,15 @@ class VOCSegmentationDataset(Dataset):
         class_names: foreground classes; mask value of ``class_names[i]`` is ``i + 1``.
         transform: albumentations-style callable ``(image=, mask=) -> dict(image=, mask=)``;
             None normalises with the ImageNet statistics and keeps the size.
-        mask_dir: folder of the masks (``SegmentationClassAug`` for VOC train_aug).
+        mask_dir: folder of the masks (``SegmentationClassAug`` for VOC train_aug), relative to ``root``,
+            or an absolute folder (e.g. pseudo masks written elsewhere).
 
     Items are dicts: ``image`` float32 (3, H, W), ``labels`` float32 (C,) multi-hot,
-    ``mask`` int64 (H, W) with values 0..C and 255, ``image_id`` str.
+    ``mask`` int64 (H, W) with values 0..C and 255, ``image_id`` str, ``index`` int (the position in
+    the dataset), ``crop_box`` float32 (4,) = (x0, y0, x1, y1), the window the image was cut from in
+    normalised original-image coordinates (outside [0, 1] where it includes padding), and ``flipped``
+    bool (mirrored left-right after the crop). The last two come from the transform's
+    ``applied_transforms`` (``build_train_transform``); other transforms give (0, 0, 1, 1) and False.
     """
 
     def __init__(
@@ -44,7 +49,7 @@ class VOCSegmentationDataset(Dataset):
         split: str,
         class_names: Sequence[str],
         transform: Transform | None = None,
-        mask_dir: str = "SegmentationClass",
+        mask_dir: str | os.PathLike = "SegmentationClass",
     ) -> None:
         self.root = Path(root)
         self.split = split
@@ -163,6 +168,11 @@ class VOCSegmentationDataset(Dataset):
             mask = np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
         out = self.transform(image=image, mask=mask)
         image_tensor, mask_tensor = out["image"], out["mask"]
+        applied = out.get("applied_transforms")
+        if applied is None:
+            crop_box, flipped = np.array(IDENTITY_CROP_BOX, np.float32), False
+        else:
+            crop_box, flipped = crop_window(applied)
         if isinstance(image_tensor, np.ndarray):  # a transform without ToTensorV2
             image_tensor = torch.from_numpy(np.ascontiguousarray(image_tensor.transpose(2, 0, 1)))
         if isinstance(mask_tensor, np.ndarray):
@@ -172,4 +182,7 @@ class VOCSegmentationDataset(Dataset):
             "labels": torch.from_numpy(self.labels[index].copy()),  # (C,)
             "mask": mask_tensor.long(),  # (H, W)
             "image_id": image_id,
+            "index": int(index),
+            "crop_box": torch.from_numpy(crop_box),  # (4,)
+            "flipped": flipped,
         }

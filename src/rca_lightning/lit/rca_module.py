@@ -139,7 +139,8 @@ class RCALitModule(LightningModule):
         for name, value in losses.items():
             self.log(f"train/loss_{name}", value, batch_size=batch_size)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        return {"loss": loss, **step_output}
+        # cams / logits feed the attention-accumulation callback (detached: no graph kept alive).
+        return {"loss": loss, **step_output, "cams": output.cams.detach(), "logits": output.logits.detach()}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         images, labels, masks = batch["image"], batch["labels"], batch["mask"]

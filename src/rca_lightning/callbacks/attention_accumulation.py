@@ -1,0 +1,420 @@
+"""Online attention accumulation (OAA): each training image's class maps, max-accumulated across epochs.
+
+Storage (one folder): ``attention.npy``, a uint8 ``(N, C, S, S)`` array opened as a memory map (row n is
+dataset position n, the image's S x S grid squashed over the whole image), ``written.npy``, a bool
+``(N, C)`` array marking the (image, class) maps written at least once, and ``index.json`` (image ids in
+dataset order, class names, resolution, epochs done, ``complete`` once training ended). Rows are keyed by
+dataset position, so shuffling and several processes (each writing the images of its own batches) give
+the same file. Untouched rows stay as holes of a sparse file on disk.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
+
+from rca_lightning.utils.atomic import write_json_atomically
+
+ATTENTION_FILE = "attention.npy"
+WRITTEN_FILE = "written.npy"
+INDEX_FILE = "index.json"
+FORMAT_VERSION = 1
+MAX_ATTENTION = 255.0
+REQUIRED_BATCH_KEYS = ("labels", "index", "crop_box", "flipped")
+REQUIRED_OUTPUT_KEYS = ("cams", "logits")
+
+
+def normalise_attention(cams: torch.Tensor) -> torch.Tensor:
+    """ReLU, then scale each (image, class) map so that its maximum is 255 (all-zero maps stay zero).
+
+    Args:
+        cams: (B, C, h, w) class activation maps.
+
+    Returns:
+        (B, C, h, w) float maps in [0, 255].
+    """
+    positive = cams.float().clamp_min(0)  # (B, C, h, w)
+    peak = positive.amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    return positive / peak * MAX_ATTENTION
+
+
+def paste_crops_into_image_grid(
+    maps: torch.Tensor, crop_boxes: torch.Tensor, flipped: torch.Tensor, resolution: int
+) -> torch.Tensor:
+    """Resample maps of augmented crops onto an S x S grid over each crop's original image.
+
+    Grid pixel (i, j) has its centre at ((j + 0.5) / S, (i + 0.5) / S) in normalised image coordinates;
+    it takes the bilinear sample of the crop's map at that point (un-flipped first; the map's edge
+    values extend half a map pixel outwards) and 0 where the point lies outside the crop window.
+
+    Args:
+        maps: (B, C, h, w) maps of the augmented images.
+        crop_boxes: (B, 4) (x0, y0, x1, y1) window of each augmented image in normalised coordinates of
+            its original image (``crop_window``).
+        flipped: (B,) bool, whether the augmented image was mirrored left-right after the crop.
+        resolution: S.
+
+    Returns:
+        (B, C, S, S) float maps in image coordinates.
+    """
+    batch_size, num_classes = maps.shape[:2]
+    boxes = crop_boxes.to(maps.device, torch.float32)
+    x0, y0, x1, y1 = boxes.unbind(-1)  # (B,) each
+    box_width, box_height = x1 - x0, y1 - y0
+    mirror = 1.0 - 2.0 * flipped.to(maps.device, torch.float32)  # (B,) -1 where flipped
+    # affine_grid's output coordinate X = 2u - 1 (u: image coordinate) maps to the crop coordinate
+    # 2 (u - x0) / width - 1, mirrored when the crop was flipped.
+    theta = torch.zeros(batch_size, 2, 3, device=maps.device)  # (B, 2, 3)
+    theta[:, 0, 0] = mirror / box_width
+    theta[:, 0, 2] = mirror * ((1.0 - 2.0 * x0) / box_width - 1.0)
+    theta[:, 1, 1] = 1.0 / box_height
+    theta[:, 1, 2] = (1.0 - 2.0 * y0) / box_height - 1.0
+    size = (batch_size, num_classes, resolution, resolution)
+    grid = F.affine_grid(theta, list(size), align_corners=False)  # (B, S, S, 2)
+    sampled = F.grid_sample(
+        maps.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )  # (B, C, S, S)
+    inside = (grid.abs() <= 1.0).all(dim=-1)  # (B, S, S)
+    return sampled * inside[:, None]
+
+
+class AttentionAccumulationCallback(Callback):
+    """Max-accumulates each training image's normalised class maps across epochs into a file on disk.
+
+    From ``start_epoch`` on, after every training step and for every image of the batch and class it
+    is tagged with whose probability ``sigmoid(logit)`` is at least ``min_probability``, the ReLU'd
+    class map (``outputs["cams"]`` of ``training_step``), max-normalised to 0..255, is pasted through
+    the image's crop box into its S x S grid and max-accumulated into the file (rounded to uint8). In
+    the last epoch (``trainer.max_epochs - 1``) tagged classes never written before are written
+    whatever their probability. Each rank writes only the images of its own batches; rank zero
+    creates the file when training starts and records progress in ``index.json`` after each epoch.
+
+    Needs from each batch ``labels`` (B, C), ``index`` (B,) dataset positions, ``crop_box`` (B, 4) and
+    ``flipped`` (B,) (``VOCSegmentationDataset`` items), and from ``training_step``'s returned dict
+    ``cams`` (B, C, h, w) and ``logits`` (B, C). All ranks must see one file system (memory-mapped
+    writes of different ranks meet in the shared page cache). A resumed run continues the file of the
+    checkpoint's run (``state_dict`` keeps its folder). Under ``DistributedSampler`` padding, the few
+    images repeated to even out ranks may be written by two ranks at once; one of the two maps wins.
+
+    Args:
+        output_dir: folder of the file (``${paths.output_dir}/attention`` in the config).
+        start_epoch: first epoch (0-based) that accumulates (1 in the reference).
+        resolution: side S of each stored map.
+        min_probability: classes with a lower predicted probability are skipped (0.1).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        start_epoch: int = 1,
+        resolution: int = 32,
+        min_probability: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if int(start_epoch) != start_epoch or start_epoch < 0:
+            raise ValueError(f"start_epoch={start_epoch!r}: expected a non-negative integer")
+        if int(resolution) != resolution or resolution < 1:
+            raise ValueError(f"resolution={resolution!r}: expected a positive integer")
+        if not 0.0 <= min_probability <= 1.0:
+            raise ValueError(f"min_probability={min_probability!r}: expected a value in [0, 1]")
+        self.output_dir = Path(output_dir)
+        self.start_epoch = int(start_epoch)
+        self.resolution = int(resolution)
+        self.min_probability = float(min_probability)
+        self.storage_dir: Path | None = None  # output_dir, or the checkpointed run's folder on resume
+        self.epochs_done = 0
+        self._resumed_storage_dir: Path | None = None
+        self._attention: np.memmap | None = None  # (N, C, S, S) uint8
+        self._written: np.memmap | None = None  # (N, C) bool
+
+    # ------------------------------------------------------------------------------------------ storage
+    def create_storage(self, image_ids: Sequence[str], class_names: Sequence[str]) -> None:
+        """Create an all-zero file in ``output_dir`` for a dataset (overwriting an earlier one) and open it.
+
+        Args:
+            image_ids: the training images in dataset order (row n is dataset position n).
+            class_names: the C foreground classes.
+        """
+        directory = self.output_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / INDEX_FILE).unlink(missing_ok=True)  # no reader pairs an old index with new arrays
+        num_images, num_classes = len(image_ids), len(class_names)
+        shape = (num_images, num_classes, self.resolution, self.resolution)
+        for name, dtype, array_shape in ((ATTENTION_FILE, np.uint8, shape), (WRITTEN_FILE, np.bool_, shape[:2])):
+            np.lib.format.open_memmap(directory / name, mode="w+", dtype=dtype, shape=array_shape).flush()
+        index = {
+            "format_version": FORMAT_VERSION,
+            "image_ids": list(image_ids),
+            "class_names": list(class_names),
+            "resolution": self.resolution,
+            "start_epoch": self.start_epoch,
+            "min_probability": self.min_probability,
+            "epochs_done": 0,
+            "complete": False,
+        }
+        write_json_atomically(directory / INDEX_FILE, index)
+        self.open_storage(directory)
+
+    def open_storage(
+        self,
+        directory: str | os.PathLike | None = None,
+        image_ids: Sequence[str] | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        """Open an existing file for writing (other ranks, resumed runs), checking it fits the dataset.
+
+        Args:
+            directory: the file's folder (default ``output_dir``).
+            image_ids: when given, must equal the file's image ids.
+            class_names: when given, must equal the file's class names.
+        """
+        directory = Path(directory) if directory is not None else self.output_dir
+        index = _read_index(directory)
+        index_path = directory / INDEX_FILE
+        if index["resolution"] != self.resolution:
+            raise ValueError(f"{index_path}: resolution {index['resolution']}, callback has {self.resolution}")
+        if image_ids is not None and list(image_ids) != index["image_ids"]:
+            raise ValueError(f"{index_path}: image ids differ from the training dataset's (other split?)")
+        if class_names is not None and list(class_names) != index["class_names"]:
+            raise ValueError(f"{index_path}: class names {index['class_names']} differ from {list(class_names)}")
+        self._attention = np.lib.format.open_memmap(directory / ATTENTION_FILE, mode="r+")
+        self._written = np.lib.format.open_memmap(directory / WRITTEN_FILE, mode="r+")
+        expected = (len(index["image_ids"]), len(index["class_names"]), self.resolution, self.resolution)
+        if self._attention.shape != expected or self._written.shape != expected[:2]:
+            raise ValueError(f"{directory / ATTENTION_FILE}: shape {self._attention.shape}, expected {expected}")
+        self.storage_dir = directory
+
+    def flush(self) -> None:
+        """Write this process's changes to disk."""
+        if self._attention is not None:
+            self._attention.flush()
+            self._written.flush()
+
+    def _update_index(self, **changes) -> None:
+        index = json.loads((self.storage_dir / INDEX_FILE).read_text())
+        write_json_atomically(self.storage_dir / INDEX_FILE, {**index, **changes})
+
+    # ------------------------------------------------------------------------------------- accumulation
+    @torch.no_grad()
+    def accumulate(
+        self,
+        indices: torch.Tensor,
+        cams: torch.Tensor,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        crop_boxes: torch.Tensor,
+        flipped: torch.Tensor,
+        write_missing: bool = False,
+    ) -> None:
+        """Max-accumulate one batch's maps into the open file.
+
+        Args:
+            indices: (B,) dataset positions of the images.
+            cams: (B, C, h, w) class maps of the augmented images.
+            logits: (B, C) class scores; classes with ``sigmoid(logit) < min_probability`` are skipped.
+            labels: (B, C) multi-hot image labels; only tagged classes are written.
+            crop_boxes: (B, 4) crop windows in normalised image coordinates.
+            flipped: (B,) bool, mirrored after the crop.
+            write_missing: also write tagged classes never written before, whatever their probability.
+        """
+        if self._attention is None:
+            raise ValueError("AttentionAccumulationCallback: no open file; call create_storage or open_storage")
+        rows = indices.detach().cpu().long()  # (B,)
+        tagged = (labels > 0).cpu()  # (B, C)
+        selected = tagged & (torch.sigmoid(logits.detach().float()).cpu() >= self.min_probability)
+        if write_missing:
+            written = torch.from_numpy(self._written[rows.numpy()])  # (B, C)
+            selected |= tagged & ~written
+        keep = selected.any(dim=1)  # (B,) images with something to write
+        if not bool(keep.any()):
+            return
+        keep_device = keep.to(cams.device)
+        maps = paste_crops_into_image_grid(
+            normalise_attention(cams.detach()[keep_device]),
+            crop_boxes.to(cams.device)[keep_device],
+            flipped.to(cams.device)[keep_device],
+            self.resolution,
+        )  # (K, C, S, S)
+        selected, rows = selected[keep], rows[keep]  # (K, C), (K,)
+        contributions = maps.round().clamp_(0, MAX_ATTENTION).cpu() * selected[:, :, None, None]
+        # One image twice in a batch: combine its maps first, so the row is written once.
+        unique_rows, inverse = torch.unique(rows, return_inverse=True)  # (U,), (K,)
+        combined = torch.zeros((len(unique_rows), *contributions.shape[1:])).index_reduce_(
+            0, inverse, contributions, "amax"
+        )  # (U, C, S, S)
+        combined_selected = torch.zeros(len(unique_rows), selected.shape[1], dtype=torch.long)
+        combined_selected = combined_selected.index_add_(0, inverse, selected.long()) > 0  # (U, C)
+        row_numbers = unique_rows.numpy()
+        current = self._attention[row_numbers]  # (U, C, S, S) copy
+        np.maximum(current, combined.to(torch.uint8).numpy(), out=current)
+        self._attention[row_numbers] = current
+        self._written[row_numbers] = self._written[row_numbers] | combined_selected.numpy()
+
+    # ------------------------------------------------------------------------------------------- hooks
+    def _is_last_epoch(self, trainer: Trainer) -> bool:
+        max_epochs = trainer.max_epochs
+        return max_epochs is not None and max_epochs > 0 and trainer.current_epoch >= max_epochs - 1
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        dataset = getattr(trainer.train_dataloader, "dataset", None)
+        image_ids = getattr(dataset, "image_ids", None)
+        class_names = getattr(dataset, "class_names", None)
+        if image_ids is None or class_names is None:
+            raise ValueError(
+                "AttentionAccumulationCallback: expected one train DataLoader whose dataset has image_ids "
+                "and class_names (e.g. VOCSegmentationDataset)"
+            )
+        max_epochs = trainer.max_epochs
+        if max_epochs is not None and 0 < max_epochs <= self.start_epoch:
+            rank_zero_warn(
+                f"AttentionAccumulationCallback: start_epoch={self.start_epoch} but max_epochs={max_epochs}; "
+                "nothing will be accumulated"
+            )
+        if self._resumed_storage_dir is not None:
+            self.open_storage(self._resumed_storage_dir, image_ids, class_names)
+            return
+        if trainer.is_global_zero:
+            self.create_storage(image_ids, class_names)
+        trainer.strategy.barrier("attention_accumulation_created")
+        if not trainer.is_global_zero:
+            self.open_storage(self.output_dir, image_ids, class_names)
+
+    @torch.no_grad()
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        if trainer.current_epoch < self.start_epoch:
+            return
+        missing = [key for key in REQUIRED_OUTPUT_KEYS if not isinstance(outputs, dict) or key not in outputs]
+        missing += [key for key in REQUIRED_BATCH_KEYS if key not in batch]
+        if missing:
+            raise ValueError(
+                f"AttentionAccumulationCallback: training_step outputs / batch lack {missing}; expected "
+                f"outputs {list(REQUIRED_OUTPUT_KEYS)} and batch keys {list(REQUIRED_BATCH_KEYS)}"
+            )
+        self.accumulate(
+            batch["index"],
+            outputs["cams"],
+            outputs["logits"],
+            batch["labels"],
+            batch["crop_box"],
+            batch["flipped"],
+            write_missing=self._is_last_epoch(trainer),
+        )
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.flush()
+        self.epochs_done = trainer.current_epoch + 1
+        trainer.strategy.barrier("attention_accumulation_epoch_end")
+        if trainer.is_global_zero:
+            self._update_index(epochs_done=self.epochs_done)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.flush()
+        trainer.strategy.barrier("attention_accumulation_train_end")
+        if trainer.is_global_zero:
+            self._update_index(epochs_done=self.epochs_done, complete=True)
+
+    def state_dict(self) -> dict:
+        self.flush()  # the checkpoint and the file agree
+        return {
+            "storage_dir": str(self.storage_dir) if self.storage_dir is not None else None,
+            "epochs_done": self.epochs_done,
+            "resolution": self.resolution,
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict.get("resolution", self.resolution) != self.resolution:
+            raise ValueError(
+                f"AttentionAccumulationCallback: checkpoint has resolution {state_dict['resolution']}, "
+                f"callback has {self.resolution}"
+            )
+        storage_dir = state_dict.get("storage_dir")
+        self._resumed_storage_dir = Path(storage_dir) if storage_dir is not None else None
+        self.epochs_done = int(state_dict.get("epochs_done", 0))
+
+
+# ------------------------------------------------------------------------------------------------ readers
+def _read_index(directory: Path) -> dict:
+    index_path = Path(directory) / INDEX_FILE
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{index_path} not found (expected an attention-accumulation folder)")
+    index = json.loads(index_path.read_text())
+    if index.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{index_path}: format_version {index.get('format_version')!r}, expected {FORMAT_VERSION}")
+    return index
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_index(index_path: str, modified_ns: int) -> tuple[dict, dict[str, int]]:
+    index = _read_index(Path(index_path).parent)
+    return index, {image_id: row for row, image_id in enumerate(index["image_ids"])}
+
+
+def _index_and_rows(directory: Path) -> tuple[dict, dict[str, int]]:
+    index_path = Path(directory) / INDEX_FILE
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{index_path} not found (expected an attention-accumulation folder)")
+    return _cached_index(str(index_path.resolve()), index_path.stat().st_mtime_ns)
+
+
+def load_accumulated_attention(
+    directory: str | os.PathLike, require_complete: bool = True
+) -> tuple[list[str], list[str], np.ndarray]:
+    """Open an accumulation folder read-only.
+
+    Args:
+        directory: the callback's folder.
+        require_complete: raise unless the training run that wrote it ended.
+
+    Returns:
+        (image ids in row order, class names, read-only memory-mapped uint8 (N, C, S, S) array).
+    """
+    directory = Path(directory)
+    index, _ = _index_and_rows(directory)
+    if require_complete and not index["complete"]:
+        raise ValueError(f"{directory / INDEX_FILE}: complete is false (training did not finish writing it)")
+    attention = np.load(directory / ATTENTION_FILE, mmap_mode="r")
+    return list(index["image_ids"]), list(index["class_names"]), attention
+
+
+def attention_seed(
+    directory: str | os.PathLike, image_id: str, size: tuple[int, int], require_complete: bool = True
+) -> torch.Tensor:
+    """One image's accumulated maps as seeds, resized (bilinear) to the image size.
+
+    Args:
+        directory: the callback's folder.
+        image_id: the image.
+        size: (H, W) of the output.
+        require_complete: raise unless the training run that wrote it ended.
+
+    Returns:
+        (C, H, W) float32 in [0, 1]; classes never written are all zero.
+    """
+    directory = Path(directory)
+    _, _, attention = load_accumulated_attention(directory, require_complete)
+    _, rows = _index_and_rows(directory)
+    if image_id not in rows:
+        raise ValueError(f"{directory / INDEX_FILE}: no image {image_id!r} among {len(rows)} accumulated images")
+    maps = torch.from_numpy(np.array(attention[rows[image_id]], np.float32))  # (C, S, S)
+    resized = F.interpolate(maps[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+    return (resized / MAX_ATTENTION).clamp_(0.0, 1.0)
+
+
+__all__ = [
+    "AttentionAccumulationCallback",
+    "attention_seed",
+    "load_accumulated_attention",
+    "normalise_attention",
+    "paste_crops_into_image_grid",
+]

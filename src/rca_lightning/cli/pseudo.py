@@ -1,0 +1,93 @@
+"""``rca-pseudo``: pseudo masks (palette PNGs, 255 = ignore) from the CAM files of ``rca-cams``.
+
+``rca-pseudo cams_dir=<rca-cams run>/cams`` uses background ``(1 - max CAM) ** 4`` + dense CRF;
+``background_threshold=0.3`` uses a constant background score instead; ``saliency_dir=<folder>`` applies the
+public code's saliency rule; ``crf=null`` skips the CRF. Rerunning with the same ``hydra.run.dir`` resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from rca_lightning.cli.stage_settings import claim_output_folder, datamodule_for, read_settings
+from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskRule, write_pseudo_masks
+from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.resolvers import register_resolvers
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+def pseudo(cfg: DictConfig) -> tuple[dict, dict]:
+    """Write the pseudo masks of the images of ``cfg.cams_dir``; returns the run's figures and objects."""
+    if not cfg.get("cams_dir"):
+        raise ValueError("rca-pseudo needs cams_dir=<folder of CAM files written by rca-cams>")
+    cams_dir = Path(cfg.cams_dir)
+    cam_settings = read_settings(cams_dir, "rca-cams")
+    source = datamodule_for(cfg.data, cam_settings["dataset"])
+    source.prepare_data()
+    dataset = source.make_dataset(cam_settings["split"], train=False)
+    saliency_dir = Path(cfg.saliency_dir) if cfg.get("saliency_dir") else None
+    if saliency_dir is not None and not saliency_dir.is_dir():
+        raise FileNotFoundError(
+            f"saliency_dir {saliency_dir} is not a folder of <image_id>.png saliency maps"
+        )
+    crf = instantiate(cfg.crf) if cfg.get("crf") else None
+    masks_dir = Path(cfg.masks_dir)
+    rule = PseudoMaskRule(
+        cams_dir=cams_dir,
+        masks_dir=masks_dir,
+        crf=crf,
+        background_power=cfg.background_power,
+        background_threshold=cfg.background_threshold,
+        saliency_dir=saliency_dir,
+        conflict=cfg.saliency.conflict,
+        attention=cfg.saliency.attention,
+        background_saliency=cfg.saliency.background,
+        min_foreground=cfg.saliency.min_foreground,
+    )
+    settings = {
+        "stage": "rca-pseudo",
+        "cams_dir": str(cams_dir.resolve()),
+        "split": cam_settings["split"],
+        "dataset": cam_settings["dataset"],
+        "crf": OmegaConf.to_container(cfg.crf, resolve=True) if cfg.get("crf") else None,
+        "background_power": cfg.background_power,
+        "background_threshold": cfg.background_threshold,
+        "saliency_dir": str(saliency_dir.resolve()) if saliency_dir else None,
+        "saliency": OmegaConf.to_container(cfg.saliency, resolve=True) if saliency_dir else None,
+    }
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(masks_dir, settings)
+
+    items = [(image_id, str(dataset.image_path(image_id))) for image_id in dataset.image_ids]
+    start = time.perf_counter()
+    counts = write_pseudo_masks(items, rule, num_workers=cfg.num_workers, progress=cfg.progress)
+    seconds = time.perf_counter() - start
+    metrics = {
+        **counts,
+        "seconds": seconds,
+        "images_per_second": counts["written"] / seconds if counts["written"] else 0.0,
+    }
+    write_json_atomically(
+        Path(cfg.paths.output_dir) / "pseudo.json", {**settings, "masks_dir": str(masks_dir), **metrics}
+    )
+    log.info(
+        "Pseudo masks of %d images in %s (%d computed now)", counts["total"], masks_dir, counts["written"]
+    )
+    return metrics, {"cfg": cfg, "rule": rule, "dataset": dataset}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="pseudo")
+def main(cfg: DictConfig) -> None:
+    pseudo(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""``rca-seg``: train a segmentation network on pseudo masks and score it on ground truth."""
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from rca_lightning.data.voc_classes import voc_palette
+from rca_lightning.utils.atomic import write_bytes_atomically, write_json_atomically
+from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from rca_lightning.utils.resolvers import register_resolvers
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+def _scalar_metrics(metrics: dict) -> dict[str, float]:
+    return {name: float(value) for name, value in metrics.items() if torch.as_tensor(value).numel() == 1}
+
+
+def _palette_png(prediction: torch.Tensor) -> bytes:
+    """(H, W) uint8 class indices -> palette PNG bytes (the VOC colour map)."""
+    png = Image.fromarray(prediction.numpy())  # mode L; putpalette turns it into P
+    png.putpalette(voc_palette().reshape(-1).tolist())
+    buffer = io.BytesIO()
+    png.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_predictions(batches: list[dict], folder: Path) -> int:
+    """Write the ``predict_step`` outputs as ``folder/<image_id>.png`` palette PNGs; returns the count."""
+    count = 0
+    for batch in batches:
+        for image_id, prediction in zip(batch["image_id"], batch["prediction"], strict=True):
+            write_bytes_atomically(folder / f"{image_id}.png", _palette_png(prediction))
+            count += 1
+    return count
+
+
+def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:
+    """Fit (``cfg.train``) and evaluate (``cfg.evaluate``) the segmentation stage described by ``cfg``.
+
+    Returns:
+        The final metrics (validation of the last epoch and, with ``evaluate``, ``test/*`` from the
+        evaluation path on the val split) and the built objects.
+    """
+    if not cfg.train and not cfg.get("ckpt_path"):
+        raise ValueError("train=false evaluates a checkpoint: set ckpt_path=FILE (a rca-seg checkpoint)")
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.seg_model)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    metrics: dict[str, float] = {}
+    eval_checkpoint = cfg.get("ckpt_path")
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update(_scalar_metrics(trainer.callback_metrics))
+        checkpoint = trainer.checkpoint_callback
+        # The best checkpoint when one was kept, else the weights in memory.
+        eval_checkpoint = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+    if cfg.evaluate:
+        trainer.test(model, datamodule=datamodule, ckpt_path=eval_checkpoint)
+        metrics.update(_scalar_metrics(trainer.callback_metrics))
+
+    output_dir = Path(cfg.paths.output_dir)
+    predictions_dir = None
+    if cfg.get("save_predictions"):
+        batches = trainer.predict(model, datamodule=datamodule, ckpt_path=eval_checkpoint)
+        if trainer.is_global_zero:
+            predictions_dir = output_dir / "predictions"
+            log.info(
+                "Wrote %d predictions to %s", write_predictions(batches, predictions_dir), predictions_dir
+            )
+
+    summary = {
+        "output_dir": str(output_dir),
+        "checkpoint": eval_checkpoint,
+        "predictions_dir": str(predictions_dir) if predictions_dir else None,
+        "metrics": metrics,
+        "dataset": {
+            "root": str(datamodule.root),
+            "class_names": list(datamodule.class_names),
+            "pseudo_masks_dir": str(cfg.pseudo_masks_dir),
+        },
+    }
+    if trainer.is_global_zero:
+        write_json_atomically(output_dir / "metrics.json", summary)
+        log.info("Outputs in %s", output_dir)
+        log.info("Metrics (also in %s): %s", output_dir / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="seg_train")
+def main(cfg: DictConfig) -> float | None:
+    metrics, _ = segment(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

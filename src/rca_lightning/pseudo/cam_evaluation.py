@@ -1,0 +1,199 @@
+"""Score CAM files and pseudo masks against ground truth: one dataset-level confusion matrix, 255 ignored.
+
+CAMs are scored over a sweep of background thresholds (a pixel is its top tagged class when that score
+exceeds the threshold, else background) with :class:`rca_lightning.metrics.CAMThresholdSweep`; pseudo masks
+are scored where they are not 255, and the fraction of ground-truth pixels they ignore is reported.
+Files are read in DataLoader workers; nothing but the confusion matrices is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchmetrics.classification import MulticlassConfusionMatrix
+from tqdm import tqdm
+
+from rca_lightning.data.voc_classes import IGNORE_INDEX
+from rca_lightning.metrics import CAMThresholdSweep, iou_from_confusion
+from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file
+from rca_lightning.pseudo.pseudo_mask_writer import mask_path, read_mask_png
+
+
+def sweep_thresholds(start: float = 0.0, stop: float = 0.6, step: float = 0.01) -> torch.Tensor:
+    """(T,) thresholds start, start + step, ..., stop (inclusive, without float drift)."""
+    if step <= 0 or stop < start:
+        raise ValueError(f"thresholds=({start}, {stop}, {step}): expected start <= stop and step > 0")
+    count = round((stop - start) / step) + 1
+    return (torch.arange(count, dtype=torch.float64) * step + start).float()
+
+
+def _check_same_size(prediction: np.ndarray, target: np.ndarray, source: Path, target_path: Path) -> None:
+    if prediction.shape[-2:] != target.shape:
+        raise ValueError(
+            f"{source}: size {prediction.shape[-2:]} differs from ground truth {target_path} {target.shape}"
+        )
+
+
+class _CAMAndTarget(Dataset):
+    """(scores (C, H, W) with zeros for untagged classes, target (H, W)) per image."""
+
+    def __init__(self, cams_dir: Path, image_ids: Sequence[str], targets: Sequence[Path], num_classes: int):
+        self.cams_dir, self.image_ids, self.targets, self.num_classes = (
+            cams_dir,
+            image_ids,
+            targets,
+            num_classes,
+        )
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        source = cam_path(self.cams_dir, self.image_ids[index])
+        classes, cams = load_cam_file(source)
+        target = read_mask_png(self.targets[index])
+        _check_same_size(cams, target, source, self.targets[index])
+        scores = np.zeros((self.num_classes, *target.shape), np.float32)
+        scores[classes] = cams
+        return torch.from_numpy(scores), torch.from_numpy(target.astype(np.int64))
+
+
+class _MaskAndTarget(Dataset):
+    """(pseudo mask (H, W), target (H, W)) per image."""
+
+    def __init__(self, masks_dir: Path, image_ids: Sequence[str], targets: Sequence[Path], num_classes: int):
+        self.masks_dir, self.image_ids, self.targets, self.num_classes = (
+            masks_dir,
+            image_ids,
+            targets,
+            num_classes,
+        )
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        source = mask_path(self.masks_dir, self.image_ids[index])
+        mask = read_mask_png(source)
+        target = read_mask_png(self.targets[index])
+        _check_same_size(mask, target, source, self.targets[index])
+        invalid = (mask > self.num_classes) & (mask != IGNORE_INDEX)
+        if invalid.any():
+            raise ValueError(f"{source}: value {int(mask[invalid][0])} outside 0..{self.num_classes} and 255")
+        return torch.from_numpy(mask.astype(np.int64)), torch.from_numpy(target.astype(np.int64))
+
+
+def _check_files_exist(paths: Sequence[Path], what: str) -> None:
+    missing = [path for path in paths if not Path(path).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(paths)} {what} are missing, first: {missing[0]}")
+
+
+def _per_class(iou: torch.Tensor, class_names: Sequence[str]) -> dict[str, float | None]:
+    names = ["background", *class_names]
+    return {
+        name: (None if math.isnan(value) else value) for name, value in zip(names, iou.tolist(), strict=True)
+    }
+
+
+def _loader(dataset: Dataset, num_workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers)
+
+
+def evaluate_cams(
+    cams_dir: str | os.PathLike,
+    image_ids: Sequence[str],
+    target_paths: Sequence[str | os.PathLike],
+    class_names: Sequence[str],
+    thresholds: torch.Tensor | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict:
+    """CAM mIoU over a background-threshold sweep.
+
+    Args:
+        cams_dir: folder of the CAM files.
+        image_ids: images to score.
+        target_paths: their ground-truth PNGs (0 background, 1..C, 255 ignored).
+        class_names: the C foreground classes.
+        thresholds: (T,) increasing background thresholds (default 0.00..0.60 step 0.01).
+        num_workers: DataLoader workers reading the files.
+        progress: show a progress bar.
+
+    Returns:
+        ``best_threshold``, ``miou`` (at the best threshold), ``per_class_iou`` (name -> IoU, None where the
+        class is in neither prediction nor ground truth), ``sweep`` ({threshold: mIoU}), ``num_images``.
+    """
+    thresholds = (
+        sweep_thresholds() if thresholds is None else torch.as_tensor(thresholds, dtype=torch.float32)
+    )
+    target_paths = [Path(path) for path in target_paths]
+    _check_files_exist([cam_path(cams_dir, image_id) for image_id in image_ids], f"CAM files in {cams_dir}")
+    _check_files_exist(target_paths, "ground-truth masks")
+    sweep = CAMThresholdSweep(len(class_names), thresholds, ignore_index=IGNORE_INDEX)
+    dataset = _CAMAndTarget(Path(cams_dir), list(image_ids), target_paths, len(class_names))
+    for scores, target in tqdm(
+        _loader(dataset, num_workers), total=len(dataset), desc="CAM eval", disable=not progress
+    ):
+        sweep.update(scores[None], target[None])
+    result = sweep.compute()
+    return {
+        "best_threshold": round(float(result["best_threshold"]), 6),
+        "miou": float(result["best_miou"]),
+        "per_class_iou": _per_class(result["best_iou"], class_names),
+        "sweep": {
+            f"{t:.4f}": float(m) for t, m in zip(thresholds.tolist(), result["miou"].tolist(), strict=True)
+        },
+        "num_images": len(dataset),
+    }
+
+
+def evaluate_masks(
+    masks_dir: str | os.PathLike,
+    image_ids: Sequence[str],
+    target_paths: Sequence[str | os.PathLike],
+    class_names: Sequence[str],
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Pseudo-mask mIoU, scored where neither the mask nor the ground truth is 255.
+
+    Returns:
+        ``miou``, ``per_class_iou``, ``ignored_fraction`` (of the valid ground-truth pixels, the share the
+        masks mark 255), ``miou_ignored_as_background`` (the masks' 255 read as background) and
+        ``num_images``.
+    """
+    target_paths = [Path(path) for path in target_paths]
+    _check_files_exist(
+        [mask_path(masks_dir, image_id) for image_id in image_ids], f"pseudo masks in {masks_dir}"
+    )
+    _check_files_exist(target_paths, "ground-truth masks")
+    num_labels = len(class_names) + 1
+    scored = MulticlassConfusionMatrix(num_labels, validate_args=False)
+    as_background = MulticlassConfusionMatrix(num_labels, validate_args=False)
+    valid_pixels = ignored_pixels = 0
+    dataset = _MaskAndTarget(Path(masks_dir), list(image_ids), target_paths, len(class_names))
+    for mask, target in tqdm(
+        _loader(dataset, num_workers), total=len(dataset), desc="mask eval", disable=not progress
+    ):
+        valid = target != IGNORE_INDEX
+        ignored = mask == IGNORE_INDEX
+        keep = valid & ~ignored
+        scored.update(mask[keep], target[keep])
+        as_background.update(mask[valid].masked_fill(ignored[valid], 0), target[valid])
+        valid_pixels += int(valid.sum())
+        ignored_pixels += int((valid & ignored).sum())
+    iou = iou_from_confusion(scored.compute())
+    return {
+        "miou": float(iou.nanmean()),
+        "per_class_iou": _per_class(iou, class_names),
+        "ignored_fraction": ignored_pixels / max(valid_pixels, 1),
+        "miou_ignored_as_background": float(iou_from_confusion(as_background.compute()).nanmean()),
+        "num_images": len(dataset),
+    }

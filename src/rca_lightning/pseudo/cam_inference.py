@@ -1,0 +1,166 @@
+"""Multi-scale, flipped CAM inference of a trained classifier over a split, through ``Trainer.predict``.
+
+The images are read at their original resolution (batch size 1: sizes differ); each is run at every scale,
+with its mirror image in the same batch, the ReLU'd maps are resized back to the image and summed, and the
+maps of the classes the image is tagged with are scaled to [0, 1] by their maximum. Written per image by
+:class:`rca_lightning.pseudo.cam_writer.CAMWriter`; images with a complete file are not run again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningDataModule, LightningModule
+from torch.utils.data import DataLoader, Subset
+
+from rca_lightning.data.transforms import build_eval_transform
+from rca_lightning.pseudo.cam_writer import pending_image_ids
+
+DEFAULT_SCALES: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+
+
+def multiscale_cams(
+    cam_fn: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    flip: bool = True,
+) -> torch.Tensor:
+    """Sum of the ReLU'd class maps over scales (and horizontal flips), at the images' resolution.
+
+    Args:
+        cam_fn: images (N, 3, h, w) -> raw class maps (N, C, h', w').
+        images: (B, 3, H, W) normalised images of one size.
+        scales: resize factors of the input.
+        flip: also run each scale on the mirrored images (in the same forward pass).
+
+    Returns:
+        (B, C, H, W) float32 non-negative summed maps.
+    """
+    batch, _, height, width = images.shape
+    total: torch.Tensor | None = None
+    for scale in scales:  # a handful of scales, each a batched forward pass
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        scaled = (
+            images
+            if size == (height, width)
+            else F.interpolate(images, size, mode="bilinear", align_corners=False)
+        )
+        if flip:
+            scaled = torch.cat([scaled, scaled.flip(-1)])  # (2B, 3, h, w)
+        cams = F.interpolate(
+            cam_fn(scaled).float().relu(), (height, width), mode="bilinear", align_corners=False
+        )  # (N, C, H, W)
+        if flip:
+            cams = cams[:batch] + cams[batch:].flip(-1)
+        total = cams if total is None else total + cams
+    if total is None:
+        raise ValueError("scales: expected at least one scale, got an empty list")
+    return total
+
+
+def tagged_class_scores(
+    summed_cams: torch.Tensor, labels: torch.Tensor, eps: float = 1e-5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The maps of the classes one image is tagged with, each divided by its maximum.
+
+    Args:
+        summed_cams: (C, H, W) non-negative maps of one image.
+        labels: (C,) multi-hot tags.
+
+    Returns:
+        classes (K,) long, increasing; scores (K, H, W) in [0, 1].
+    """
+    classes = (labels > 0).nonzero().flatten()  # (K,)
+    selected = summed_cams[classes]  # (K, H, W)
+    peak = selected.flatten(1).amax(-1) if len(classes) else selected.new_zeros(0)  # (K,)
+    return classes, selected / (peak[:, None, None] + eps)
+
+
+class CAMPredictor(LightningModule):
+    """Predict step of multi-scale flipped CAM inference around a trained classifier.
+
+    Args:
+        model: a module whose output has ``.cams`` (B, C, h, w), e.g. a trained
+            :class:`rca_lightning.RCALitModule` (its ``forward`` uses the memory bank's prototypes).
+        scales: input scales.
+        flip: add horizontally flipped inputs.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, scales: Sequence[float] = DEFAULT_SCALES, flip: bool = True
+    ) -> None:
+        super().__init__()
+        if not scales or any(float(scale) <= 0 for scale in scales):
+            raise ValueError(f"scales={list(scales)!r}: expected a non-empty list of positive factors")
+        self.model = model
+        self.scales = tuple(float(scale) for scale in scales)
+        self.flip = flip
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, C, H, W) summed multi-scale maps."""
+        return multiscale_cams(lambda x: self.model(x).cams, images, self.scales, self.flip)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        summed = self(batch["image"])  # (B, C, H, W)
+        records = []
+        for index, image_id in enumerate(batch["image_id"]):  # batch size 1 in practice
+            classes, scores = tagged_class_scores(summed[index], batch["labels"][index])
+            records.append(
+                {"image_id": image_id, "classes": classes.cpu(), "cams": scores.to(torch.float16).cpu()}
+            )
+        return records
+
+
+class CAMDataModule(LightningDataModule):
+    """Predict loader over the images of a split that have no complete CAM file yet, at full resolution.
+
+    ``setup`` lists the pending images on every rank, then waits at a barrier, so that no rank starts
+    writing before every rank has made the same list.
+
+    Args:
+        source: the dataset's datamodule (``VOCDataModule`` or a subclass); its ``prepare_data`` checks the
+            files and its ``make_dataset`` reads the split.
+        split: the split to run on.
+        cams_dir: folder of the CAM files.
+        num_workers: loader workers (None: the source's ``num_workers``).
+    """
+
+    def __init__(
+        self,
+        source: LightningDataModule,
+        split: str,
+        cams_dir: str | os.PathLike,
+        num_workers: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.split = split
+        self.cams_dir = cams_dir
+        self.num_workers = source.num_workers if num_workers is None else num_workers
+        self.dataset = None
+        self.pending: list[int] = []
+
+    def prepare_data(self) -> None:
+        self.source.prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        dataset = self.source.make_dataset(self.split, train=False)
+        dataset.transform = build_eval_transform(None)  # keep each image's own size
+        self.dataset = dataset
+        self.pending = pending_image_ids(self.cams_dir, dataset.image_ids)
+        if self.trainer is not None:
+            self.trainer.strategy.barrier("cam_inference_pending_listed")
+
+    def predict_dataloader(self) -> DataLoader:
+        if self.dataset is None:
+            self.setup("predict")
+        return DataLoader(
+            Subset(self.dataset, self.pending),
+            batch_size=1,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+        )

@@ -1,0 +1,182 @@
+"""Pseudo masks for a whole split: one palette PNG per image, computed in a process pool, resumable.
+
+``<masks_dir>/<image_id>.png`` is a palette (P mode) PNG with the VOC colour map, values 0 (background),
+``class index + 1`` and 255 (ignored). Files are written atomically; images whose PNG already exists and
+decodes are skipped, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing import Pool
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from rca_lightning.data.voc_classes import voc_palette
+from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file
+from rca_lightning.pseudo.crf import DenseCRF
+from rca_lightning.pseudo.pseudo_masks import (
+    background_and_class_scores,
+    channels_to_labels,
+    saliency_pseudo_mask,
+)
+from rca_lightning.utils.atomic import write_bytes_atomically
+
+
+def mask_path(masks_dir: str | os.PathLike, image_id: str) -> Path:
+    """Where the pseudo mask of ``image_id`` lives."""
+    return Path(masks_dir) / f"{image_id}.png"
+
+
+def save_palette_png(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Write an (H, W) uint8 mask as a VOC palette PNG, atomically."""
+    png = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
+    png.putpalette(voc_palette().flatten().tolist())
+    buffer = io.BytesIO()
+    png.save(buffer, format="PNG")
+    write_bytes_atomically(Path(path), buffer.getvalue())
+
+
+def read_mask_png(path: str | os.PathLike) -> np.ndarray:
+    """(H, W) uint8 values of a palette or grey PNG; ValueError naming the file if it does not decode."""
+    try:
+        with Image.open(path) as png:
+            if png.mode not in ("P", "L"):
+                raise ValueError(f"{path}: mode {png.mode!r}; expected a palette (P) or grey (L) PNG")
+            return np.array(png, dtype=np.uint8)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot decode PNG ({error})") from error
+
+
+def mask_file_is_complete(path: str | os.PathLike) -> bool:
+    """Whether ``path`` exists and decodes as a mask PNG (a truncated file does not)."""
+    if not Path(path).is_file():
+        return False
+    try:
+        read_mask_png(path)
+    except ValueError:
+        return False
+    return True
+
+
+def read_rgb_image(path: str | os.PathLike) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; ValueError naming the file if it does not decode."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: cannot decode image (missing, corrupt or not an image file)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+@dataclass(frozen=True)
+class PseudoMaskRule:
+    """Everything needed to turn one image's CAM file into its pseudo mask (picklable for the pool).
+
+    Args:
+        cams_dir: folder of the CAM files.
+        masks_dir: output folder.
+        crf: dense CRF applied to the [background, classes] scores, or None.
+        background_power: background score ``(1 - max CAM) ** background_power``.
+        background_threshold: a constant background score instead (e.g. the best threshold of the CAM
+            sweep); None uses the power rule.
+        saliency_dir: folder of ``<image_id>.png`` grey saliency maps (0..255); when given, the saliency
+            rule (:func:`rca_lightning.pseudo.pseudo_masks.saliency_pseudo_mask`) labels the image.
+        conflict, attention, background_saliency, min_foreground: the saliency rule's settings.
+    """
+
+    cams_dir: Path
+    masks_dir: Path
+    crf: DenseCRF | None = field(default_factory=DenseCRF)
+    background_power: float = 4.0
+    background_threshold: float | None = None
+    saliency_dir: Path | None = None
+    conflict: float = 0.9
+    attention: float = 0.8
+    background_saliency: int = 32
+    min_foreground: float = 0.01
+
+    def pseudo_mask(self, image_id: str, image_path: str | os.PathLike) -> np.ndarray:
+        """(H, W) uint8 pseudo mask of one image."""
+        image = read_rgb_image(image_path)
+        source = cam_path(self.cams_dir, image_id)
+        classes, cams = load_cam_file(source)
+        if cams.shape[1:] != image.shape[:2]:
+            raise ValueError(
+                f"{source}: CAMs of size {cams.shape[1:]} but image {image_path} is {image.shape[:2]}"
+            )
+        scores = background_and_class_scores(cams, self.background_power, self.background_threshold)
+        if self.crf is not None:
+            scores = self.crf(image, scores)  # (K + 1, H, W)
+        if self.saliency_dir is None:
+            return channels_to_labels(scores.argmax(0), classes)
+        saliency_file = Path(self.saliency_dir) / f"{image_id}.png"
+        if not saliency_file.is_file():
+            raise FileNotFoundError(
+                f"saliency map {saliency_file} not found (saliency_dir={self.saliency_dir})"
+            )
+        saliency = read_mask_png(saliency_file)
+        if saliency.shape != image.shape[:2]:
+            raise ValueError(
+                f"{saliency_file}: size {saliency.shape}, expected the image's {image.shape[:2]}"
+            )
+        return saliency_pseudo_mask(
+            scores[1:],
+            classes,
+            saliency,
+            conflict=self.conflict,
+            attention=self.attention,
+            background_saliency=self.background_saliency,
+            min_foreground=self.min_foreground,
+        )
+
+    def __call__(self, item: tuple[str, str]) -> str:
+        """Compute and write the mask of ``(image_id, image_path)``; returns the image id."""
+        image_id, image_path = item
+        save_palette_png(mask_path(self.masks_dir, image_id), self.pseudo_mask(image_id, image_path))
+        return image_id
+
+
+def write_pseudo_masks(
+    items: Sequence[tuple[str, str]],
+    rule: PseudoMaskRule,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Write the pseudo masks of ``items`` that are not complete yet, over a process pool.
+
+    Args:
+        items: (image_id, image_path) pairs.
+        rule: how a mask is computed and where it goes.
+        num_workers: pool processes (None: every CPU; 0 or 1: in this process).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        ``{"total": ..., "written": ..., "skipped": ...}``.
+    """
+    missing = [image_id for image_id, _ in items if not cam_path(rule.cams_dir, image_id).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(items)} CAM files are missing in {rule.cams_dir}, first: "
+            f"{cam_path(rule.cams_dir, missing[0])} (run rca-cams on this split first)"
+        )
+    pending = [item for item in items if not mask_file_is_complete(mask_path(rule.masks_dir, item[0]))]
+    Path(rule.masks_dir).mkdir(parents=True, exist_ok=True)
+    workers = (os.cpu_count() or 1) if num_workers is None else num_workers
+    bar = tqdm(total=len(pending), desc="pseudo masks", unit="img", disable=not progress)
+    if workers <= 1 or len(pending) <= 1:
+        for item in pending:
+            rule(item)
+            bar.update()
+    else:
+        with Pool(processes=min(workers, len(pending))) as pool:
+            chunksize = max(1, min(16, len(pending) // (4 * workers)))
+            for _ in pool.imap_unordered(rule, pending, chunksize=chunksize):
+                bar.update()
+    bar.close()
+    return {"total": len(items), "written": len(pending), "skipped": len(items) - len(pending)}

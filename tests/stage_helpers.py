@@ -1,0 +1,72 @@
+"""Helpers of the CAM / pseudo-mask / evaluation stage tests: a tiny "training run" and stage configs."""
+
+import json
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from rca_lightning.utils.resolvers import register_resolvers
+from tests.conftest import CONFIG_DIR, TINY_MODEL_OVERRIDES
+
+# 12 train / 4 val images of 64 px, 3 classes: seconds to generate and to run.
+TINY_STAGE_DATA = [
+    "data.generator.num_train=12",
+    "data.generator.num_val=4",
+    "data.generator.image_size=64",
+    "data.num_workers=0",
+    "data.class_names=[disc,square,triangle]",
+]
+
+
+def compose_config(config_name: str, output_dir: Path, overrides: list[str]) -> DictConfig:
+    """Compose a packaged primary config with its outputs under ``output_dir``."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        if "trainer" in cfg:
+            cfg.trainer.enable_progress_bar = False
+            cfg.trainer.enable_model_summary = False
+    return cfg
+
+
+def make_training_run(run_dir: Path, cache_dir: Path) -> DictConfig:
+    """An untrained tiny RCA classifier saved like an ``rca-train`` run (checkpoint, metrics.json, .hydra)."""
+    cfg = compose_config(
+        "train",
+        run_dir,
+        [*TINY_STAGE_DATA, *TINY_MODEL_OVERRIDES, "trainer=cpu", f"paths.cache_dir={cache_dir}"],
+    )
+    torch.manual_seed(0)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    model = instantiate(cfg.model)
+    # Valid random prototypes, so the aggregation path (forward with the bank) takes part.
+    model.memory_bank.prototypes.normal_()
+    model.memory_bank.prototype_valid.fill_(True)
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"state_dict": model.state_dict(), "hyper_parameters": {"class_names": list(cfg.data.class_names)}},
+        checkpoint,
+    )
+    summary = {
+        "best_checkpoint": str(checkpoint),
+        "dataset": {"root": str(datamodule.root), "class_names": list(cfg.data.class_names)},
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(summary))
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    return cfg
+
+
+def load_trained_model(run_dir: Path) -> torch.nn.Module:
+    """The classifier of a run made by :func:`make_training_run`, in eval mode."""
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    model = instantiate(cfg.model)
+    model.load_state_dict(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"])
+    return model.eval()

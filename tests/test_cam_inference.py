@@ -1,0 +1,133 @@
+"""CAM inference (multi-scale + flip through Trainer.predict), the CAM file format, and resuming."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rca_lightning.cli.cams import cams
+from rca_lightning.data import VOCSegmentationDataset
+from rca_lightning.pseudo.cam_inference import multiscale_cams, tagged_class_scores
+from rca_lightning.pseudo.cam_writer import cam_file_is_complete, cam_path, load_cam_file, save_cam_file
+from tests.references import reference_multiscale_cams
+from tests.stage_helpers import compose_config, load_trained_model, make_training_run
+
+SCALES = [0.5, 1.0, 1.5, 2.0]
+
+
+@pytest.fixture(scope="module")
+def training_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("train_run")
+    make_training_run(run_dir, tmp_path_factory.mktemp("cache"))
+    return run_dir
+
+
+def cams_config(training_run: Path, output_dir: Path, *overrides: str):
+    return compose_config("cams", output_dir, [f"train_dir={training_run}", "trainer=cpu", *overrides])
+
+
+def split_dataset(training_run: Path, split: str = "train") -> VOCSegmentationDataset:
+    dataset = json.loads((training_run / "metrics.json").read_text())["dataset"]
+    return VOCSegmentationDataset(dataset["root"], split, dataset["class_names"])
+
+
+def test_multiscale_flip_matches_one_scale_at_a_time_reference():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3, stride=4, padding=1)  # not flip-symmetric, stride like a backbone
+    images = torch.randn(2, 3, 37, 50)
+    with torch.no_grad():
+        fast = multiscale_cams(conv, images, SCALES, flip=True)
+        for index in range(2):
+            expected = reference_multiscale_cams(conv, images[index], SCALES, flip=True)
+            torch.testing.assert_close(fast[index], expected, atol=1e-5, rtol=1e-5)
+        no_flip = multiscale_cams(conv, images, SCALES, flip=False)
+        torch.testing.assert_close(no_flip[0], reference_multiscale_cams(conv, images[0], SCALES, False), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(fast, 2 * no_flip), "the flip pass must change the maps of a non-symmetric model"
+
+
+def test_tagged_class_scores_keep_only_tagged_classes_scaled_to_one():
+    summed = torch.rand(4, 5, 6) * 3
+    classes, scores = tagged_class_scores(summed, torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    assert classes.tolist() == [1, 3]
+    for k, c in enumerate(classes.tolist()):
+        torch.testing.assert_close(scores[k], summed[c] / (summed[c].max() + 1e-5))
+    classes, scores = tagged_class_scores(summed, torch.zeros(4))
+    assert classes.numel() == 0 and scores.shape == (0, 5, 6)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "uint8"])
+def test_cam_file_round_trip_and_corrupt_files(tmp_path, dtype):
+    cams_in = np.random.default_rng(0).random((2, 7, 9)).astype(np.float32)
+    path = cam_path(tmp_path, "2007_000032")
+    save_cam_file(path, np.array([0, 5]), cams_in, dtype=dtype)
+    classes, cams_out = load_cam_file(path)
+    assert classes.tolist() == [0, 5] and cams_out.shape == (2, 7, 9) and cams_out.dtype == np.float32
+    np.testing.assert_allclose(cams_out, cams_in, atol=1e-3 if dtype == "float16" else 0.5 / 255 + 1e-6)
+    with np.load(path) as raw:
+        assert raw["cams"].dtype == np.dtype(dtype) and set(raw.files) == {"classes", "cams"}
+    assert [p.name for p in tmp_path.iterdir()] == [path.name], "no temporary file is left behind"
+    assert cam_file_is_complete(path)
+
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated half-way
+    assert not cam_file_is_complete(path)
+    with pytest.raises(ValueError, match="2007_000032.npz"):
+        load_cam_file(path)
+    # An image with no tag keeps its size with zero maps.
+    save_cam_file(path, np.zeros(0, np.int64), np.zeros((0, 7, 9)))
+    assert load_cam_file(path)[1].shape == (0, 7, 9)
+
+
+def test_cam_file_write_is_atomic(tmp_path, monkeypatch):
+    path = cam_path(tmp_path, "a")
+
+    def failing_replace(source, destination):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        save_cam_file(path, np.array([1]), np.ones((1, 4, 4)))
+    assert not path.exists(), "an interrupted write never leaves a file under the final name"
+
+
+def test_rca_cams_writes_each_image_and_resumes(training_run, tmp_path):
+    output_dir = tmp_path / "cams_run"
+    metrics, _ = cams(cams_config(training_run, output_dir))
+    dataset = split_dataset(training_run)
+    cams_dir = output_dir / "cams"
+    assert metrics["written"] == len(dataset) == 12 and metrics["skipped"] == 0
+    assert json.loads((output_dir / "cams.json").read_text())["written"] == 12
+
+    model = load_trained_model(training_run)
+    for index in (0, 5):
+        item = dataset[index]
+        classes, stored = load_cam_file(cam_path(cams_dir, item["image_id"]))
+        assert classes.tolist() == item["labels"].nonzero().flatten().tolist()
+        assert stored.shape[1:] == item["image"].shape[1:] and stored.min() >= 0 and stored.max() <= 1
+        with torch.no_grad():
+            summed = reference_multiscale_cams(lambda x: model(x).cams, item["image"], SCALES, True)
+        _, expected = tagged_class_scores(summed, item["labels"])
+        np.testing.assert_allclose(stored, expected.numpy(), atol=2e-3)
+
+    # Interrupted run: two files never written, one truncated; the rest must not be recomputed.
+    ids = dataset.image_ids
+    before = {i: cam_path(cams_dir, i).read_bytes() for i in ids}
+    for image_id in ids[:2]:
+        cam_path(cams_dir, image_id).unlink()
+    truncated = cam_path(cams_dir, ids[2])
+    truncated.write_bytes(before[ids[2]][:100])
+    mtimes = {i: cam_path(cams_dir, i).stat().st_mtime_ns for i in ids[3:]}
+
+    metrics, _ = cams(cams_config(training_run, output_dir))
+    assert metrics["written"] == 3 and metrics["skipped"] == 9
+    assert {i: cam_path(cams_dir, i).stat().st_mtime_ns for i in ids[3:]} == mtimes
+    for image_id in ids[:3]:
+        assert cam_file_is_complete(cam_path(cams_dir, image_id))
+        a, b = load_cam_file(cam_path(cams_dir, image_id)), np.load(__import__("io").BytesIO(before[image_id]))
+        np.testing.assert_array_equal(a[1].astype(np.float16), b["cams"])
+
+    # Resuming with other settings into the same folder is refused, naming the settings file.
+    with pytest.raises(ValueError, match="settings.json"):
+        cams(cams_config(training_run, output_dir, "scales=[1.0]"))
