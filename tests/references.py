@@ -324,14 +324,15 @@ def _reference_mean(values: list[float]) -> float:
 
 def reference_cam_sweep(
     scores: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], thresholds: Sequence[float]
-) -> tuple[list[float], int]:
-    """Per threshold one confusion matrix over all images, pixel by pixel -> (mIoU per threshold, best).
+) -> tuple[list[float], int, list[float]]:
+    """Per threshold one confusion matrix over all images, pixel by pixel -> (mIoU per threshold, best,
+    per-class IoU at the best threshold).
 
     scores: per image (C,H,W) in [0,1]; targets: per image (H,W) with 255 ignored. A pixel is class
     argmax+1 when its top score exceeds the threshold, else background.
     """
     num_labels = scores[0].shape[0] + 1
-    mious = []
+    mious, ious = [], []
     for threshold in thresholds:
         confusion = [[0] * num_labels for _ in range(num_labels)]
         for score, target in zip(scores, targets, strict=True):
@@ -344,9 +345,10 @@ def reference_cam_sweep(
                     top = max(pixel)
                     prediction = pixel.index(top) + 1 if top > threshold else 0
                     confusion[truth][prediction] += 1
-        mious.append(_reference_mean(_reference_iou(confusion)))
+        ious.append(_reference_iou(confusion))
+        mious.append(_reference_mean(ious[-1]))
     best = max(range(len(mious)), key=lambda t: (-1.0 if math.isnan(mious[t]) else mious[t], -t))
-    return mious, best
+    return mious, best, ious[best]
 
 
 def reference_mask_scores(
@@ -472,3 +474,83 @@ def reference_accumulate(
                 for j in range(resolution):
                     attention[row][c][i][j] = max(attention[row][c][i][j], round(pasted[i][j]))
             written[row][c] = True
+
+
+# ----------------------------------------------------------------------------------------------------------
+# segmentation stage (helper SEG): dilated 3x3 classifiers, dataset-level confusion, test-time augmentation.
+# ----------------------------------------------------------------------------------------------------------
+def reference_dilated_conv3x3(
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dilation: int
+) -> torch.Tensor:
+    """A 3x3 convolution with dilation d and zero padding d, one output pixel and tap at a time.
+
+    features (B,F,h,w), weight (K,F,3,3), bias (K,) -> (B,K,h,w).
+    """
+    batch, _, height, width = features.shape
+    output = torch.zeros(batch, weight.shape[0], height, width, dtype=features.dtype)
+    for b in range(batch):
+        for i in range(height):
+            for j in range(width):
+                total = bias.clone()
+                for ky in range(3):
+                    for kx in range(3):
+                        y, x = i + (ky - 1) * dilation, j + (kx - 1) * dilation
+                        if 0 <= y < height and 0 <= x < width:
+                            total = total + weight[:, :, ky, kx] @ features[b, :, y, x]
+                output[b, :, i, j] = total
+    return output
+
+
+def reference_confusion(
+    predictions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], num_outputs: int, ignore_index: int
+) -> list[list[int]]:
+    """Confusion counts [ground truth][prediction] over every non-ignored pixel of every image."""
+    confusion = [[0] * num_outputs for _ in range(num_outputs)]
+    for prediction, target in zip(predictions, targets, strict=True):
+        for predicted_row, target_row in zip(prediction.tolist(), target.tolist(), strict=True):
+            for predicted, truth in zip(predicted_row, target_row, strict=True):
+                if truth != ignore_index:
+                    confusion[truth][predicted] += 1
+    return confusion
+
+
+def reference_miou(confusion: list[list[int]]) -> tuple[float, list[float]]:
+    """Mean IoU over classes present in prediction or ground truth, and the per-class IoU (NaN if absent)."""
+    ious = []
+    for k in range(len(confusion)):
+        true_positive = confusion[k][k]
+        false_negative = sum(confusion[k]) - true_positive
+        false_positive = sum(row[k] for row in confusion) - true_positive
+        union = true_positive + false_positive + false_negative
+        ious.append(true_positive / union if union > 0 else float("nan"))
+    present = [iou for iou in ious if not math.isnan(iou)]
+    return sum(present) / len(present), ious
+
+
+def reference_tta_logits(
+    net: torch.nn.Module, images: torch.Tensor, scales: Sequence[float], flip: bool
+) -> torch.Tensor:
+    """Test-time augmentation one image, scale and flip at a time: each view's logits resized back to
+    the image size (bilinear), mirrored views mirrored back, all views averaged. images (B,3,H,W)."""
+    import torch.nn.functional as F
+
+    outputs = []
+    for image in images:
+        height, width = image.shape[-2:]
+        views = []
+        for scale in scales:
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            scaled = image[None]
+            if size != (height, width):
+                scaled = F.interpolate(scaled, size=size, mode="bilinear", align_corners=False)
+            mirrors = [False, True] if flip else [False]
+            for mirrored in mirrors:
+                view_input = torch.flip(scaled, dims=[3]) if mirrored else scaled
+                logits = net(view_input)
+                if mirrored:
+                    logits = torch.flip(logits, dims=[3])
+                if logits.shape[-2:] != (height, width):
+                    logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+                views.append(logits[0])
+        outputs.append(sum(views) / len(views))
+    return torch.stack(outputs)

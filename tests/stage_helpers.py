@@ -3,11 +3,16 @@
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from PIL import Image
 
+from rca_lightning.data import SyntheticVOCGenerator, VOCSegmentationDataset
+from rca_lightning.pseudo.cam_writer import cam_path, save_cam_file
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR, TINY_MODEL_OVERRIDES
 
@@ -70,3 +75,25 @@ def load_trained_model(run_dir: Path) -> torch.nn.Module:
     model = instantiate(cfg.model)
     model.load_state_dict(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"])
     return model.eval()
+
+
+def make_dataset_with_cams(root: Path, cams_dir: Path, num_images: int = 12) -> VOCSegmentationDataset:
+    """A synthetic 64 px train split plus CAM files made from its masks (blurred one-hot of the tagged
+    classes) and the ``settings.json`` rca-cams would write."""
+    class_names = ["disc", "square", "triangle"]
+    SyntheticVOCGenerator(class_names, num_train=num_images, num_val=2, image_size=64, seed=1).generate(root)
+    dataset = VOCSegmentationDataset(root, "train", class_names)
+    for image_id, labels in zip(dataset.image_ids, dataset.labels, strict=True):
+        mask = np.array(Image.open(dataset.mask_path(image_id)))
+        classes = np.flatnonzero(labels)
+        blurred = [cv2.GaussianBlur((mask == c + 1).astype(np.float32), (9, 9), 3) for c in classes]
+        cams = np.stack(blurred) if blurred else np.zeros((0, *mask.shape), np.float32)
+        cams /= np.maximum(cams.reshape(len(classes), -1).max(-1), 1e-5)[:, None, None]
+        save_cam_file(cam_path(cams_dir, image_id), classes, cams)
+    settings = {
+        "stage": "rca-cams",
+        "split": "train",
+        "dataset": {"root": str(root), "class_names": class_names},
+    }
+    (cams_dir / "settings.json").write_text(json.dumps(settings))
+    return dataset

@@ -1,5 +1,6 @@
 """CAM inference (multi-scale + flip through Trainer.predict), the CAM file format, and resuming."""
 
+import io
 import json
 import os
 from pathlib import Path
@@ -44,8 +45,12 @@ def test_multiscale_flip_matches_one_scale_at_a_time_reference():
             expected = reference_multiscale_cams(conv, images[index], SCALES, flip=True)
             torch.testing.assert_close(fast[index], expected, atol=1e-5, rtol=1e-5)
         no_flip = multiscale_cams(conv, images, SCALES, flip=False)
-        torch.testing.assert_close(no_flip[0], reference_multiscale_cams(conv, images[0], SCALES, False), atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(fast, 2 * no_flip), "the flip pass must change the maps of a non-symmetric model"
+        torch.testing.assert_close(
+            no_flip[0], reference_multiscale_cams(conv, images[0], SCALES, False), atol=1e-5, rtol=1e-5
+        )
+    assert not torch.allclose(fast, 2 * no_flip), (
+        "the flip pass must change the maps of a non-symmetric model"
+    )
 
 
 def test_tagged_class_scores_keep_only_tagged_classes_scaled_to_one():
@@ -125,8 +130,11 @@ def test_rca_cams_writes_each_image_and_resumes(training_run, tmp_path):
     assert {i: cam_path(cams_dir, i).stat().st_mtime_ns for i in ids[3:]} == mtimes
     for image_id in ids[:3]:
         assert cam_file_is_complete(cam_path(cams_dir, image_id))
-        a, b = load_cam_file(cam_path(cams_dir, image_id)), np.load(__import__("io").BytesIO(before[image_id]))
+        a, b = load_cam_file(cam_path(cams_dir, image_id)), np.load(io.BytesIO(before[image_id]))
         np.testing.assert_array_equal(a[1].astype(np.float16), b["cams"])
+
+    # Nothing left to do: no image is run again.
+    assert cams(cams_config(training_run, output_dir))[0]["written"] == 0
 
     # Resuming with other settings into the same folder is refused, naming the settings file.
     with pytest.raises(ValueError, match="settings.json"):

@@ -78,7 +78,13 @@ def test_rca_without_the_callback_is_a_clear_error(compose_train_config):
 
 
 def test_optimizer_groups_and_step_schedule(compose_train_config):
-    cfg = compose_train_config("model.optimizer.lr=0.1", "model.lr_milestone_epochs=[1,2]")
+    # The public code's recipe: SGD with 1x / 2x / 10x / 20x learning rates.
+    cfg = compose_train_config(
+        "model/optimizer=sgd",
+        "model.optimizer.lr=0.1",
+        "model.lr_multipliers={backbone_weight:1,backbone_bias:2,new_weight:10,new_bias:20}",
+        "model.lr_milestone_epochs=[1,2]",
+    )
     datamodule, module, options = build(cfg, max_epochs=3)
     trainer = L.Trainer(callbacks=[MemoryBankCallback()], **options)
     trainer.fit(module, datamodule=datamodule)
@@ -93,6 +99,19 @@ def test_optimizer_groups_and_step_schedule(compose_train_config):
     assert trainer.lr_scheduler_configs[0].interval == "step"
     grouped = sum(len(group["params"]) for group in optimizer.param_groups)
     assert grouped == len(list(module.net.parameters()))
+
+
+def test_checkpoint_loads_with_weights_only_and_carries_the_bank(compose_train_config, tmp_path):
+    cfg = compose_train_config("model.confidence_threshold=0.0")
+    datamodule, module, options = build(cfg, max_epochs=2)
+    trainer = L.Trainer(callbacks=[MemoryBankCallback()], **options)
+    trainer.fit(module, datamodule=datamodule)
+    trainer.save_checkpoint(tmp_path / "rca.ckpt")
+    checkpoint = torch.load(tmp_path / "rca.ckpt", weights_only=True)  # no pickled Python objects
+    state = checkpoint["state_dict"]
+    for buffer in ["queue", "pointer", "count", "prototypes", "prototype_valid"]:
+        assert torch.equal(state[f"memory_bank.{buffer}"], getattr(module.memory_bank, buffer)), buffer
+    assert int(state["memory_bank.count"].sum()) > 0
 
 
 def test_image_without_foreground_class_gives_finite_losses(compose_train_config):

@@ -5,4 +5,9 @@ from rca_lightning.callbacks.attention_accumulation import (
 )
 from rca_lightning.callbacks.memory_bank import MemoryBankCallback
 
-__all__ = ["AttentionAccumulationCallback", "MemoryBankCallback", "attention_seed", "load_accumulated_attention"]
+__all__ = [
+    "AttentionAccumulationCallback",
+    "MemoryBankCallback",
+    "attention_seed",
+    "load_accumulated_attention",
+]

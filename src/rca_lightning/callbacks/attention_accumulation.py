@@ -92,8 +92,9 @@ class AttentionAccumulationCallback(Callback):
 
     From ``start_epoch`` on, after every training step and for every image of the batch and class it
     is tagged with whose probability ``sigmoid(logit)`` is at least ``min_probability``, the ReLU'd
-    class map (``outputs["cams"]`` of ``training_step``), max-normalised to 0..255, is pasted through
-    the image's crop box into its S x S grid and max-accumulated into the file (rounded to uint8). In
+    class map (``outputs["cams"]`` of ``training_step``), max-normalised to 0..255 at its own resolution,
+    is pasted through the image's crop box into its S x S grid (bilinear), rounded to the nearest
+    integer (the public code truncates) and max-accumulated into the file. In
     the last epoch (``trainer.max_epochs - 1``) tagged classes never written before are written
     whatever their probability. Each rank writes only the images of its own batches; rank zero
     creates the file when training starts and records progress in ``index.json`` after each epoch.
@@ -149,7 +150,10 @@ class AttentionAccumulationCallback(Callback):
         (directory / INDEX_FILE).unlink(missing_ok=True)  # no reader pairs an old index with new arrays
         num_images, num_classes = len(image_ids), len(class_names)
         shape = (num_images, num_classes, self.resolution, self.resolution)
-        for name, dtype, array_shape in ((ATTENTION_FILE, np.uint8, shape), (WRITTEN_FILE, np.bool_, shape[:2])):
+        for name, dtype, array_shape in (
+            (ATTENTION_FILE, np.uint8, shape),
+            (WRITTEN_FILE, np.bool_, shape[:2]),
+        ):
             np.lib.format.open_memmap(directory / name, mode="w+", dtype=dtype, shape=array_shape).flush()
         index = {
             "format_version": FORMAT_VERSION,
@@ -181,16 +185,22 @@ class AttentionAccumulationCallback(Callback):
         index = _read_index(directory)
         index_path = directory / INDEX_FILE
         if index["resolution"] != self.resolution:
-            raise ValueError(f"{index_path}: resolution {index['resolution']}, callback has {self.resolution}")
+            raise ValueError(
+                f"{index_path}: resolution {index['resolution']}, callback has {self.resolution}"
+            )
         if image_ids is not None and list(image_ids) != index["image_ids"]:
             raise ValueError(f"{index_path}: image ids differ from the training dataset's (other split?)")
         if class_names is not None and list(class_names) != index["class_names"]:
-            raise ValueError(f"{index_path}: class names {index['class_names']} differ from {list(class_names)}")
+            raise ValueError(
+                f"{index_path}: class names {index['class_names']} differ from {list(class_names)}"
+            )
         self._attention = np.lib.format.open_memmap(directory / ATTENTION_FILE, mode="r+")
         self._written = np.lib.format.open_memmap(directory / WRITTEN_FILE, mode="r+")
         expected = (len(index["image_ids"]), len(index["class_names"]), self.resolution, self.resolution)
         if self._attention.shape != expected or self._written.shape != expected[:2]:
-            raise ValueError(f"{directory / ATTENTION_FILE}: shape {self._attention.shape}, expected {expected}")
+            raise ValueError(
+                f"{directory / ATTENTION_FILE}: shape {self._attention.shape}, expected {expected}"
+            )
         self.storage_dir = directory
 
     def flush(self) -> None:
@@ -227,7 +237,9 @@ class AttentionAccumulationCallback(Callback):
             write_missing: also write tagged classes never written before, whatever their probability.
         """
         if self._attention is None:
-            raise ValueError("AttentionAccumulationCallback: no open file; call create_storage or open_storage")
+            raise ValueError(
+                "AttentionAccumulationCallback: no open file; call create_storage or open_storage"
+            )
         rows = indices.detach().cpu().long()  # (B,)
         tagged = (labels > 0).cpu()  # (B, C)
         selected = tagged & (torch.sigmoid(logits.detach().float()).cpu() >= self.min_probability)
@@ -248,8 +260,8 @@ class AttentionAccumulationCallback(Callback):
         contributions = maps.round().clamp_(0, MAX_ATTENTION).cpu() * selected[:, :, None, None]
         # One image twice in a batch: combine its maps first, so the row is written once.
         unique_rows, inverse = torch.unique(rows, return_inverse=True)  # (U,), (K,)
-        combined = torch.zeros((len(unique_rows), *contributions.shape[1:])).index_reduce_(
-            0, inverse, contributions, "amax"
+        combined = torch.zeros((len(unique_rows), *contributions.shape[1:])).scatter_reduce_(
+            0, inverse[:, None, None, None].expand_as(contributions), contributions, "amax"
         )  # (U, C, S, S)
         combined_selected = torch.zeros(len(unique_rows), selected.shape[1], dtype=torch.long)
         combined_selected = combined_selected.index_add_(0, inverse, selected.long()) > 0  # (U, C)
@@ -350,7 +362,9 @@ def _read_index(directory: Path) -> dict:
         raise FileNotFoundError(f"{index_path} not found (expected an attention-accumulation folder)")
     index = json.loads(index_path.read_text())
     if index.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{index_path}: format_version {index.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise ValueError(
+            f"{index_path}: format_version {index.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
     return index
 
 
@@ -405,7 +419,9 @@ def attention_seed(
     _, _, attention = load_accumulated_attention(directory, require_complete)
     _, rows = _index_and_rows(directory)
     if image_id not in rows:
-        raise ValueError(f"{directory / INDEX_FILE}: no image {image_id!r} among {len(rows)} accumulated images")
+        raise ValueError(
+            f"{directory / INDEX_FILE}: no image {image_id!r} among {len(rows)} accumulated images"
+        )
     maps = torch.from_numpy(np.array(attention[rows[image_id]], np.float32))  # (C, S, S)
     resized = F.interpolate(maps[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
     return (resized / MAX_ATTENTION).clamp_(0.0, 1.0)

@@ -65,7 +65,9 @@ class RCALitModule(LightningModule):
             )
         if len(class_names) != net.num_classes:
             raise ValueError(f"class_names has {len(class_names)} names, net has {net.num_classes} classes")
-        self.save_hyperparameters(ignore=["net", "memory_bank", "contrast_loss"])
+        # Only plain values go into the checkpoint's hyperparameters, so it loads with weights_only=True.
+        self.save_hyperparameters(ignore=["net", "memory_bank", "contrast_loss", "optimizer"])
+        self.optimizer_factory = optimizer
         self.net = net
         self.memory_bank = memory_bank
         self.contrast_loss = contrast_loss
@@ -137,8 +139,8 @@ class RCALitModule(LightningModule):
 
         batch_size = images.shape[0]
         for name, value in losses.items():
-            self.log(f"train/loss_{name}", value, batch_size=batch_size)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+            self.log(f"train/loss_{name}", value, on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
         # cams / logits feed the attention-accumulation callback (detached: no graph kept alive).
         return {"loss": loss, **step_output, "cams": output.cams.detach(), "logits": output.logits.detach()}
 
@@ -165,7 +167,7 @@ class RCALitModule(LightningModule):
         unknown = set(groups) - set(self.lr_multipliers)
         if unknown:
             raise ValueError(f"lr_multipliers has no entry for parameter groups {sorted(unknown)}")
-        optimizer = self.hparams.optimizer(
+        optimizer = self.optimizer_factory(
             [{"params": params, "name": name} for name, params in groups.items() if params]
         )
         for group in optimizer.param_groups:

@@ -1,0 +1,173 @@
+"""Pseudo-mask rules on hand-made maps, the pooled resumable writer, and ``rca-pseudo``."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rca_lightning.cli.pseudo import pseudo
+from rca_lightning.data import voc_palette
+from rca_lightning.pseudo.crf import DenseCRF
+from rca_lightning.pseudo.pseudo_mask_writer import (
+    PseudoMaskRule,
+    mask_file_is_complete,
+    mask_path,
+    read_mask_png,
+    write_pseudo_masks,
+)
+from rca_lightning.pseudo.pseudo_masks import (
+    background_and_class_scores,
+    channels_to_labels,
+    crf_pseudo_mask,
+    saliency_pseudo_mask,
+)
+from tests.references import reference_saliency_mask
+from tests.stage_helpers import compose_config, make_dataset_with_cams
+
+
+def test_background_score_power_and_threshold():
+    cams = np.array([[[0.5, 0.1]], [[0.2, 0.0]]], np.float32)  # (2, 1, 2)
+    scores = background_and_class_scores(cams, background_power=4)
+    np.testing.assert_allclose(scores[0], [[0.5**4, 0.9**4]], rtol=1e-6)
+    np.testing.assert_array_equal(scores[1:], cams)
+    np.testing.assert_allclose(background_and_class_scores(cams, background_threshold=0.3)[0], [[0.3, 0.3]])
+    assert (
+        background_and_class_scores(np.zeros((0, 2, 3)))[0].tolist() == [[1.0] * 3] * 2
+    )  # no tag: background
+
+
+def test_channels_map_to_class_values():
+    assert channels_to_labels(np.array([[0, 1, 2]]), np.array([1, 4])).tolist() == [[0, 2, 5]]
+
+
+def test_threshold_rule_without_crf_labels_foreground_where_the_top_score_exceeds_the_threshold():
+    rng = np.random.default_rng(0)
+    cams = rng.random((2, 9, 11)).astype(np.float32)
+    mask = crf_pseudo_mask(
+        np.zeros((9, 11, 3), np.uint8), cams, np.array([0, 2]), crf=None, background_threshold=0.7
+    )
+    for i in range(9):
+        for j in range(11):
+            top = max(cams[0, i, j], cams[1, i, j])
+            expected = 0 if top <= 0.7 else (1 if cams[0, i, j] >= cams[1, i, j] else 3)
+            assert mask[i, j] == expected
+
+
+def test_crf_rule_on_a_two_region_image():
+    image = np.zeros((24, 24, 3), np.uint8)
+    image[:, 12:] = (200, 200, 40)  # an object on the right half, on a black background
+    cams = np.full((1, 24, 24), 0.1, np.float32)  # background score 0.9^4 = 0.66 on the left
+    cams[0, :, 12:] = 0.9
+    cams[0, 5:9, 14:18] = 0.2  # a hole inside the object: background 0.8^4 = 0.41 wins without a CRF
+    cams[0, 15:19, 3:7] = 0.35  # a false patch on the background: 0.35 beats 0.65^4 = 0.18
+    expected = np.zeros((24, 24), np.uint8)
+    expected[:, 12:] = 5
+    without_crf = crf_pseudo_mask(image, cams, np.array([4]), crf=None, background_power=4)
+    assert (without_crf != expected).sum() == 32
+    mask = crf_pseudo_mask(image, cams, np.array([4]), crf=DenseCRF(), background_power=4)
+    np.testing.assert_array_equal(mask, expected)
+
+
+def hand_made_saliency_case():
+    saliency = np.array([[0, 0, 255, 255], [0, 100, 255, 255], [0, 0, 10, 255], [0, 0, 0, 0]], np.uint8)
+    class_scores = np.array(
+        [[[0.0, 0.0, 0.95, 0.2], [0.5, 0.3, 0.95, 0.95], [0.0, 0.85, 0.95, 0.95], [0.0, 0.0, 0.0, 0.0]]],
+        np.float32,
+    )
+    return class_scores, np.array([2]), saliency
+
+
+def test_saliency_rule_on_hand_made_maps():
+    class_scores, classes, saliency = hand_made_saliency_case()
+    # (1,1) background but salient (100 >= 32); (2,1) background but attended (0.85 > 0.8);
+    # (2,2) background 0.96 and class 0.95 both above 0.9: conflict.
+    expected = [[0, 0, 3, 3], [0, 255, 3, 3], [0, 255, 255, 3], [0, 0, 0, 0]]
+    assert saliency_pseudo_mask(class_scores, classes, saliency).tolist() == expected
+    # 5 of 16 pixels are foreground: under a 50% minimum the whole image is ignored.
+    assert (saliency_pseudo_mask(class_scores, classes, saliency, min_foreground=0.5) == 255).all()
+
+
+def test_saliency_rule_matches_the_pixel_by_pixel_reference():
+    rng = np.random.default_rng(3)
+    class_scores = rng.random((2, 12, 13)).astype(np.float32)
+    saliency = rng.integers(0, 256, (12, 13)).astype(np.uint8)
+    saliency[:6] = rng.integers(0, 40, (6, 13))  # some background pixels not salient
+    for settings in ({}, {"conflict": 0.7, "attention": 0.95, "background_saliency": 20}):
+        fast = saliency_pseudo_mask(class_scores, np.array([0, 3]), saliency, **settings)
+        assert fast.tolist() == reference_saliency_mask(class_scores, np.array([0, 3]), saliency, **settings)
+        assert {0, 255} < set(np.unique(fast).tolist())
+
+
+@pytest.fixture
+def dataset_with_cams(tmp_path):
+    cams_dir = tmp_path / "cams"
+    cams_dir.mkdir()
+    return make_dataset_with_cams(tmp_path / "voc", cams_dir), cams_dir
+
+
+def test_pool_writer_is_deterministic_and_resumes(dataset_with_cams, tmp_path):
+    dataset, cams_dir = dataset_with_cams
+    items = [(i, str(dataset.image_path(i))) for i in dataset.image_ids]
+    inline, pooled = tmp_path / "inline", tmp_path / "pooled"
+    write_pseudo_masks(items, PseudoMaskRule(cams_dir, inline), num_workers=0, progress=False)
+    counts = write_pseudo_masks(items, PseudoMaskRule(cams_dir, pooled), num_workers=2, progress=False)
+    assert counts == {"total": 12, "written": 12, "skipped": 0}
+    for image_id in dataset.image_ids:
+        with Image.open(mask_path(pooled, image_id)) as png:
+            assert png.mode == "P"
+            assert np.array(png.getpalette()[: 3 * 256]).reshape(256, 3).tolist() == voc_palette().tolist()
+        np.testing.assert_array_equal(
+            read_mask_png(mask_path(pooled, image_id)), read_mask_png(mask_path(inline, image_id))
+        )
+    # The blurred ground-truth "CAMs" give masks close to the ground truth.
+    first = dataset.image_ids[0]
+    truth = np.array(Image.open(dataset.mask_path(first)))
+    valid = truth != 255
+    assert (read_mask_png(mask_path(pooled, first))[valid] == truth[valid]).mean() > 0.9
+
+    # Interrupted: one mask missing, one truncated; the others are not rewritten.
+    ids = dataset.image_ids
+    mask_path(pooled, ids[0]).unlink()
+    broken = mask_path(pooled, ids[1])
+    broken.write_bytes(broken.read_bytes()[:60])
+    assert not mask_file_is_complete(broken)
+    mtimes = {i: mask_path(pooled, i).stat().st_mtime_ns for i in ids[2:]}
+    counts = write_pseudo_masks(items, PseudoMaskRule(cams_dir, pooled), num_workers=2, progress=False)
+    assert counts == {"total": 12, "written": 2, "skipped": 10}
+    assert {i: mask_path(pooled, i).stat().st_mtime_ns for i in ids[2:]} == mtimes
+    assert mask_file_is_complete(broken)
+
+
+def test_missing_cam_files_are_named(dataset_with_cams, tmp_path):
+    dataset, cams_dir = dataset_with_cams
+    (cams_dir / f"{dataset.image_ids[3]}.npz").unlink()
+    items = [(i, str(dataset.image_path(i))) for i in dataset.image_ids]
+    with pytest.raises(FileNotFoundError, match=f"1 of 12 CAM files.*{dataset.image_ids[3]}"):
+        write_pseudo_masks(items, PseudoMaskRule(cams_dir, tmp_path / "out"), num_workers=0, progress=False)
+
+
+def test_rca_pseudo_with_saliency(dataset_with_cams, tmp_path):
+    dataset, cams_dir = dataset_with_cams
+    saliency_dir = tmp_path / "saliency"
+    saliency_dir.mkdir()
+    for image_id in dataset.image_ids:  # saliency = the ground-truth objects
+        truth = np.array(Image.open(dataset.mask_path(image_id)))
+        Image.fromarray(np.where((truth > 0) & (truth < 255), 255, 0).astype(np.uint8)).save(
+            saliency_dir / f"{image_id}.png"
+        )
+    output_dir = tmp_path / "run"
+    cfg = compose_config(
+        "pseudo",
+        output_dir,
+        [f"cams_dir={cams_dir}", f"saliency_dir={saliency_dir}", "num_workers=2", "progress=false"],
+    )
+    metrics, _ = pseudo(cfg)
+    assert metrics["written"] == 12
+    summary = json.loads((output_dir / "pseudo.json").read_text())
+    assert summary["saliency"]["conflict"] == 0.9 and summary["crf"]["bilateral_srgb"] == 13.0
+    masks = [read_mask_png(mask_path(output_dir / "pseudo_masks", i)) for i in dataset.image_ids]
+    assert all(set(np.unique(m).tolist()) <= {0, 1, 2, 3, 255} for m in masks)
+    assert any((m == 255).any() for m in masks)
+    # A second run finds everything done.
+    assert pseudo(cfg)[0]["written"] == 0
