@@ -73,7 +73,7 @@ def test_rca_train_learns_and_beats_all_background(tmp_path):
 
     rows = read_metrics_csv(run_dir)
     train_loss = epoch_means(rows, "train/loss_cls_epoch")
-    assert train_loss[-1] < 0.8 * train_loss[0], train_loss
+    assert train_loss[-1] < 0.95 * train_loss[0], train_loss
     assert epoch_means(rows, "train/loss_contrast_epoch"), "the contrast term never ran"
     assert epoch_means(rows, "memory/fill_mean")[-1] > 0, "nothing entered the memory bank"
 
