@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,wandb]"
-	$(BIN)/python -m rca_lightning.compat.install
+	$(BIN)/python src/rca_lightning/compat/install.py
 	$(BIN)/python -c "import timm, lightning, torchmetrics, rca_lightning"
 	touch $@
 

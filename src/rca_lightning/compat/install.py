@@ -1,6 +1,7 @@
 """Install the torchvision import hook into the active environment's site-packages.
 
-Run as ``python -m rca_lightning.compat.install`` (the Makefile's ``install`` target does).
+Run as ``python src/rca_lightning/compat/install.py`` (the Makefile's ``install`` target does): by
+path, because importing the package itself imports torchvision, which is what the hook fixes.
 Writes ``rca_lightning_torchvision_ops_hook.py`` and a ``.pth`` file that imports it at every
 interpreter start; ``--uninstall`` removes both.
 """
