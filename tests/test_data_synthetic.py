@@ -166,7 +166,7 @@ def test_xml_names_and_boxes_match_masks(dataset_root):
             ys, xs = np.nonzero(object_mask == instance)
             assert len(xs) > 0
             # VOC boxes are 1-based and inclusive; they enclose the instance's labelled pixels ...
-            assert 1 <= xmin <= xmax <= 64 and 1 <= ymin <= ymax <= 64
+            assert xmin >= 1 and xmin <= xmax <= 64 and ymin >= 1 and ymin <= ymax <= 64
             assert (
                 xmin <= xs.min() + 1
                 and ymin <= ys.min() + 1

@@ -9,6 +9,7 @@ from torch import nn
 
 from rca_lightning.models.aggregation import SemanticAggregation
 from rca_lightning.models.heads import ConvHead, PerClassHeads
+from rca_lightning.models.parameter_groups import split_parameter_groups
 from rca_lightning.models.projection import ProjectionHead
 
 HEAD_TYPES = ("per_class", "shared")
@@ -148,15 +149,4 @@ class RCANet(nn.Module):
         Returns:
             dict with keys ``backbone_weight``, ``backbone_bias``, ``new_weight``, ``new_bias``.
         """
-        groups: dict[str, list[nn.Parameter]] = {
-            "backbone_weight": [],
-            "backbone_bias": [],
-            "new_weight": [],
-            "new_bias": [],
-        }
-        backbone_ids = {id(parameter) for parameter in self.backbone.parameters()}
-        for parameter in self.parameters():  # deduplicated, so shared parameters are listed once
-            part = "backbone" if id(parameter) in backbone_ids else "new"
-            kind = "bias" if parameter.ndim <= 1 else "weight"
-            groups[f"{part}_{kind}"].append(parameter)
-        return groups
+        return split_parameter_groups(self, self.backbone)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from rca_lightning.models.parameter_groups import split_parameter_groups
+
 
 class SegmentationNet(nn.Module):
     """Base of the DeepLab networks: a ``backbone`` plus new layers predicting background + C classes.
@@ -51,17 +53,4 @@ class SegmentationNet(nn.Module):
         Returns:
             dict with keys ``backbone_weight``, ``backbone_bias``, ``new_weight``, ``new_bias``.
         """
-        groups: dict[str, list[nn.Parameter]] = {
-            "backbone_weight": [],
-            "backbone_bias": [],
-            "new_weight": [],
-            "new_bias": [],
-        }
-        backbone_ids = {id(parameter) for parameter in self.backbone.parameters()}
-        for parameter in self.parameters():
-            if not parameter.requires_grad:
-                continue
-            part = "backbone" if id(parameter) in backbone_ids else "new"
-            kind = "bias" if parameter.ndim <= 1 else "weight"
-            groups[f"{part}_{kind}"].append(parameter)
-        return groups
+        return split_parameter_groups(self, self.backbone)
