@@ -101,3 +101,17 @@ def test_missing_root_without_generator_names_the_root(tmp_path):
     datamodule = make_datamodule(tmp_path / "absent", generator=None)
     with pytest.raises(FileNotFoundError, match=f"dataset root {tmp_path / 'absent'} does not exist"):
         datamodule.prepare_data()
+
+
+def _augmented_epoch(root: Path, seed: int, num_workers: int) -> torch.Tensor:
+    datamodule = make_datamodule(root, num_workers=num_workers)
+    datamodule.setup("fit")
+    torch.manual_seed(seed)  # what seed_everything sets; the loader derives the workers' seeds from it
+    return torch.cat([batch["image"] for batch in datamodule.train_dataloader()])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_augmentation_repeats_from_the_torch_seed(prepared_root, num_workers):
+    first = _augmented_epoch(prepared_root, seed=5, num_workers=num_workers)
+    assert torch.equal(first, _augmented_epoch(prepared_root, seed=5, num_workers=num_workers))
+    assert not torch.equal(first, _augmented_epoch(prepared_root, seed=6, num_workers=num_workers))
