@@ -1,0 +1,254 @@
+"""``rca-pipeline``: from images with tags to a trained segmentation network and a report, stage by stage.
+
+classifier (``rca-train``) -> cams (``rca-cams``) -> cam_eval (``rca-eval``) -> pseudo_masks (``rca-pseudo``)
+-> pseudo_mask_eval (``rca-eval``) -> segmentation (``rca-seg``) -> report. Each stage runs in this process
+from its own composed config, writes into ``<run>/<stage>/`` exactly what its console script would write
+there, and is skipped when its summary file exists; an unfinished stage resumes (the classifier and the
+segmentation network from their last checkpoint, CAMs and pseudo masks image by image).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from rca_lightning.cli.cams import cams
+from rca_lightning.cli.evaluate import evaluate
+from rca_lightning.cli.pseudo import pseudo
+from rca_lightning.cli.seg import segment
+from rca_lightning.cli.stage_settings import datamodule_for, read_settings
+from rca_lightning.cli.train import train
+from rca_lightning.report.figure_grid import figure_grid
+from rca_lightning.report.pipeline_report import build_report, format_report
+from rca_lightning.report.report_figures import GRID_TITLES, grid_rows, load_segmentation_model, write_grid
+from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.image_logging import log_images
+from rca_lightning.utils.instantiate import instantiate_loggers
+from rca_lightning.utils.resolvers import register_resolvers
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+STATE_FILE = "pipeline_state.json"
+# Keys of this config that are the pipeline's own, not rca-train's.
+PIPELINE_KEYS = ("train_dir", "stages", "seg_experiment", "report")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline: the config it is composed from, the file that marks it finished."""
+
+    name: str
+    config_name: str
+    done_file: str
+    run: Callable[[DictConfig], tuple[dict, object]]
+
+
+STAGES = (
+    Stage("classifier", "train", "metrics.json", train),
+    Stage("cams", "cams", "cams.json", cams),
+    Stage("cam_eval", "eval", "eval.json", evaluate),
+    Stage("pseudo_masks", "pseudo", "pseudo.json", pseudo),
+    Stage("pseudo_mask_eval", "eval", "eval.json", evaluate),
+    Stage("segmentation", "seg_train", "metrics.json", segment),
+)
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _is_pipeline_override(override: str) -> bool:
+    return _override_key(override).split(".", 1)[0] in PIPELINE_KEYS
+
+
+class Pipeline:
+    """Runs the stages of one ``rca-pipeline`` call into ``run_dir``.
+
+    Args:
+        cfg: the composed ``pipeline.yaml``.
+        command_line: this run's overrides (``hydra.overrides.task``).
+        choices: this run's config-group choices (``hydra.runtime.choices``).
+        run_dir: the run folder (``hydra.run.dir``).
+    """
+
+    def __init__(self, cfg: DictConfig, command_line: list[str], choices: dict, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.classifier_overrides = [o for o in command_line if not _is_pipeline_override(o)]
+        # What the stages share with the classifier: the dataset and paths (every stage), the hardware and
+        # the seed (the stages that have a trainer).
+        self.data_overrides = [f"data={choices['data']}"] + [
+            o for o in command_line if _override_key(o).split(".", 1)[0] in ("data", "paths")
+        ]
+        self.trainer_overrides = [f"trainer={choices['trainer']}", f"seed={cfg.seed}"]
+        self.seg_experiment = cfg.get("seg_experiment") or choices.get("seg")
+        self.experiment = choices.get("experiment")
+        self.state_path = run_dir / STATE_FILE
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"stages": {}}
+
+    def folder(self, stage: str) -> Path:
+        return self.run_dir / stage
+
+    @property
+    def classifier_dir(self) -> Path:
+        return Path(self.cfg.train_dir) if self.cfg.get("train_dir") else self.folder("classifier")
+
+    def stage_overrides(self, stage: Stage) -> list[str]:
+        """The overrides ``stage``'s config is composed with (its own command line, as it were)."""
+        folder = self.folder(stage.name)
+        last = folder / "checkpoints" / "last.ckpt"
+        if stage.name == "classifier":
+            resume = [f"ckpt_path={last}"] if last.is_file() and not self.cfg.get("ckpt_path") else []
+            return [*self.classifier_overrides, *resume]
+        if stage.name == "cams":
+            experiment = [f"experiment={self.experiment}"] if self.experiment else []
+            return [
+                *self.data_overrides,
+                *self.trainer_overrides,
+                *experiment,
+                f"train_dir={self.classifier_dir}",
+                f"cams_dir={self.cams_dir}",
+            ]
+        if stage.name == "cam_eval":
+            return [*self.data_overrides, f"cams_dir={self.cams_dir}"]
+        if stage.name == "pseudo_masks":
+            return [*self.data_overrides, f"cams_dir={self.cams_dir}", f"masks_dir={self.masks_dir}"]
+        if stage.name == "pseudo_mask_eval":
+            return [*self.data_overrides, f"masks_dir={self.masks_dir}"]
+        experiment = [f"seg_experiment={self.seg_experiment}"] if self.seg_experiment else []
+        resume = [f"ckpt_path={last}"] if last.is_file() else []
+        return [
+            *self.data_overrides,
+            *self.trainer_overrides,
+            *experiment,
+            f"pseudo_masks_dir={self.masks_dir}",
+            *resume,
+        ]
+
+    @property
+    def cams_dir(self) -> Path:
+        return self.folder("cams") / "maps"
+
+    @property
+    def masks_dir(self) -> Path:
+        return self.folder("pseudo_masks") / "masks"
+
+    def compose_stage(self, stage: Stage) -> DictConfig:
+        overrides = [*self.stage_overrides(stage), *self.cfg.stages.get(stage.name, [])]
+        cfg = compose(stage.config_name, overrides=overrides)
+        folder = self.folder(stage.name)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(folder)
+        # What the console script would leave in .hydra/, so the folder stands alone (rca-cams reads it).
+        (folder / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+        OmegaConf.save(OmegaConf.create(overrides), folder / ".hydra" / "overrides.yaml")
+        return cfg
+
+    def is_done(self, stage: Stage) -> bool:
+        if stage.name == "classifier" and self.cfg.get("train_dir"):
+            return True
+        return (self.folder(stage.name) / stage.done_file).is_file()
+
+    def run_stage(self, stage: Stage) -> None:
+        if self.is_done(stage):
+            log.info("Stage %s: finished earlier, skipped", stage.name)
+            return
+        log.info("Stage %s: running (outputs in %s)", stage.name, self.folder(stage.name))
+        cfg = self.compose_stage(stage)
+        start = time.perf_counter()
+        stage.run(cfg)
+        seconds = time.perf_counter() - start
+        # An interrupted and resumed stage counts the time of every attempt.
+        previous = self.state["stages"].get(stage.name, {}).get("seconds", 0.0)
+        self.state["stages"][stage.name] = {"seconds": previous + seconds}
+        write_json_atomically(self.state_path, self.state)
+
+    def write_figures(self, report: dict) -> Path:
+        """``figures/grid.png`` for the first images of the CAM split, also logged to the run's loggers."""
+        settings = read_settings(self.cams_dir, "rca-cams")
+        dataset = datamodule_for(self.cfg.data, settings["dataset"]).make_dataset(settings["split"])
+        image_ids = dataset.image_ids[: self.cfg.report.figure_images]
+        rows = grid_rows(
+            image_ids,
+            [dataset.image_path(image_id) for image_id in image_ids],
+            [dataset.mask_path(image_id) for image_id in image_ids],
+            self.cams_dir,
+            self.masks_dir,
+            load_segmentation_model(self.folder("segmentation")),
+        )
+        grid = figure_grid(rows, GRID_TITLES, self.cfg.report.panel_size)
+        path = write_grid(grid, self.run_dir / "figures" / "grid.png")
+        loggers = instantiate_loggers(self.cfg.get("logger"))
+        log_images(loggers, "pipeline/figures", [grid], captions=[", ".join(image_ids)])
+        scalars = {f"pipeline/{key}": report[key] for key in ("cam_miou", "pseudo_label_miou", "seg_miou")}
+        for logger in loggers:
+            logger.log_metrics(scalars)
+            logger.save()
+            logger.finalize("success")
+        return path
+
+    def run(self) -> dict:
+        """Run every unfinished stage, then write and print the report; returns the report."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stage in STAGES:
+            self.run_stage(stage)
+        start = time.perf_counter()
+        report = build_report(
+            classifier_dir=self.classifier_dir,
+            stage_dirs={stage.name: self.folder(stage.name) for stage in STAGES},
+            stage_seconds={name: entry["seconds"] for name, entry in self.state["stages"].items()},
+        )
+        report["figures"] = [str(self.write_figures(report))]
+        report["stage_seconds"]["report"] = time.perf_counter() - start
+        write_json_atomically(self.run_dir / "report.json", report)
+        print(format_report(report), flush=True)
+        log.info("Report: %s", self.run_dir / "report.json")
+        return report
+
+
+def run_pipeline(overrides: Sequence[str] = (), run_dir: str | os.PathLike = "pipeline_run") -> dict:
+    """The Python form of ``rca-pipeline <overrides> hydra.run.dir=<run_dir>`` (for notebooks and scripts).
+
+    Args:
+        overrides: command-line style overrides of ``pipeline.yaml``.
+        run_dir: the run folder; running again with the same folder skips finished stages.
+
+    Returns:
+        The report (what ``report.json`` holds).
+    """
+    config_dir = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        cfg = compose("pipeline", overrides=list(overrides), return_hydra_config=True)
+        choices = dict(cfg.hydra.runtime.choices)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run_dir)
+            del cfg["hydra"]
+        return Pipeline(cfg, list(overrides), choices, Path(run_dir)).run()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
+def main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    pipeline = Pipeline(
+        cfg,
+        command_line=list(hydra_cfg.overrides.task),
+        choices=dict(hydra_cfg.runtime.choices),
+        run_dir=Path(hydra_cfg.runtime.output_dir),
+    )
+    return pipeline.run()["seg_miou"]
+
+
+if __name__ == "__main__":
+    main()

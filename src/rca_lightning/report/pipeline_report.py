@@ -1,0 +1,125 @@
+"""The pipeline's report: every stage's headline figures gathered from the files the stages wrote.
+
+All mIoU / IoU values of the report are percentages. ``cam_miou`` and ``pseudo_label_miou`` are scored on the
+CAM split (the split whose pseudo masks train the segmentation network), ``seg_miou`` on the segmentation
+stage's val split through its evaluation path (test-time augmentation, optional CRF).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: expected the summary of a finished pipeline stage")
+    return json.loads(path.read_text())
+
+
+def _percent(per_class: dict[str, float | None]) -> dict[str, float | None]:
+    return {name: None if value is None else 100 * value for name, value in per_class.items()}
+
+
+def _seg_per_class(metrics: dict[str, float], class_names: list[str]) -> dict[str, float | None]:
+    return {name: metrics.get(f"test/IoU_{name}") for name in ["background", *class_names]}
+
+
+def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_seconds: dict[str, float]) -> dict:
+    """Gather the report of a finished pipeline run.
+
+    Args:
+        classifier_dir: the classifier's rca-train folder (``metrics.json``).
+        stage_dirs: stage name -> folder, for ``cams``, ``cam_eval``, ``pseudo_masks``, ``pseudo_mask_eval``
+            and ``segmentation``.
+        stage_seconds: stage name -> wall time of the stages this run (or an earlier one) executed.
+
+    Returns:
+        ``cam_miou``, ``cam_threshold``, ``pseudo_label_miou``, ``pseudo_ignored_fraction``, ``seg_miou``,
+        ``classifier_val_cam_miou``, ``per_class_iou`` ({cam, pseudo_label, seg} -> class -> IoU),
+        ``stage_seconds``, and where things are (``folders``, ``dataset``, ``cam_split``, ``seg_split``).
+    """
+    classifier = _read_json(classifier_dir / "metrics.json")
+    cam_eval = _read_json(stage_dirs["cam_eval"] / "eval.json")["cams"]
+    mask_eval = _read_json(stage_dirs["pseudo_mask_eval"] / "eval.json")["pseudo_masks"]
+    segmentation = _read_json(stage_dirs["segmentation"] / "metrics.json")
+    seg_config = OmegaConf.load(stage_dirs["segmentation"] / ".hydra" / "config.yaml")
+    class_names = list(segmentation["dataset"]["class_names"])
+    seg_metrics = segmentation["metrics"]
+    if "test/seg_mIoU" not in seg_metrics:
+        raise ValueError(
+            f"{stage_dirs['segmentation'] / 'metrics.json'} has no test/seg_mIoU: the segmentation stage "
+            "must run with evaluate=true"
+        )
+    return {
+        "cam_miou": 100 * cam_eval["miou"],
+        "cam_threshold": cam_eval["best_threshold"],
+        "pseudo_label_miou": 100 * mask_eval["miou"],
+        "pseudo_ignored_fraction": mask_eval["ignored_fraction"],
+        "pseudo_label_miou_ignored_as_background": 100 * mask_eval["miou_ignored_as_background"],
+        "seg_miou": seg_metrics["test/seg_mIoU"],
+        "classifier_val_cam_miou": classifier["metrics"].get("val/cam_mIoU"),
+        "per_class_iou": {
+            "cam": _percent(cam_eval["per_class_iou"]),
+            "pseudo_label": _percent(mask_eval["per_class_iou"]),
+            "seg": _seg_per_class(seg_metrics, class_names),
+        },
+        "stage_seconds": dict(stage_seconds),
+        "cam_split": cam_eval["split"],
+        "seg_split": seg_config.data.val_split,
+        "dataset": classifier["dataset"],
+        "folders": {
+            "classifier": str(classifier_dir),
+            "cams": cam_eval["cams_dir"],
+            "pseudo_masks": mask_eval["masks_dir"],
+            "segmentation_checkpoint": segmentation.get("checkpoint"),
+        },
+    }
+
+
+def _cell(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_report(report: dict) -> str:
+    """The report as two plain-text tables: the stages, then the per-class IoU."""
+    seconds = report["stage_seconds"]
+    rows = [
+        (
+            "classifier (val)",
+            _cell(report["classifier_val_cam_miou"]),
+            "CAMs of the last epoch",
+            "classifier",
+        ),
+        (
+            f"CAMs ({report['cam_split']})",
+            _cell(report["cam_miou"]),
+            f"background threshold {report['cam_threshold']:.2f}",
+            "cams",
+        ),
+        (
+            f"pseudo masks ({report['cam_split']})",
+            _cell(report["pseudo_label_miou"]),
+            f"{100 * report['pseudo_ignored_fraction']:.1f}% of pixels ignored",
+            "pseudo_masks",
+        ),
+        (f"segmentation ({report['seg_split']})", _cell(report["seg_miou"]), "", "segmentation"),
+    ]
+    lines = [f"{'stage':<28} {'mIoU (%)':>9}  {'':<32} {'seconds':>8}"]
+    for name, miou, detail, stage in rows:
+        stage_seconds = seconds.get(stage)
+        lines.append(f"{name:<28} {miou:>9}  {detail:<32} {_cell(stage_seconds, 0):>8}")
+    other = {name: value for name, value in seconds.items() if name not in {r[3] for r in rows}}
+    if other:
+        lines.append("other stages (s): " + ", ".join(f"{name} {value:.0f}" for name, value in other.items()))
+    per_class = report["per_class_iou"]
+    lines += ["", f"{'IoU (%)':<20} {'CAM':>8} {'pseudo':>8} {'seg':>8}"]
+    for name in per_class["cam"]:
+        values = (per_class[kind].get(name) for kind in ("cam", "pseudo_label", "seg"))
+        lines.append(f"{name:<20} " + " ".join(f"{_cell(v):>8}" for v in values))
+    return "\n".join(lines)
+
+
+__all__ = ["build_report", "format_report"]

@@ -1,0 +1,115 @@
+"""``rca-pipeline`` end to end on a tiny built-in dataset, and resuming a run that stopped half-way."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rca_lightning.pseudo.cam_writer import cam_file_is_complete
+from tests.conftest import TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
+from tests.test_train_end_to_end import all_background_miou
+
+QUIET_STAGES = [
+    'stages.cams=["scales=[1.0,1.5]"]',
+    'stages.cam_eval=["progress=false"]',
+    'stages.pseudo_masks=["progress=false","num_workers=2"]',
+    'stages.pseudo_mask_eval=["progress=false"]',
+    'stages.segmentation=["trainer.max_epochs=6","trainer.enable_progress_bar=false"]',
+]
+
+
+def run_pipeline(run_dir: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [
+        str(Path(sys.executable).with_name("rca-pipeline")),
+        *TINY_DATA_OVERRIDES,
+        *TINY_MODEL_OVERRIDES,
+        "trainer=cpu",
+        "trainer.max_epochs=6",
+        "trainer.enable_progress_bar=false",
+        "model.lr_milestone_epochs=[5]",
+        "callbacks.memory_bank.contrast_start_epoch=1",
+        *QUIET_STAGES,
+        f"paths.cache_dir={cache}",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, cwd=run_dir.parent)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    base = tmp_path_factory.mktemp("pipeline")
+    run_dir, cache = base / "run", base / "cache"
+    return run_dir, cache, run_pipeline(run_dir, cache)
+
+
+@pytest.mark.slow
+def test_pipeline_report_and_segmentation_beats_all_background(finished_run):
+    run_dir, cache, result = finished_run
+    report = json.loads((run_dir / "report.json").read_text())
+    for key in ("cam_miou", "pseudo_label_miou", "seg_miou", "classifier_val_cam_miou", "cam_threshold"):
+        assert math.isfinite(report[key]), (key, report[key])
+    assert 0 <= report["pseudo_ignored_fraction"] <= 1
+    dataset_root = Path(report["dataset"]["root"])
+    assert dataset_root.is_relative_to(cache)
+    assert report["seg_miou"] > all_background_miou(dataset_root) + 1, report["seg_miou"]
+
+    names = ["background", *report["dataset"]["class_names"]]
+    for kind in ("cam", "pseudo_label", "seg"):
+        assert list(report["per_class_iou"][kind]) == names
+    stages = ("classifier", "cams", "cam_eval", "pseudo_masks", "pseudo_mask_eval", "segmentation", "report")
+    assert set(report["stage_seconds"]) == set(stages)
+    assert all(seconds > 0 for seconds in report["stage_seconds"].values())
+
+    # Every output is under the run folder, each stage in its own.
+    for stage in stages[:-1]:
+        assert (run_dir / stage / ".hydra" / "config.yaml").is_file(), stage
+    assert Path(report["folders"]["segmentation_checkpoint"]).is_relative_to(run_dir)
+    # The printed table carries the three headline figures.
+    for key in ("cam_miou", "pseudo_label_miou", "seg_miou"):
+        assert f"{report[key]:.1f}" in result.stdout
+    # The figure grid: 4 rows of 5 panels, also logged by the csv logger.
+    grid = np.array(Image.open(run_dir / "figures" / "grid.png"))
+    assert grid.shape == (14 + 4 * 162, 5 * 162, 3)
+    assert list((run_dir / "csv" / "images" / "pipeline" / "figures").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_pipeline_resumes_stopped_stages_without_recomputing_finished_images(finished_run):
+    run_dir, cache, _ = finished_run
+    cams_dir, masks_dir = run_dir / "cams" / "maps", run_dir / "pseudo_masks" / "masks"
+    # A run stopped during the CAM stage: some CAM files missing, one left corrupt, no stage summaries
+    # from there on (stages write their summary last), a stray temporary file of an atomic write.
+    cam_files = sorted(cams_dir.glob("*.npz"))
+    missing, corrupt, kept = cam_files[0], cam_files[1], cam_files[2:]
+    missing.unlink()
+    corrupt.write_bytes(corrupt.read_bytes()[:100])
+    (cams_dir / f".{missing.name}.abc.tmp").write_bytes(b"half")
+    for summary in ("cams/cams.json", "cam_eval/eval.json", "pseudo_masks/pseudo.json"):
+        (run_dir / summary).unlink()
+    mask_files = sorted(masks_dir.glob("*.png"))
+    mask_files[0].unlink()
+    # The classifier stopped after its last checkpoint, before writing its summary.
+    (run_dir / "classifier" / "metrics.json").unlink()
+    seg_checkpoint = run_dir / "segmentation" / "checkpoints" / "last.ckpt"
+    before = {path: path.stat().st_mtime_ns for path in [*kept, *mask_files[1:], seg_checkpoint]}
+
+    result = run_pipeline(run_dir, cache)
+
+    assert "Restoring states from the checkpoint path at" in result.stderr + result.stdout
+    assert (run_dir / "classifier" / "metrics.json").is_file()
+    assert cam_file_is_complete(missing) and cam_file_is_complete(corrupt)
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in before.items()), "finished work redone"
+    assert mask_files[0].is_file()
+    assert json.loads((run_dir / "cams" / "cams.json").read_text())["written"] == 2
+    report = json.loads((run_dir / "report.json").read_text())
+    assert math.isfinite(report["cam_miou"]) and math.isfinite(report["seg_miou"])
