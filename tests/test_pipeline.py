@@ -9,10 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from rca_lightning.cli.pipeline import STAGES, Pipeline
 from rca_lightning.pseudo.cam_writer import cam_file_is_complete
-from tests.conftest import TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
+from rca_lightning.utils.resolvers import register_resolvers
+from tests.conftest import CONFIG_DIR, TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
 from tests.test_train_end_to_end import all_background_miou
 
 QUIET_STAGES = [
@@ -113,3 +116,53 @@ def test_pipeline_resumes_stopped_stages_without_recomputing_finished_images(fin
     assert json.loads((run_dir / "cams" / "cams.json").read_text())["written"] == 2
     report = json.loads((run_dir / "report.json").read_text())
     assert math.isfinite(report["cam_miou"]) and math.isfinite(report["seg_miou"])
+
+
+def make_pipeline(run_dir: Path, overrides: list[str]) -> Pipeline:
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("pipeline", overrides=overrides, return_hydra_config=True)
+    return Pipeline(cfg, overrides, dict(cfg.hydra.runtime.choices), run_dir)
+
+
+def test_stage_overrides_route_shared_settings_to_every_stage(tmp_path):
+    overrides = ["model=cam", "data.root=/voc", "seed=3", "paths.cache_dir=/c", "trainer=cpu"]
+    pipeline = make_pipeline(tmp_path, [*overrides, 'stages.cams=["scales=[1.0]"]', "report.figure_images=2"])
+    by_stage = {stage.name: pipeline.stage_overrides(stage) for stage in STAGES}
+    # The classifier sees the command line as rca-train would, without the pipeline's own keys.
+    assert by_stage["classifier"] == overrides
+    shared = ["data=synthetic", "data.root=/voc", "paths.cache_dir=/c"]
+    for name, stage_overrides in by_stage.items():
+        if name != "classifier":
+            assert stage_overrides[:3] == shared, name
+        assert not any(
+            o.startswith(("model", "stages", "report")) for o in stage_overrides if name != "classifier"
+        )
+    assert {"trainer=cpu", "seed=3", "experiment=synthetic"} <= set(by_stage["cams"])
+    assert f"train_dir={tmp_path / 'classifier'}" in by_stage["cams"]
+    assert f"pseudo_masks_dir={tmp_path / 'pseudo_masks' / 'masks'}" in by_stage["segmentation"]
+    assert not any(o.startswith("seg_experiment") for o in by_stage["segmentation"])
+    # Each composes (the shared overrides exist in every stage's config).
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        composed = {stage.name: pipeline.compose_stage(stage) for stage in STAGES[1:]}
+    assert composed["cams"].scales == [1.0] and composed["cams"].seed == 3
+    assert composed["segmentation"].data.root == "/voc"
+    assert (tmp_path / "segmentation" / ".hydra" / "config.yaml").is_file()
+
+
+def test_stage_overrides_resume_from_last_checkpoint_and_follow_the_experiment(tmp_path):
+    pipeline = make_pipeline(tmp_path, ["experiment=voc_rca_resnet101"])
+    segmentation = STAGES[-1]
+    assert "seg_experiment=deeplab_v2_voc" in pipeline.stage_overrides(segmentation)
+    assert not any(o.startswith("ckpt_path") for o in pipeline.stage_overrides(STAGES[0]))
+    for stage in (STAGES[0], segmentation):
+        last = tmp_path / stage.name / "checkpoints" / "last.ckpt"
+        last.parent.mkdir(parents=True)
+        last.touch()
+        assert f"ckpt_path={last}" in pipeline.stage_overrides(stage)
+
+
+def test_an_existing_classifier_run_replaces_the_classifier_stage(tmp_path):
+    pipeline = make_pipeline(tmp_path / "run", [f"train_dir={tmp_path / 'trained'}"])
+    assert pipeline.is_done(STAGES[0])
+    assert f"train_dir={tmp_path / 'trained'}" in pipeline.stage_overrides(STAGES[1])
