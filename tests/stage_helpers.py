@@ -1,6 +1,9 @@
 """Helpers of the CAM / pseudo-mask / evaluation stage tests: a tiny "training run" and stage configs."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -97,3 +100,31 @@ def make_dataset_with_cams(root: Path, cams_dir: Path, num_images: int = 12) -> 
     }
     (cams_dir / "settings.json").write_text(json.dumps(settings))
     return dataset
+
+
+def run_tiny_pipeline(data: str, root: Path, run_dir: Path, *overrides: str) -> dict:
+    """``rca-pipeline data=<data> data.root=<root>`` as a subprocess, every stage shrunk to seconds;
+    returns the report."""
+    command = [
+        str(Path(sys.executable).with_name("rca-pipeline")),
+        f"data={data}",
+        f"data.root={root}",
+        "data.image_size=32",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        *TINY_MODEL_OVERRIDES,
+        "trainer=cpu",
+        "debug=fast",
+        "trainer.enable_progress_bar=false",
+        'stages.cams=["scales=[1.0]"]',
+        'stages.cam_eval=["progress=false"]',
+        'stages.pseudo_masks=["progress=false","num_workers=0"]',
+        'stages.pseudo_mask_eval=["progress=false"]',
+        'stages.segmentation=["trainer.max_epochs=1","trainer.enable_progress_bar=false"]',
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads((run_dir / "report.json").read_text())

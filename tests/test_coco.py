@@ -2,12 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -21,7 +20,7 @@ from rca_lightning.data import (
     voc_palette,
 )
 from rca_lightning.data.coco import INDEX_FILE
-from tests.conftest import TINY_MODEL_OVERRIDES
+from tests.stage_helpers import run_tiny_pipeline
 
 OFFICIAL_ID_GAPS = [12, 26, 29, 30, 45, 66, 68, 69, 71, 83]
 
@@ -325,25 +324,17 @@ def test_mask_values_outside_the_classes_name_the_file(coco):
 
 
 @pytest.mark.slow
-def test_rca_train_runs_end_to_end_on_tiny_coco(coco, tmp_path):
+def test_rca_pipeline_runs_end_to_end_on_tiny_coco(coco, tmp_path):
     run_dir = tmp_path / "run"
-    command = [
-        str(Path(sys.executable).with_name("rca-train")),
-        "data=coco",
-        f"data.root={coco.root}",
-        "data.image_size=32",
-        "data.batch_size=2",
-        "data.num_workers=0",
-        "data.mask_workers=2",
-        *TINY_MODEL_OVERRIDES,
-        "trainer=cpu",
-        "debug=fast",
-        "trainer.enable_progress_bar=false",
-        f"hydra.run.dir={run_dir}",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    summary = json.loads((run_dir / "metrics.json").read_text())
-    assert "val/cam_mIoU" in summary["metrics"] and len(summary["dataset"]["class_names"]) == 80
+    report = run_tiny_pipeline("coco", coco.root, run_dir, "data.mask_workers=2")
+    for key in ("cam_miou", "pseudo_label_miou", "seg_miou"):
+        assert np.isfinite(report[key]), key
+    assert len(report["dataset"]["class_names"]) == 80 and report["cam_split"] == "train2014"
     assert len(list((coco.root / "SegmentationClassCOCO" / "train2014").glob("*.png"))) == 3
+    # The segmentation network trained on the pseudo masks of every annotated train image.
+    masks = sorted(path.stem for path in (run_dir / "pseudo_masks" / "masks").glob("*.png"))
+    assert masks == sorted(
+        path.stem for path in (coco.root / "SegmentationClassCOCO" / "train2014").glob("*.png")
+    )
+    seg_config = OmegaConf.load(run_dir / "segmentation" / ".hydra" / "config.yaml")
+    assert seg_config.data._target_.endswith("COCOPseudoMaskDataModule")

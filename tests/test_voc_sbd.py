@@ -5,20 +5,20 @@ JPEG images, palette PNGs with 255 borders (SegmentationClass), plain single-cha
 """
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from PIL import Image
 
 from rca_lightning.cli.prepare_voc import main as prepare_voc
 from rca_lightning.data import VOC_CLASS_NAMES, VOCDataModule, VOCSegmentationDataset, voc_palette
 from rca_lightning.utils.resolvers import register_resolvers
-from tests.conftest import CONFIG_DIR, TINY_MODEL_OVERRIDES
+from tests.conftest import CONFIG_DIR
+from tests.stage_helpers import run_tiny_pipeline
 
 CLASS = {name: i + 1 for i, name in enumerate(VOC_CLASS_NAMES)}
 TRAIN_IDS = ["2007_000032", "2007_000039"]
@@ -282,24 +282,17 @@ def test_prepare_voc_converts_a_deeplab_list_and_reports_what_is_missing(voc_roo
 
 
 @pytest.mark.slow
-def test_rca_train_runs_end_to_end_on_tiny_voc_train_aug(voc_root, tmp_path):
+def test_rca_pipeline_runs_end_to_end_on_tiny_voc_train_aug(voc_root, tmp_path):
     run_dir = tmp_path / "run"
-    command = [
-        str(Path(sys.executable).with_name("rca-train")),
-        "data=voc",
-        f"data.root={voc_root}",
-        "data.train_split=train_aug",
-        "data.image_size=32",
-        "data.batch_size=2",
-        "data.num_workers=0",
-        *TINY_MODEL_OVERRIDES,
-        "trainer=cpu",
-        "debug=fast",
-        "trainer.enable_progress_bar=false",
-        f"hydra.run.dir={run_dir}",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert (run_dir / "metrics.json").is_file()
-    assert "val/cam_mIoU" in (run_dir / "metrics.json").read_text()
+    report = run_tiny_pipeline("voc", voc_root, run_dir, "data.train_split=train_aug")
+    for key in ("cam_miou", "pseudo_label_miou", "seg_miou"):
+        assert np.isfinite(report[key]), key
+    assert report["dataset"]["class_names"] == list(VOC_CLASS_NAMES)
+    assert (report["cam_split"], report["seg_split"]) == ("train_aug", "val")
+    # Pseudo masks for every train_aug image, which the segmentation stage trained on.
+    train_aug = (voc_root / "ImageSets" / "Segmentation" / "train_aug.txt").read_text().split()
+    assert sorted(path.stem for path in (run_dir / "pseudo_masks" / "masks").glob("*.png")) == sorted(
+        train_aug
+    )
+    seg_config = OmegaConf.load(run_dir / "segmentation" / ".hydra" / "config.yaml")
+    assert seg_config.data.train_split == "train_aug"
