@@ -1,4 +1,4 @@
-# rca-lightning: `make run` trains on the built-in dataset, `make test` runs the test suite.
+# rca-lightning: `make run` runs the whole pipeline on the built-in dataset, `make test` runs the test suite.
 # Both create the virtual environment and install everything on first use.
 PYTHON ?= python3
 VENV ?= .venv
@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 run: install
-	$(BIN)/rca-train $(ARGS)
+	$(BIN)/rca-pipeline $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -166,3 +166,25 @@ def test_an_existing_classifier_run_replaces_the_classifier_stage(tmp_path):
     pipeline = make_pipeline(tmp_path / "run", [f"train_dir={tmp_path / 'trained'}"])
     assert pipeline.is_done(STAGES[0])
     assert f"train_dir={tmp_path / 'trained'}" in pipeline.stage_overrides(STAGES[1])
+
+
+@pytest.mark.parametrize(
+    ("experiment", "seg_target", "train_split"),
+    [
+        ("voc_rca_vgg16", "PseudoMaskDataModule", "train_aug"),
+        ("voc_rca_resnet101", "PseudoMaskDataModule", "train_aug"),
+        ("coco_rca_resnet101", "COCOPseudoMaskDataModule", "train2014"),
+    ],
+)
+def test_published_experiments_compose_every_stage(tmp_path, experiment, seg_target, train_split):
+    pipeline = make_pipeline(tmp_path, [f"experiment={experiment}", "data.root=/real"])
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        composed = {stage.name: pipeline.compose_stage(stage) for stage in STAGES}
+    assert composed["classifier"].data.train_split == train_split
+    assert composed["cams"].split == train_split and composed["cams"].scales == [0.5, 1.0, 1.5, 2.0]
+    segmentation = composed["segmentation"]
+    assert segmentation.data._target_.endswith(f".{seg_target}") and segmentation.data.root == "/real"
+    assert segmentation.data.train_split == train_split
+    # The DeepLab-v2 protocol: ResNet-101, crop 321, SGD with weight decay 5e-4, poly schedule.
+    assert segmentation.seg_model.net.backbone.name == "resnet101" and segmentation.crop_size == 321
+    assert segmentation.seg_model.optimizer.weight_decay == 5e-4 and segmentation.trainer.max_steps > 0
