@@ -191,10 +191,11 @@ class Pipeline:
         grid = figure_grid(rows, GRID_TITLES, self.cfg.report.panel_size)
         path = write_grid(grid, self.run_dir / "figures" / "grid.png")
         loggers = instantiate_loggers(self.cfg.get("logger"))
-        log_images(loggers, "pipeline/figures", [grid], captions=[", ".join(image_ids)])
         scalars = {f"pipeline/{key}": report[key] for key in ("cam_miou", "pseudo_label_miou", "seg_miou")}
         for logger in loggers:
             logger.log_metrics(scalars)
+        log_images(loggers, "pipeline/figures", [grid], captions=[", ".join(image_ids)])
+        for logger in loggers:
             logger.save()
             logger.finalize("success")
         return path

@@ -87,12 +87,7 @@ def format_report(report: dict) -> str:
     """The report as two plain-text tables: the stages, then the per-class IoU."""
     seconds = report["stage_seconds"]
     rows = [
-        (
-            "classifier (val)",
-            _cell(report["classifier_val_cam_miou"]),
-            "CAMs of the last epoch",
-            "classifier",
-        ),
+        ("classifier (val)", _cell(report["classifier_val_cam_miou"]), "last epoch, one scale", "classifier"),
         (
             f"CAMs ({report['cam_split']})",
             _cell(report["cam_miou"]),
