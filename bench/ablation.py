@@ -21,9 +21,9 @@ import torch
 
 VARIANTS = {
     "plain CAM": ["model=cam"],
+    "full RCA": [],
     "contrast only": ["model.net.aggregation=false"],
     "aggregation only": ["model.use_contrast=false"],
-    "full RCA": [],
 }
 
 

@@ -323,9 +323,9 @@ class RecordingAttentionCallback(AttentionAccumulationCallback):
         assert outputs["cams"].shape[:2] == batch["labels"].shape and not outputs["cams"].requires_grad
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
-    def accumulate(self, indices, *args, write_missing=False, **kwargs) -> None:
-        self.steps.append((len(self.steps), indices.tolist(), write_missing))
-        super().accumulate(indices, *args, write_missing=write_missing, **kwargs)
+    def write(self, rows, *args, write_missing=False, **kwargs) -> None:
+        self.steps.append((len(self.steps), rows.tolist(), write_missing))
+        super().write(rows, *args, write_missing=write_missing, **kwargs)
 
 
 def fit(cfg, callback, max_epochs, ckpt_path=None) -> tuple[L.Trainer, object]:
@@ -371,16 +371,21 @@ def test_fit_leaves_a_file_keyed_by_the_split_and_resume_continues_it(compose_tr
     with pytest.raises(ValueError, match="no image"):
         attention_seed(tmp_path / "first", "not_an_image", (4, 4))
 
-    # Resume from the end of epoch 2 into a new run folder: the checkpointed run's file is continued.
+    # Resume from the end of epoch 2 into a new run folder: the checkpoint's maps are recreated there and
+    # continued; the first run's folder is left as it was.
     checkpoint = tmp_path / "last.ckpt"
     trainer.save_checkpoint(checkpoint)
     before = np.array(attention)
+    first_bytes = (tmp_path / "first" / ATTENTION_FILE).read_bytes()
     resumed = RecordingAttentionCallback(tmp_path / "second", start_epoch=1, resolution=16)
     fit(cfg, resumed, max_epochs=3, ckpt_path=checkpoint)
-    assert not (tmp_path / "second").exists() and resumed.storage_dir == tmp_path / "first"
-    after = np.load(tmp_path / "first" / ATTENTION_FILE)
-    assert (after >= before).all()
-    assert json.loads((tmp_path / "first" / INDEX_FILE).read_text())["epochs_done"] == 3
+    assert (tmp_path / "first" / ATTENTION_FILE).read_bytes() == first_bytes
+    after = np.load(tmp_path / "second" / ATTENTION_FILE)
+    assert (after >= before).all() and (after > before).any()
+    resumed_seen = [index for _, indices, _ in resumed.steps for index in indices]
+    untouched = np.setdiff1d(range(48), resumed_seen)
+    assert np.array_equal(after[untouched], before[untouched])
+    assert json.loads((tmp_path / "second" / INDEX_FILE).read_text())["epochs_done"] == 3
 
 
 def test_incomplete_file_is_refused_as_seeds(tmp_path):

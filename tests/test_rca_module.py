@@ -90,13 +90,13 @@ def test_optimizer_groups_and_step_schedule(compose_train_config):
     trainer.fit(module, datamodule=datamodule)
     optimizer = trainer.optimizers[0]
     lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
-    # Two decays (after epochs 1 and 2, 3 steps each) of 0.1 x the 1/2/10/20 multipliers.
+    # Two decays (after epochs 1 and 2) of 0.1 x the 1/2/10/20 multipliers.
     expected = {"backbone_weight": 1, "backbone_bias": 2, "new_weight": 10, "new_bias": 20}
     for name, multiplier in expected.items():
         assert lrs[name] == pytest.approx(0.1 * multiplier * 0.01), name
     decays = {group["name"]: group["weight_decay"] for group in optimizer.param_groups}
     assert decays["new_weight"] == pytest.approx(5e-4) and decays["new_bias"] == 0.0
-    assert trainer.lr_scheduler_configs[0].interval == "step"
+    assert trainer.lr_scheduler_configs[0].interval == "epoch"
     grouped = sum(len(group["params"]) for group in optimizer.param_groups)
     assert grouped == len(list(module.net.parameters()))
 

@@ -53,9 +53,12 @@ def test_rca_train_learns_and_beats_all_background(tmp_path):
         *TINY_DATA_OVERRIDES,
         *TINY_MODEL_OVERRIDES,
         "trainer=cpu",
-        "trainer.max_epochs=8",
+        # 12 short epochs from scratch, and a lower bank-entry threshold than the default 0.7 (which so
+        # small a run may never reach): with seeds 0-4 every run fills the bank and 4 of 5 beat the margin.
+        "trainer.max_epochs=12",
         "trainer.enable_progress_bar=false",
-        "model.lr_milestone_epochs=[6]",
+        "model.lr_milestone_epochs=[9]",
+        "model.confidence_threshold=0.5",
         "callbacks.memory_bank.contrast_start_epoch=1",
         f"paths.cache_dir={cache}",
         f"hydra.run.dir={run_dir}",

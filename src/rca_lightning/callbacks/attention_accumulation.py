@@ -4,8 +4,10 @@ Storage (one folder): ``attention.npy``, a uint8 ``(N, C, S, S)`` array opened a
 dataset position n, the image's S x S grid squashed over the whole image), ``written.npy``, a bool
 ``(N, C)`` array marking the (image, class) maps written at least once, and ``index.json`` (image ids in
 dataset order, class names, resolution, epochs done, ``complete`` once training ended). Rows are keyed by
-dataset position, so shuffling and several processes (each writing the images of its own batches) give
-the same file. Untouched rows stay as holes of a sparse file on disk.
+dataset position, so shuffling and several processes give the same file. Under DDP every rank's maps are
+gathered and rank zero alone writes, so ranks never collide (images the distributed sampler repeats are
+max-combined like any other). Untouched rows stay as holes of a sparse file on disk. Checkpoints carry the
+written maps, so a resumed run (even one killed mid-epoch) continues from exactly the checkpoint's state.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
 from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.distributed import gather_padded_batch
 
 ATTENTION_FILE = "attention.npy"
 WRITTEN_FILE = "written.npy"
@@ -31,6 +34,9 @@ FORMAT_VERSION = 1
 MAX_ATTENTION = 255.0
 REQUIRED_BATCH_KEYS = ("labels", "index", "crop_box", "flipped")
 REQUIRED_OUTPUT_KEYS = ("cams", "logits")
+# Profiler actions (timed by the trainer's profiler, e.g. ``trainer.profiler=simple``).
+GATHER_ACTION = "attention_accumulation/gather"
+WRITE_ACTION = "attention_accumulation/write"
 
 
 def normalise_attention(cams: torch.Tensor) -> torch.Tensor:
@@ -96,15 +102,15 @@ class AttentionAccumulationCallback(Callback):
     is pasted through the image's crop box into its S x S grid (bilinear), rounded to the nearest
     integer (the public code truncates) and max-accumulated into the file. In
     the last epoch (``trainer.max_epochs - 1``) tagged classes never written before are written
-    whatever their probability. Each rank writes only the images of its own batches; rank zero
-    creates the file when training starts and records progress in ``index.json`` after each epoch.
+    whatever their probability.
 
     Needs from each batch ``labels`` (B, C), ``index`` (B,) dataset positions, ``crop_box`` (B, 4) and
     ``flipped`` (B,) (``VOCSegmentationDataset`` items), and from ``training_step``'s returned dict
-    ``cams`` (B, C, h, w) and ``logits`` (B, C). All ranks must see one file system (memory-mapped
-    writes of different ranks meet in the shared page cache). A resumed run continues the file of the
-    checkpoint's run (``state_dict`` keeps its folder). Under ``DistributedSampler`` padding, the few
-    images repeated to even out ranks may be written by two ranks at once; one of the two maps wins.
+    ``cams`` (B, C, h, w) and ``logits`` (B, C). Under DDP each rank computes its batch's maps, the maps
+    are gathered (padded to the train loader's batch size) and rank zero writes them all; only rank zero
+    opens the file. The checkpoint state holds the written maps (``written`` (N, C) and the maps of its
+    true entries, K x S x S bytes), so a resumed run recreates the file in ``output_dir`` exactly as it
+    was when the checkpoint was written, whatever the interrupted run wrote afterwards.
 
     Args:
         output_dir: folder of the file (``${paths.output_dir}/attention`` in the config).
@@ -131,9 +137,8 @@ class AttentionAccumulationCallback(Callback):
         self.start_epoch = int(start_epoch)
         self.resolution = int(resolution)
         self.min_probability = float(min_probability)
-        self.storage_dir: Path | None = None  # output_dir, or the checkpointed run's folder on resume
         self.epochs_done = 0
-        self._resumed_storage_dir: Path | None = None
+        self._restored_maps: dict[str, torch.Tensor] | None = None  # from a checkpoint, until training starts
         self._attention: np.memmap | None = None  # (N, C, S, S) uint8
         self._written: np.memmap | None = None  # (N, C) bool
 
@@ -162,7 +167,7 @@ class AttentionAccumulationCallback(Callback):
             "resolution": self.resolution,
             "start_epoch": self.start_epoch,
             "min_probability": self.min_probability,
-            "epochs_done": 0,
+            "epochs_done": self.epochs_done,
             "complete": False,
         }
         write_json_atomically(directory / INDEX_FILE, index)
@@ -174,7 +179,7 @@ class AttentionAccumulationCallback(Callback):
         image_ids: Sequence[str] | None = None,
         class_names: Sequence[str] | None = None,
     ) -> None:
-        """Open an existing file for writing (other ranks, resumed runs), checking it fits the dataset.
+        """Open an existing file for writing, checking it fits the dataset.
 
         Args:
             directory: the file's folder (default ``output_dir``).
@@ -201,7 +206,6 @@ class AttentionAccumulationCallback(Callback):
             raise ValueError(
                 f"{directory / ATTENTION_FILE}: shape {self._attention.shape}, expected {expected}"
             )
-        self.storage_dir = directory
 
     def flush(self) -> None:
         """Write this process's changes to disk."""
@@ -210,11 +214,108 @@ class AttentionAccumulationCallback(Callback):
             self._written.flush()
 
     def _update_index(self, **changes) -> None:
-        index = json.loads((self.storage_dir / INDEX_FILE).read_text())
-        write_json_atomically(self.storage_dir / INDEX_FILE, {**index, **changes})
+        index = json.loads((self.output_dir / INDEX_FILE).read_text())
+        write_json_atomically(self.output_dir / INDEX_FILE, {**index, **changes})
+
+    def _restore_maps(self, restored: dict[str, torch.Tensor]) -> None:
+        """Write a checkpoint's maps into the freshly created (all-zero) file."""
+        written = restored["written"].numpy()  # (N, C)
+        if written.shape != self._written.shape:
+            raise ValueError(
+                f"AttentionAccumulationCallback: the checkpoint's maps are for {written.shape} "
+                f"(images, classes), the training dataset has {self._written.shape}"
+            )
+        rows, classes = np.nonzero(written)
+        self._attention[rows, classes] = restored["maps"].numpy()
+        self._written[:] = written
+        self.flush()
 
     # ------------------------------------------------------------------------------------- accumulation
     @torch.no_grad()
+    def batch_contributions(
+        self,
+        indices: torch.Tensor,
+        cams: torch.Tensor,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        crop_boxes: torch.Tensor,
+        flipped: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """One batch's candidate maps, computed where the batch is (any rank); ``write`` stores them.
+
+        Args:
+            indices: (B,) dataset positions of the images.
+            cams: (B, C, h, w) class maps of the augmented images.
+            logits: (B, C) class scores.
+            labels: (B, C) multi-hot image labels.
+            crop_boxes: (B, 4) crop windows in normalised image coordinates.
+            flipped: (B,) bool, mirrored after the crop.
+
+        Returns:
+            ``rows`` (B,) long, ``maps`` (B, C, S, S) uint8 (pasted, rounded, zero for untagged classes),
+            ``tagged`` (B, C) bool and ``confident`` (B, C) bool (``sigmoid(logit) >= min_probability``).
+        """
+        tagged = labels > 0  # (B, C)
+        confident = torch.sigmoid(logits.detach().float()) >= self.min_probability  # (B, C)
+        maps = paste_crops_into_image_grid(
+            normalise_attention(cams.detach()),
+            crop_boxes.to(cams.device),
+            flipped.to(cams.device),
+            self.resolution,
+        )  # (B, C, S, S)
+        maps = maps.round().clamp_(0, MAX_ATTENTION) * tagged.to(maps.device)[:, :, None, None]
+        return {
+            "rows": indices.detach().long(),
+            "maps": maps.to(torch.uint8),
+            "tagged": tagged.to(maps.device),
+            "confident": confident.to(maps.device),
+        }
+
+    def write(
+        self,
+        rows: torch.Tensor,
+        maps: torch.Tensor,
+        tagged: torch.Tensor,
+        confident: torch.Tensor,
+        write_missing: bool = False,
+    ) -> None:
+        """Max-accumulate contributions (of one batch, or of every rank's batches) into the open file.
+
+        Args:
+            rows: (B,) dataset positions; an image may appear several times (its maps are max-combined).
+            maps: (B, C, S, S) uint8 maps.
+            tagged: (B, C) bool, the image's tags (only tagged classes are written).
+            confident: (B, C) bool, the class passed the probability gate.
+            write_missing: also write tagged classes never written before, whatever their probability.
+        """
+        if self._attention is None:
+            raise ValueError(
+                "AttentionAccumulationCallback: no open file; call create_storage or open_storage"
+            )
+        rows, tagged = rows.cpu(), tagged.cpu()
+        selected = tagged & confident.cpu()  # (B, C)
+        if write_missing:
+            selected |= tagged & ~torch.from_numpy(self._written[rows.numpy()])
+        keep = selected.any(dim=1)  # (B,) images with something to write
+        if not bool(keep.any()):
+            return
+        selected, rows = selected[keep], rows[keep]  # (K, C), (K,)
+        contributions = maps.cpu()[keep] * selected[:, :, None, None]  # (K, C, S, S)
+        # One image several times (in a batch, or on several ranks): combine first, write the row once.
+        unique_rows, inverse = torch.unique(rows, return_inverse=True)  # (U,), (K,)
+        combined = torch.zeros(
+            (len(unique_rows), *contributions.shape[1:]), dtype=torch.uint8
+        ).scatter_reduce_(
+            0, inverse[:, None, None, None].expand_as(contributions), contributions, "amax"
+        )  # (U, C, S, S)
+        combined_selected = torch.zeros(len(unique_rows), selected.shape[1], dtype=torch.long)
+        combined_selected = combined_selected.index_add_(0, inverse, selected.long()) > 0  # (U, C)
+        row_numbers = unique_rows.numpy()
+        current = self._attention[row_numbers]  # (U, C, S, S) copy
+        np.maximum(current, combined.numpy(), out=current)
+        self._attention[row_numbers] = current
+        self._written[row_numbers] = self._written[row_numbers] | combined_selected.numpy()
+
     def accumulate(
         self,
         indices: torch.Tensor,
@@ -225,51 +326,36 @@ class AttentionAccumulationCallback(Callback):
         flipped: torch.Tensor,
         write_missing: bool = False,
     ) -> None:
-        """Max-accumulate one batch's maps into the open file.
+        """Max-accumulate one batch's maps into the open file (one process: ``batch_contributions`` +
+        ``write``; see those for the arguments)."""
+        self.write(
+            **self.batch_contributions(indices, cams, logits, labels, crop_boxes, flipped),
+            write_missing=write_missing,
+        )
 
-        Args:
-            indices: (B,) dataset positions of the images.
-            cams: (B, C, h, w) class maps of the augmented images.
-            logits: (B, C) class scores; classes with ``sigmoid(logit) < min_probability`` are skipped.
-            labels: (B, C) multi-hot image labels; only tagged classes are written.
-            crop_boxes: (B, 4) crop windows in normalised image coordinates.
-            flipped: (B,) bool, mirrored after the crop.
-            write_missing: also write tagged classes never written before, whatever their probability.
+    @staticmethod
+    def gather_contributions(
+        trainer: Trainer, pl_module: LightningModule, contributions: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Every rank's contributions, each padded to the train loader's batch size, rank-major.
+
+        Padded images are neither tagged nor confident, so they write nothing.
         """
-        if self._attention is None:
-            raise ValueError(
-                "AttentionAccumulationCallback: no open file; call create_storage or open_storage"
-            )
-        rows = indices.detach().cpu().long()  # (B,)
-        tagged = (labels > 0).cpu()  # (B, C)
-        selected = tagged & (torch.sigmoid(logits.detach().float()).cpu() >= self.min_probability)
-        if write_missing:
-            written = torch.from_numpy(self._written[rows.numpy()])  # (B, C)
-            selected |= tagged & ~written
-        keep = selected.any(dim=1)  # (B,) images with something to write
-        if not bool(keep.any()):
-            return
-        keep_device = keep.to(cams.device)
-        maps = paste_crops_into_image_grid(
-            normalise_attention(cams.detach()[keep_device]),
-            crop_boxes.to(cams.device)[keep_device],
-            flipped.to(cams.device)[keep_device],
-            self.resolution,
-        )  # (K, C, S, S)
-        selected, rows = selected[keep], rows[keep]  # (K, C), (K,)
-        contributions = maps.round().clamp_(0, MAX_ATTENTION).cpu() * selected[:, :, None, None]
-        # One image twice in a batch: combine its maps first, so the row is written once.
-        unique_rows, inverse = torch.unique(rows, return_inverse=True)  # (U,), (K,)
-        combined = torch.zeros((len(unique_rows), *contributions.shape[1:])).scatter_reduce_(
-            0, inverse[:, None, None, None].expand_as(contributions), contributions, "amax"
-        )  # (U, C, S, S)
-        combined_selected = torch.zeros(len(unique_rows), selected.shape[1], dtype=torch.long)
-        combined_selected = combined_selected.index_add_(0, inverse, selected.long()) > 0  # (U, C)
-        row_numbers = unique_rows.numpy()
-        current = self._attention[row_numbers]  # (U, C, S, S) copy
-        np.maximum(current, combined.to(torch.uint8).numpy(), out=current)
-        self._attention[row_numbers] = current
-        self._written[row_numbers] = self._written[row_numbers] | combined_selected.numpy()
+        owner = "AttentionAccumulationCallback"
+        rows = contributions["rows"].to(contributions["maps"].device)
+        # (B, 1 + 2C) int64: dataset position, tags, gate; one collective for these, one for the maps.
+        meta = torch.cat(
+            [rows[:, None], contributions["tagged"].long(), contributions["confident"].long()], 1
+        )
+        meta = gather_padded_batch(trainer, pl_module, meta, owner)  # (W * B_max, 1 + 2C)
+        maps = gather_padded_batch(trainer, pl_module, contributions["maps"], owner)  # (W * B_max, C, S, S)
+        num_classes = contributions["tagged"].shape[1]
+        return {
+            "rows": meta[:, 0],
+            "maps": maps,
+            "tagged": meta[:, 1 : 1 + num_classes] > 0,
+            "confident": meta[:, 1 + num_classes :] > 0,
+        }
 
     # ------------------------------------------------------------------------------------------- hooks
     def _is_last_epoch(self, trainer: Trainer) -> bool:
@@ -291,14 +377,12 @@ class AttentionAccumulationCallback(Callback):
                 f"AttentionAccumulationCallback: start_epoch={self.start_epoch} but max_epochs={max_epochs}; "
                 "nothing will be accumulated"
             )
-        if self._resumed_storage_dir is not None:
-            self.open_storage(self._resumed_storage_dir, image_ids, class_names)
-            return
+        self.epochs_done = trainer.current_epoch  # epochs completed before this (possibly resumed) run
         if trainer.is_global_zero:
             self.create_storage(image_ids, class_names)
-        trainer.strategy.barrier("attention_accumulation_created")
-        if not trainer.is_global_zero:
-            self.open_storage(self.output_dir, image_ids, class_names)
+            if self._restored_maps is not None:
+                self._restore_maps(self._restored_maps)
+        self._restored_maps = None
 
     @torch.no_grad()
     def on_train_batch_end(
@@ -313,36 +397,42 @@ class AttentionAccumulationCallback(Callback):
                 f"AttentionAccumulationCallback: training_step outputs / batch lack {missing}; expected "
                 f"outputs {list(REQUIRED_OUTPUT_KEYS)} and batch keys {list(REQUIRED_BATCH_KEYS)}"
             )
-        self.accumulate(
+        contributions = self.batch_contributions(
             batch["index"],
             outputs["cams"],
             outputs["logits"],
             batch["labels"],
             batch["crop_box"],
             batch["flipped"],
-            write_missing=self._is_last_epoch(trainer),
         )
+        if trainer.world_size > 1:
+            with trainer.profiler.profile(GATHER_ACTION):
+                contributions = self.gather_contributions(trainer, pl_module, contributions)
+        if trainer.is_global_zero:
+            with trainer.profiler.profile(WRITE_ACTION):
+                self.write(**contributions, write_missing=self._is_last_epoch(trainer))
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.flush()
         self.epochs_done = trainer.current_epoch + 1
-        trainer.strategy.barrier("attention_accumulation_epoch_end")
         if trainer.is_global_zero:
+            self.flush()
             self._update_index(epochs_done=self.epochs_done)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.flush()
-        trainer.strategy.barrier("attention_accumulation_train_end")
         if trainer.is_global_zero:
+            self.flush()
             self._update_index(epochs_done=self.epochs_done, complete=True)
 
     def state_dict(self) -> dict:
-        self.flush()  # the checkpoint and the file agree
-        return {
-            "storage_dir": str(self.storage_dir) if self.storage_dir is not None else None,
-            "epochs_done": self.epochs_done,
-            "resolution": self.resolution,
-        }
+        state: dict = {"resolution": self.resolution}
+        if self._attention is not None:  # rank zero, whose checkpoint is the one saved
+            self.flush()
+            written = np.array(self._written)  # (N, C)
+            rows, classes = np.nonzero(written)
+            state["written"] = torch.from_numpy(written)
+            maps = np.ascontiguousarray(self._attention[rows, classes])  # (K, S, S)
+            state["maps"] = torch.from_numpy(maps)
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict.get("resolution", self.resolution) != self.resolution:
@@ -350,9 +440,12 @@ class AttentionAccumulationCallback(Callback):
                 f"AttentionAccumulationCallback: checkpoint has resolution {state_dict['resolution']}, "
                 f"callback has {self.resolution}"
             )
-        storage_dir = state_dict.get("storage_dir")
-        self._resumed_storage_dir = Path(storage_dir) if storage_dir is not None else None
-        self.epochs_done = int(state_dict.get("epochs_done", 0))
+        if "written" not in state_dict:
+            raise ValueError(
+                "AttentionAccumulationCallback: the checkpoint holds no accumulated maps (written by an "
+                "older version); expected 'written' and 'maps' in its callback state"
+            )
+        self._restored_maps = {"written": state_dict["written"], "maps": state_dict["maps"]}
 
 
 # ------------------------------------------------------------------------------------------------ readers

@@ -3,13 +3,28 @@
 import torch
 from lightning import Callback, LightningModule, Trainer
 
+from rca_lightning.utils.distributed import gather_padded_batch
+
+# Profiler actions (timed by the trainer's profiler, e.g. ``trainer.profiler=simple``).
+GATHER_ACTION = "memory_bank/gather"
+ENQUEUE_ACTION = "memory_bank/enqueue"
+PROTOTYPES_ACTION = "memory_bank/prototypes"
+
 
 class MemoryBankCallback(Callback):
     """Enqueues confident region embeddings, refreshes prototypes, switches the contrast on, logs fill.
 
-    The bank's state stays in ``pl_module.memory_bank``'s buffers; this callback holds only settings.
-    Under DDP the (fixed-size, masked) region embeddings of every rank are gathered before the update,
-    so every rank applies the same entries in the same order and the banks stay identical.
+    The bank's state stays in ``pl_module.memory_bank``'s buffers (checkpointed with the model). Under DDP:
+
+    * every step, each rank packs its region embeddings and confidence mask into one (B, C, D + 1) tensor,
+      pads B to the train loader's batch size (padded images are not confident) and ``all_gather``s it;
+      every rank then enqueues the same entries in the same (rank-major) order, so the banks stay
+      identical. (The bank's buffers are excluded from DDP's per-forward buffer broadcast by
+      ``RCALitModule``, so this gather is what keeps them in step.)
+    * at an epoch start, rank zero runs the k-means and broadcasts the prototypes, so every rank
+      aggregates over the same centres even where device kernels are not bitwise reproducible.
+
+    A run resumed mid-epoch keeps the checkpoint's prototypes (Lightning does not repeat the epoch start).
 
     Args:
         contrast_start_epoch: first epoch (0-based) with the contrast term (2 in the public code).
@@ -23,11 +38,26 @@ class MemoryBankCallback(Callback):
         self.prototype_start_epoch = prototype_start_epoch
         self.log_fill = log_fill
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # A run resumed mid-epoch gets no on_train_epoch_start for that epoch (its prototypes come from the
+        # checkpoint), so the contrast switch is set here too.
+        pl_module.contrast_active = trainer.current_epoch >= self.contrast_start_epoch
+
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         epoch = trainer.current_epoch
         pl_module.contrast_active = epoch >= self.contrast_start_epoch
-        if epoch >= self.prototype_start_epoch:
-            pl_module.memory_bank.refresh_prototypes(seed_offset=epoch)
+        if epoch < self.prototype_start_epoch:
+            return
+        bank = pl_module.memory_bank
+        if trainer.is_global_zero:
+            with trainer.profiler.profile(PROTOTYPES_ACTION):
+                bank.refresh_prototypes(seed_offset=epoch)
+        if trainer.world_size > 1:
+            prototypes, valid = trainer.strategy.broadcast(
+                (bank.prototypes.cpu(), bank.prototype_valid.cpu()), src=0
+            )
+            bank.prototypes.copy_(prototypes)
+            bank.prototype_valid.copy_(valid)
 
     @torch.no_grad()
     def on_train_batch_end(
@@ -38,11 +68,33 @@ class MemoryBankCallback(Callback):
         embeddings = outputs["region_embeddings"]  # (B, C, D)
         confident = outputs["region_confident"]  # (B, C)
         if trainer.world_size > 1:
-            # (W, B, C, D) -> (W*B, C, D), rank-major: the same order on every rank.
-            embeddings = pl_module.all_gather(embeddings).flatten(0, 1)
-            confident = pl_module.all_gather(confident).flatten(0, 1)
-        image_index, class_index = confident.nonzero(as_tuple=True)
-        pl_module.memory_bank.enqueue(embeddings[image_index, class_index], class_index)
+            with trainer.profiler.profile(GATHER_ACTION):
+                embeddings, confident = self.gather_regions(trainer, pl_module, embeddings, confident)
+        with trainer.profiler.profile(ENQUEUE_ACTION):
+            image_index, class_index = confident.nonzero(as_tuple=True)
+            pl_module.memory_bank.enqueue(embeddings[image_index, class_index], class_index)
+
+    @staticmethod
+    def gather_regions(
+        trainer: Trainer, pl_module: LightningModule, embeddings: torch.Tensor, confident: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every rank's regions, padded to one size and concatenated rank-major (one collective).
+
+        Args:
+            trainer: the running trainer (its train loader's batch size is the padded size).
+            pl_module: the module whose ``all_gather`` is used.
+            embeddings: (B, C, D) this rank's region embeddings.
+            confident: (B, C) bool, which of them enter the bank.
+
+        Returns:
+            (W * B_max, C, D) float32 embeddings and (W * B_max, C) bool confidence; padded images are
+            never confident.
+        """
+        packed = torch.cat([embeddings.float(), confident.float().unsqueeze(-1)], dim=-1)  # (B, C, D + 1)
+        gathered = gather_padded_batch(
+            trainer, pl_module, packed, "MemoryBankCallback"
+        )  # (W * B_max, C, D + 1)
+        return gathered[..., :-1], gathered[..., -1] > 0.5
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.log_fill or not pl_module.uses_memory_bank:

@@ -1,4 +1,9 @@
-"""``rca-train``: train the RCA CAM classifier from the packaged Hydra configs."""
+"""``rca-train``: train the RCA CAM classifier from the packaged Hydra configs.
+
+``rca-train -m model.contrast_weight=0.005,0.01,0.02`` runs one job per value (Hydra's basic launcher,
+each in its own folder under the sweep folder); ``rca-train hparams_search=rca_optuna`` lets Optuna choose
+the values. Either way the value of ``optimized_metric`` each job returns is what the sweeper compares.
+"""
 
 import json
 import logging
@@ -7,7 +12,10 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from rca_lightning.utils.atomic import write_json_atomically
@@ -33,7 +41,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    finally:
+        # Close the wandb run, so that the next job of a multirun starts its own.
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.finish()
     metrics = _scalar_metrics(trainer.callback_metrics)
 
     output_dir = Path(cfg.paths.output_dir)
@@ -56,8 +70,22 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    """Train; return the value of ``optimized_metric`` (None when that setting is null), for sweepers.
+
+    A sweep needs the value, so a multirun job that never logged the metric fails; a single run without
+    it (e.g. no validation) only warns.
+    """
     metrics, _ = train(cfg)
-    return metrics.get(cfg.get("optimized_metric"))
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return None
+    if name not in metrics:
+        message = f"optimized_metric={name!r} was not logged; the run logged {sorted(metrics)}"
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise ValueError(message)
+        log.warning(message)
+        return None
+    return metrics[name]
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Sampler
+from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 from rca_lightning.data.synthetic import CLASS_NAMES_FILE, SyntheticVOCGenerator
 from rca_lightning.data.transforms import build_eval_transform, build_train_transform
@@ -21,6 +24,16 @@ class VOCDataModule(LightningDataModule):
     ``prepare_data`` (rank zero) generates the synthetic dataset when a generator is given and
     the folder is not complete, then checks the layout (split lists, images and masks of the train
     and val splits, naming everything missing); ``setup`` (every rank) builds datasets.
+
+    Exact resume: the train loader is a ``StatefulDataLoader`` whose sampler shuffles by (seed, epoch)
+    (``StatefulDistributedSampler``, also with one process; the seed is ``seed_everything``'s, as for
+    Lightning's own distributed sampler, and Lightning sets the epoch). A resumed run therefore sees the
+    same images in the same order as an uninterrupted one, and a checkpoint saved mid-epoch carries the
+    sampler's position, so the run continues with the batches it had not seen. The train workers start
+    anew every epoch (not persistent): their seeds come from the main process's generator, which
+    ``RNGStateCallback`` restores, so augmentations after a resume repeat too. Under DDP the val loader
+    splits the images over the ranks without repeating any (Lightning's default sampler pads ranks with
+    repeated images, which the metrics would count twice).
 
     Args:
         root: the VOC2012 folder.
@@ -132,28 +145,49 @@ class VOCDataModule(LightningDataModule):
             self.root, split, self.class_names, transform=transform, mask_dir=self.mask_dir(split)
         )
 
-    def _loader(self, dataset: VOCSegmentationDataset, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _in_order_loader(self, dataset: VOCSegmentationDataset, sampler: Sampler | None = None) -> DataLoader:
+        """Loader over a split in order (a ``sampler`` picks this rank's share under DDP)."""
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
         if self.train_dataset is None:
             self.setup("fit")
-        return self._loader(
-            self.train_dataset, shuffle=True, drop_last=len(self.train_dataset) >= self.batch_size
+        trainer = self.trainer
+        sampler = StatefulDistributedSampler(
+            self.train_dataset,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+            shuffle=True,
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+        )
+        return StatefulDataLoader(
+            self.train_dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            # Full batches only, unless this rank's share is smaller than one batch. Every rank gets the
+            # same number of images, so all ranks always have batches of one size.
+            drop_last=len(sampler) >= self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
         )
 
     def val_dataloader(self) -> DataLoader:
         if self.val_dataset is None:
             self.setup("validate")
-        return self._loader(self.val_dataset, shuffle=False, drop_last=False)
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return self._in_order_loader(self.val_dataset)
+        sampler = UnrepeatedDistributedSampler(
+            self.val_dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
+        return self._in_order_loader(self.val_dataset, sampler)
 
     def predict_dataloader(self, split: str | None = None) -> DataLoader:
         """Loader over ``split`` (default: the validation split) with the evaluation transform."""
@@ -164,4 +198,4 @@ class VOCDataModule(LightningDataModule):
         else:
             self._check_root()
             dataset = self.make_dataset(split, train=False)
-        return self._loader(dataset, shuffle=False, drop_last=False)
+        return self._in_order_loader(dataset)

@@ -56,7 +56,6 @@ class VOCSegmentationDataset(Dataset):
         self.class_names = tuple(class_names)
         self.transform = transform if transform is not None else build_eval_transform(None)
         self.mask_dir = mask_dir
-        self._transform_seeded_in: int | None = None  # the process whose torch seed seeded the transform
         self._class_index = {name: i for i, name in enumerate(self.class_names)}
         if not self.class_names:
             raise ValueError("class_names: expected at least one foreground class, got an empty list")
@@ -155,13 +154,13 @@ class VOCSegmentationDataset(Dataset):
             )
         return mask
 
-    def _seed_transform_for_this_process(self) -> None:
-        """albumentations draws from its own generator, which ``seed_everything`` does not reach: seed it
-        once per process from torch's seed of that process (a DataLoader worker's own seed in a worker,
-        new for every epoch's workers), so a run repeats exactly from its seed."""
-        if self._transform_seeded_in != os.getpid() and hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(torch.initial_seed() % 2**32)
-            self._transform_seeded_in = os.getpid()
+    def _seed_transform_for_this_item(self) -> None:
+        """albumentations draws from its own generator, which neither ``seed_everything`` nor a checkpoint
+        reaches: reseed it for every item from torch's generator of this process (the main process's,
+        which a resumed run restores, or a DataLoader worker's, seeded from the main one each epoch), so
+        augmentations repeat exactly from the seed, and after resuming from a checkpoint."""
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(int(torch.randint(2**31, ())))
 
     def __getitem__(self, index: int) -> dict:
         image_id = self.image_ids[index]
@@ -175,7 +174,7 @@ class VOCSegmentationDataset(Dataset):
                 )
         else:
             mask = np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
-        self._seed_transform_for_this_process()
+        self._seed_transform_for_this_item()
         out = self.transform(image=image, mask=mask)
         image_tensor, mask_tensor = out["image"], out["mask"]
         applied = out.get("applied_transforms")

@@ -1,11 +1,12 @@
 """LightningModule that trains the RCA CAM classifier (or the plain CAM baseline with RCA switched off)."""
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
+from torch.nn.parallel import DistributedDataParallel
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MultilabelAveragePrecision
 
 from rca_lightning.callbacks import MemoryBankCallback
@@ -24,7 +25,13 @@ class RCALitModule(LightningModule):
 
     The regional memory bank's life cycle (enqueue after each step, prototypes at each epoch start,
     contrast on from its start epoch) is driven by :class:`rca_lightning.callbacks.MemoryBankCallback`;
-    its state lives in ``memory_bank``'s buffers, so checkpoints and device moves carry it.
+    its state lives in ``memory_bank``'s buffers, so checkpoints and device moves carry it. DDP does not
+    broadcast those buffers from rank zero before every forward (as it does BatchNorm statistics): the
+    callback gathers every rank's regions and each rank applies the same update instead, which keeps the
+    banks identical without sending the whole bank every step.
+
+    Validation metrics are torchmetrics objects, summed over ranks when computed; with a validation
+    sampler that repeats no image (``VOCDataModule`` uses one under DDP) every image counts exactly once.
 
     Args:
         net: the classifier network.
@@ -37,7 +44,7 @@ class RCALitModule(LightningModule):
         coarse_loss_weight: weight of the coarse head's loss (0.4).
         confidence_threshold: a present class's region enters the bank when sigmoid(score) exceeds this (0.7).
         lr_multipliers: multipliers of the base lr for the parameter groups of ``net.parameter_groups()``.
-        lr_milestone_epochs: epochs after which the lr is multiplied by ``lr_gamma`` (applied per step).
+        lr_milestone_epochs: epochs after which the lr is multiplied by ``lr_gamma``.
         lr_gamma: the decay factor.
         cam_thresholds: (start, stop, step) of the background-threshold sweep for val CAM mIoU.
     """
@@ -70,6 +77,9 @@ class RCALitModule(LightningModule):
         self.optimizer_factory = optimizer
         self.net = net
         self.memory_bank = memory_bank
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            self, [f"memory_bank.{name}" for name, _ in memory_bank.named_buffers()]
+        )
         self.contrast_loss = contrast_loss
         self.class_names = list(class_names)
         self.lr_multipliers = {**DEFAULT_LR_MULTIPLIERS, **(lr_multipliers or {})}
@@ -80,6 +90,7 @@ class RCALitModule(LightningModule):
         thresholds = torch.arange(round((stop - start) / step) + 1, dtype=torch.float64) * step + start
         self.val_cam_sweep = CAMThresholdSweep(net.num_classes, thresholds.float())
         self.val_map = MultilabelAveragePrecision(num_labels=net.num_classes, average="macro")
+        self.val_loss = MeanMetric()
 
     @property
     def uses_memory_bank(self) -> bool:
@@ -149,7 +160,8 @@ class RCALitModule(LightningModule):
         output = self(images)
         losses = self._classification_losses(output, labels)
         loss = losses["cls"] + self.hparams.coarse_loss_weight * losses["coarse"]
-        self.log("val/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        self.val_loss.update(loss, weight=images.shape[0])
+        self.log("val/loss", self.val_loss, prog_bar=True, on_step=False, on_epoch=True)
         # The protocol scores CAMs of the classes the image is tagged with.
         self.val_cam_sweep.update(normalized_cam_scores(output.cams, labels, masks.shape[-2:]), masks)
         self.val_map.update(torch.sigmoid(output.logits), labels.long())
@@ -174,16 +186,14 @@ class RCALitModule(LightningModule):
             group["lr"] *= self.lr_multipliers[group["name"]]
             if group["name"].endswith("_bias"):  # biases and norm parameters: no weight decay
                 group["weight_decay"] = 0.0
-        _ = self.trainer.estimated_stepping_batches  # makes the trainer size the train loader
-        steps_per_epoch = max(
-            1, math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
-        )
+        # Stepped at each epoch end: the same learning rates as a per-step schedule with milestones at
+        # epoch boundaries, without asking the trainer for its number of batches here. (Asking through
+        # ``trainer.estimated_stepping_batches`` builds the train loader before a checkpoint's loop state is
+        # restored, and Lightning then never restores the loader's position: Lightning issue #20550.)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            optimizer,
-            milestones=[epoch * steps_per_epoch for epoch in self.hparams.lr_milestone_epochs],
-            gamma=self.hparams.lr_gamma,
+            optimizer, milestones=list(self.hparams.lr_milestone_epochs), gamma=self.hparams.lr_gamma
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
 
 __all__ = ["RCALitModule"]

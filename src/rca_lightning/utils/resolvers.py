@@ -1,9 +1,41 @@
 """OmegaConf resolvers used by the packaged configs."""
 
+import netrc
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
 from omegaconf import OmegaConf
+
+WANDB_DEFAULT_URL = "https://api.wandb.ai"
+
+
+def wandb_api_key_available() -> bool:
+    """Whether wandb would find an API key: ``WANDB_API_KEY``, or the netrc entry ``wandb login`` writes
+    for the server (``WANDB_BASE_URL``, default api.wandb.ai)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", WANDB_DEFAULT_URL)).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def sqlite_url(path: str) -> str:
+    """``sqlite:///<absolute path>`` of a database file, creating its folder (SQLite makes only the file)."""
+    database = Path(path).expanduser().resolve()
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{database}"
 
 
 def register_resolvers() -> None:
-    """Register ``${len:...}`` (length of a list, e.g. the number of class names). Idempotent."""
+    """Register ``${len:...}`` (length of a list, e.g. the number of class names), ``${wandb_offline:}``
+    (true when no wandb API key is available, so the wandb logger runs offline) and ``${sqlite_url:path}``
+    (an SQLite URL whose folder exists, for Optuna's storage). Idempotent."""
     if not OmegaConf.has_resolver("len"):
         OmegaConf.register_new_resolver("len", len)
+    if not OmegaConf.has_resolver("wandb_offline"):
+        OmegaConf.register_new_resolver("wandb_offline", lambda: not wandb_api_key_available())
+    if not OmegaConf.has_resolver("sqlite_url"):
+        OmegaConf.register_new_resolver("sqlite_url", sqlite_url)
