@@ -56,7 +56,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
         "output_dir": str(output_dir),
         "best_checkpoint": checkpoint.best_model_path if checkpoint else None,
         "best_score": float(checkpoint.best_model_score)
-        if checkpoint and checkpoint.best_model_score
+        if checkpoint and checkpoint.best_model_score is not None
         else None,
         "metrics": metrics,
         "dataset": {"root": str(datamodule.root), "class_names": list(datamodule.class_names)},
