@@ -64,7 +64,7 @@ def worker(count: int, workdir: Path, accelerator: str) -> dict:
     torch.save({"state_dict": model.state_dict()}, checkpoint)
     dataset = {"root": str(datamodule.root), "class_names": list(cfg.data.class_names)}
     (run_dir / "metrics.json").write_text(
-        json.dumps({"best_checkpoint": str(checkpoint), "dataset": dataset})
+        json.dumps({"checkpoint": str(checkpoint), "checkpoint_selection": "last", "dataset": dataset})
     )
     (run_dir / ".hydra").mkdir()
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")

@@ -63,7 +63,8 @@ def make_training_run(run_dir: Path, cache_dir: Path) -> DictConfig:
         checkpoint,
     )
     summary = {
-        "best_checkpoint": str(checkpoint),
+        "checkpoint": str(checkpoint),
+        "checkpoint_selection": "last",
         "dataset": {"root": str(datamodule.root), "class_names": list(cfg.data.class_names)},
     }
     (run_dir / "metrics.json").write_text(json.dumps(summary))

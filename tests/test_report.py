@@ -25,6 +25,9 @@ def write_stage_files(run: Path) -> dict[str, Path]:
     (run / "classifier" / "metrics.json").write_text(
         json.dumps({"metrics": {"val/cam_mIoU": 41.5}, "dataset": dataset})
     )
+    (dirs["cams"] / "cams.json").write_text(
+        json.dumps({"checkpoint": "c.ckpt", "checkpoint_selection": "last"})
+    )
     (dirs["cam_eval"] / "eval.json").write_text(
         json.dumps(
             {
@@ -54,7 +57,14 @@ def write_stage_files(run: Path) -> dict[str, Path]:
     )
     seg_metrics = {"test/seg_mIoU": 55.0, "test/IoU_background": 90.0, "test/IoU_disc": 20.0}
     (dirs["segmentation"] / "metrics.json").write_text(
-        json.dumps({"metrics": seg_metrics, "dataset": dataset, "checkpoint": "s.ckpt"})
+        json.dumps(
+            {
+                "metrics": seg_metrics,
+                "dataset": dataset,
+                "checkpoint": "s.ckpt",
+                "checkpoint_selection": "last",
+            }
+        )
     )
     (dirs["segmentation"] / ".hydra").mkdir()
     OmegaConf.save(
@@ -80,6 +90,27 @@ def test_build_report_gathers_percentages_from_the_stage_files(tmp_path):
     table = format_report(report)
     for text in ("40.0", "50.0", "55.0", "41.5", "threshold 0.25", "12.5% of pixels ignored", "square"):
         assert text in table
+    assert report["uses_pixel_labels_for_selection"] is False
+    assert report["checkpoints"]["classifier"] == {
+        "checkpoint": "c.ckpt",
+        "checkpoint_selection": "last",
+        "uses_pixel_labels": False,
+    }
+    assert report["checkpoints"]["segmentation"]["checkpoint"] == "s.ckpt"
+    assert "no pixel label chose a checkpoint" in table
+
+
+def test_report_says_when_pixel_labels_chose_a_checkpoint(tmp_path):
+    dirs = write_stage_files(tmp_path)
+    summary_file = dirs["segmentation"] / "metrics.json"
+    summary = json.loads(summary_file.read_text())
+    summary_file.write_text(json.dumps({**summary, "checkpoint_selection": "best_val_miou"}))
+    report = build_report(tmp_path / "classifier", dirs, {})
+    assert report["uses_pixel_labels_for_selection"] is True
+    assert report["checkpoints"]["segmentation"]["uses_pixel_labels"] is True
+    assert report["checkpoints"]["classifier"]["uses_pixel_labels"] is False
+    table = format_report(report)
+    assert "checkpoints chosen with pixel labels: segmentation" in table and "weights: best_val_miou" in table
 
 
 def test_build_report_names_the_missing_stage_file(tmp_path):

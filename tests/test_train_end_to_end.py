@@ -70,8 +70,11 @@ def test_rca_train_learns_and_beats_all_background(tmp_path):
 
     # Every output of the run is under hydra.run.dir.
     summary = json.loads((run_dir / "metrics.json").read_text())
-    assert Path(summary["best_checkpoint"]).is_relative_to(run_dir)
+    # No pixel label chose the checkpoint: the last epoch's is the one named, and no monitored file is kept.
+    assert summary["checkpoint_selection"] == "last" and not summary["uses_pixel_labels_for_selection"]
+    assert Path(summary["checkpoint"]) == run_dir / "checkpoints" / "last.ckpt"
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
     assert (run_dir / "train.log").exists()
 
     rows = read_metrics_csv(run_dir)

@@ -1,6 +1,7 @@
 """``rca-cams``: multi-scale + flip CAMs of a trained classifier for one split, one ``.npz`` per image.
 
-``rca-cams train_dir=logs/train/runs/<time>`` takes the run's model config, best checkpoint and dataset;
+``rca-cams train_dir=logs/train/runs/<time>`` takes the run's model config, selected checkpoint (the last
+epoch's unless it was trained with another ``checkpoint=`` choice) and dataset;
 ``rca-cams ckpt_path=... experiment=...`` builds the model from the composed config. Rerunning with the same
 ``hydra.run.dir`` resumes: images with a complete file are not computed again.
 """
@@ -11,6 +12,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import hydra
 import lightning as L
@@ -28,13 +30,34 @@ log = logging.getLogger(__name__)
 register_resolvers()
 
 
-def resolve_training_run(cfg: DictConfig) -> tuple[Path, DictConfig, dict | None]:
-    """(checkpoint, model config, recorded dataset or None) from ``train_dir`` or ``ckpt_path``."""
+class TrainingRun(NamedTuple):
+    """What ``rca-cams`` needs of a trained classifier.
+
+    Attributes:
+        checkpoint: the weights to load.
+        selection: how they were chosen: the run's ``checkpoint_selection`` (``last``, ``best_map``,
+            ``best_cam_miou``) or ``ckpt_path`` when the user named the file.
+        model_cfg: the model config the checkpoint was trained with.
+        dataset: the dataset the run recorded, or None.
+    """
+
+    checkpoint: Path
+    selection: str
+    model_cfg: DictConfig
+    dataset: dict | None
+
+
+def resolve_training_run(cfg: DictConfig) -> TrainingRun:
+    """The checkpoint, its selection, model config and dataset from ``train_dir`` or ``ckpt_path``.
+
+    With ``train_dir`` the checkpoint is the one the run's ``metrics.json`` names (its ``checkpoint=``
+    choice: the last epoch's unless the user chose otherwise when training); ``ckpt_path`` overrides it.
+    """
     train_dir, ckpt_path = cfg.get("train_dir"), cfg.get("ckpt_path")
     if not train_dir:
         if not ckpt_path:
             raise ValueError("rca-cams needs ckpt_path=<checkpoint> or train_dir=<rca-train run folder>")
-        return Path(ckpt_path), cfg.model, None
+        return TrainingRun(Path(ckpt_path), "ckpt_path", cfg.model, None)
     train_dir = Path(train_dir)
     summary_file = train_dir / "metrics.json"
     if not summary_file.is_file():
@@ -42,14 +65,18 @@ def resolve_training_run(cfg: DictConfig) -> tuple[Path, DictConfig, dict | None
             f"{summary_file} not found: train_dir should be a folder written by rca-train"
         )
     summary = json.loads(summary_file.read_text())
-    checkpoint = ckpt_path or summary.get("best_checkpoint") or train_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path:
+        checkpoint, selection = Path(ckpt_path), "ckpt_path"
+    else:
+        checkpoint = Path(summary.get("checkpoint") or train_dir / "checkpoints" / "last.ckpt")
+        selection = summary.get("checkpoint_selection", "last")
     model_cfg = cfg.model
     run_config = train_dir / ".hydra" / "config.yaml"
     if run_config.is_file():  # the model the checkpoint was trained with
         model_cfg = OmegaConf.load(run_config).model
     else:
         log.warning("%s not found; building the model from the composed config", run_config)
-    return Path(checkpoint), model_cfg, summary.get("dataset")
+    return TrainingRun(checkpoint, selection, model_cfg, summary.get("dataset"))
 
 
 def load_classifier(model_cfg: DictConfig, checkpoint: Path, class_names: list[str]) -> torch.nn.Module:
@@ -72,13 +99,14 @@ def load_classifier(model_cfg: DictConfig, checkpoint: Path, class_names: list[s
 def cams(cfg: DictConfig) -> tuple[dict, dict]:
     """Write the CAM files of ``cfg.split``; returns the run's figures and the built objects."""
     L.seed_everything(cfg.seed, workers=True)
-    checkpoint, model_cfg, dataset = resolve_training_run(cfg)
-    source = datamodule_for(cfg.data, dataset)
-    model = load_classifier(model_cfg, checkpoint, list(source.class_names))
+    run = resolve_training_run(cfg)
+    source = datamodule_for(cfg.data, run.dataset)
+    model = load_classifier(run.model_cfg, run.checkpoint, list(source.class_names))
     cams_dir = Path(cfg.cams_dir)
     settings = {
         "stage": "rca-cams",
-        "checkpoint": str(checkpoint.resolve()),
+        "checkpoint": str(run.checkpoint.resolve()),
+        "checkpoint_selection": run.selection,
         "split": cfg.split,
         "dataset": dataset_record(source),
         "scales": [float(scale) for scale in cfg.scales],

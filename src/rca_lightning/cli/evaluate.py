@@ -1,7 +1,10 @@
-"""``rca-eval``: score CAM files (background-threshold sweep) and / or pseudo masks against ground truth.
+"""``rca-eval``: score seeds (background-threshold sweep) and / or pseudo masks against ground truth.
 
 ``rca-eval cams_dir=<rca-cams run>/cams masks_dir=<rca-pseudo run>/pseudo_masks``; the split and dataset are
-those recorded by the stage that wrote the folder. Writes ``eval.json`` under ``hydra.run.dir``.
+those recorded by the stage that wrote the folder. ``seeds=attention attention_dir=<rca-train run>/attention``
+scores the accumulated attention of the tagged classes instead of CAMs (no ``cams_dir`` needed: the ``data``
+config's dataset and its ``train_split``), ``seeds=max cams_dir=... attention_dir=...`` the pixel-wise max of
+both. Writes ``eval.json`` under ``hydra.run.dir``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rca_lightning.cli.stage_settings import datamodule_for, read_settings
+from rca_lightning.cli.stage_settings import datamodule_for, read_settings, seed_settings, seeds_and_dataset
 from rca_lightning.pseudo.cam_evaluation import evaluate_cams, evaluate_masks, sweep_thresholds
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.resolvers import register_resolvers
@@ -30,22 +33,27 @@ def _split_dataset(cfg: DictConfig, folder: Path, stage: str):
 
 def evaluate(cfg: DictConfig) -> tuple[dict, dict]:
     """Score what ``cfg`` names; returns flat metrics (``cams/miou``, ``pseudo/miou``, ...) and the report."""
-    if not cfg.get("cams_dir") and not cfg.get("masks_dir"):
-        raise ValueError("rca-eval needs cams_dir=<rca-cams output> and/or masks_dir=<rca-pseudo output>")
+    score_seeds = bool(cfg.get("cams_dir")) or cfg.seeds != "cams"
+    if not score_seeds and not cfg.get("masks_dir"):
+        raise ValueError(
+            "rca-eval needs cams_dir=<rca-cams output> (or seeds=attention attention_dir=<accumulation>) "
+            "and/or masks_dir=<rca-pseudo output>"
+        )
     report: dict = {}
-    if cfg.get("cams_dir"):
-        dataset, settings = _split_dataset(cfg, Path(cfg.cams_dir), "rca-cams")
+    if score_seeds:
+        seed_source, _, split, dataset = seeds_and_dataset(cfg)
         report["cams"] = {
-            "cams_dir": str(cfg.cams_dir),
-            "split": settings["split"],
+            **seed_settings(seed_source),
+            "split": split,
             **evaluate_cams(
-                cfg.cams_dir,
+                seed_source,
                 dataset.image_ids,
                 [dataset.mask_path(image_id) for image_id in dataset.image_ids],
                 dataset.class_names,
                 thresholds=sweep_thresholds(*cfg.thresholds),
                 num_workers=cfg.num_workers,
                 progress=cfg.progress,
+                labels=dataset.labels,
             ),
         }
     if cfg.get("masks_dir"):

@@ -1,8 +1,12 @@
-"""``rca-pseudo``: pseudo masks (palette PNGs, 255 = ignore) from the CAM files of ``rca-cams``.
+"""``rca-pseudo``: pseudo masks (palette PNGs, 255 = ignore) from seeds: the CAM files of ``rca-cams``,
+the attention accumulated during training, or their max.
 
 ``rca-pseudo cams_dir=<rca-cams run>/cams`` uses background ``(1 - max CAM) ** 4`` + dense CRF;
 ``background_threshold=0.3`` uses a constant background score instead; ``saliency_dir=<folder>`` applies the
-public code's saliency rule; ``crf=null`` skips the CRF. Rerunning with the same ``hydra.run.dir`` resumes.
+public code's saliency rule; ``crf=null`` skips the CRF. ``seeds=attention attention_dir=<rca-train
+run>/attention`` uses the accumulated attention of the tagged classes instead of CAMs (no ``cams_dir``
+needed: the ``data`` config's dataset and its ``train_split``), ``seeds=max cams_dir=... attention_dir=...``
+the pixel-wise max of both. Rerunning with the same ``hydra.run.dir`` resumes.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ import time
 from pathlib import Path
 
 import hydra
+import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rca_lightning.cli.stage_settings import claim_output_folder, datamodule_for, read_settings
+from rca_lightning.cli.stage_settings import claim_output_folder, seed_settings, seeds_and_dataset
 from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskRule, write_pseudo_masks
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.resolvers import register_resolvers
@@ -25,14 +30,8 @@ register_resolvers()
 
 
 def pseudo(cfg: DictConfig) -> tuple[dict, dict]:
-    """Write the pseudo masks of the images of ``cfg.cams_dir``; returns the run's figures and objects."""
-    if not cfg.get("cams_dir"):
-        raise ValueError("rca-pseudo needs cams_dir=<folder of CAM files written by rca-cams>")
-    cams_dir = Path(cfg.cams_dir)
-    cam_settings = read_settings(cams_dir, "rca-cams")
-    source = datamodule_for(cfg.data, cam_settings["dataset"])
-    source.prepare_data()
-    dataset = source.make_dataset(cam_settings["split"], train=False)
+    """Write the pseudo masks of the images of the seeds' split; returns the run's figures and objects."""
+    seed_source, record, split, dataset = seeds_and_dataset(cfg)
     saliency_dir = Path(cfg.saliency_dir) if cfg.get("saliency_dir") else None
     if saliency_dir is not None and not saliency_dir.is_dir():
         raise FileNotFoundError(
@@ -41,7 +40,7 @@ def pseudo(cfg: DictConfig) -> tuple[dict, dict]:
     crf = instantiate(cfg.crf) if cfg.get("crf") else None
     masks_dir = Path(cfg.masks_dir)
     rule = PseudoMaskRule(
-        cams_dir=cams_dir,
+        seed_source=seed_source,
         masks_dir=masks_dir,
         crf=crf,
         background_power=cfg.background_power,
@@ -54,9 +53,9 @@ def pseudo(cfg: DictConfig) -> tuple[dict, dict]:
     )
     settings = {
         "stage": "rca-pseudo",
-        "cams_dir": str(cams_dir.resolve()),
-        "split": cam_settings["split"],
-        "dataset": cam_settings["dataset"],
+        **seed_settings(seed_source),
+        "split": split,
+        "dataset": record,
         "crf": OmegaConf.to_container(cfg.crf, resolve=True) if cfg.get("crf") else None,
         "background_power": cfg.background_power,
         "background_threshold": cfg.background_threshold,
@@ -66,7 +65,10 @@ def pseudo(cfg: DictConfig) -> tuple[dict, dict]:
     masks_dir.mkdir(parents=True, exist_ok=True)
     claim_output_folder(masks_dir, settings)
 
-    items = [(image_id, str(dataset.image_path(image_id))) for image_id in dataset.image_ids]
+    items = [
+        (image_id, str(dataset.image_path(image_id)), np.flatnonzero(labels))
+        for image_id, labels in zip(dataset.image_ids, dataset.labels, strict=True)
+    ]
     start = time.perf_counter()
     counts = write_pseudo_masks(items, rule, num_workers=cfg.num_workers, progress=cfg.progress)
     seconds = time.perf_counter() - start

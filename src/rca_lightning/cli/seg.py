@@ -14,6 +14,7 @@ from PIL import Image
 
 from rca_lightning.data.voc_classes import voc_palette
 from rca_lightning.utils.atomic import write_bytes_atomically, write_json_atomically
+from rca_lightning.utils.checkpoint_selection import check_selection, selected_checkpoint, uses_pixel_labels
 from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from rca_lightning.utils.resolvers import register_resolvers
 
@@ -47,10 +48,16 @@ def write_predictions(batches: list[dict], folder: Path) -> int:
 def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     """Fit (``cfg.train``) and evaluate (``cfg.evaluate``) the segmentation stage described by ``cfg``.
 
+    The evaluated weights are the final ones of the schedule (``checkpoint=last``), or with
+    ``checkpoint=best_val_miou`` the best by val mIoU (pixel labels: recorded in ``metrics.json``).
+
     Returns:
         The final metrics (validation of the last epoch and, with ``evaluate``, ``test/*`` from the
         evaluation path on the val split) and the built objects.
     """
+    selection = check_selection(cfg.get("checkpoint", "last"))
+    if selection not in ("last", "best_val_miou"):
+        raise ValueError(f"checkpoint={selection}: rca-seg takes last or best_val_miou")
     if not cfg.train and not cfg.get("ckpt_path"):
         raise ValueError("train=false evaluates a checkpoint: set ckpt_path=FILE (a rca-seg checkpoint)")
     L.seed_everything(cfg.seed, workers=True)
@@ -64,12 +71,13 @@ def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:
 
     metrics: dict[str, float] = {}
     eval_checkpoint = cfg.get("ckpt_path")
+    checkpoint_file = eval_checkpoint
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics.update(_scalar_metrics(trainer.callback_metrics))
-        checkpoint = trainer.checkpoint_callback
-        # The best checkpoint when one was kept, else the weights in memory.
-        eval_checkpoint = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+        checkpoint_file, _ = selected_checkpoint(trainer, selection)
+        # checkpoint=last evaluates the weights in memory: the final ones, whatever was saved.
+        eval_checkpoint = checkpoint_file if selection != "last" else None
     if cfg.evaluate:
         trainer.test(model, datamodule=datamodule, ckpt_path=eval_checkpoint)
         metrics.update(_scalar_metrics(trainer.callback_metrics))
@@ -86,7 +94,9 @@ def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:
 
     summary = {
         "output_dir": str(output_dir),
-        "checkpoint": eval_checkpoint,
+        "checkpoint": checkpoint_file,
+        "checkpoint_selection": selection if cfg.train else "ckpt_path",
+        "uses_pixel_labels_for_selection": cfg.train and uses_pixel_labels(selection),
         "predictions_dir": str(predictions_dir) if predictions_dir else None,
         "metrics": metrics,
         "dataset": {

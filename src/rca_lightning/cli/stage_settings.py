@@ -1,5 +1,5 @@
 """What the CAM / pseudo-mask / evaluation stages share: settings files that tie an output folder to its
-dataset and settings, and the datamodule built for a recorded dataset."""
+dataset and settings, the datamodule built for a recorded dataset, and the seeds a stage reads."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from hydra.utils import instantiate
 from lightning import LightningDataModule
 from omegaconf import DictConfig, OmegaConf
 
+from rca_lightning.data import VOCSegmentationDataset
+from rca_lightning.pseudo.seed_sources import SeedSource
 from rca_lightning.utils.atomic import write_json_atomically
 
 SETTINGS_FILE = "settings.json"
@@ -58,3 +60,45 @@ def datamodule_for(data_cfg: DictConfig, dataset: dict | None = None) -> Lightni
 
 def dataset_record(datamodule: LightningDataModule) -> dict:
     return {"root": str(Path(datamodule.root).resolve()), "class_names": list(datamodule.class_names)}
+
+
+def seeds_and_dataset(cfg: DictConfig) -> tuple[SeedSource, dict, str, VOCSegmentationDataset]:
+    """The seeds ``cfg`` names (``seeds``, ``cams_dir``, ``attention_dir``) and the dataset of their split,
+    validated before any work.
+
+    The dataset and split are those recorded in ``<cams_dir>/settings.json``; with ``seeds=attention`` and
+    no ``cams_dir``, the composed ``data`` config's dataset and its ``train_split`` (the images the
+    accumulation holds).
+
+    Returns:
+        (seed source, dataset record {root, class_names}, split, dataset of the split).
+    """
+    cams_dir = Path(cfg.cams_dir) if cfg.get("cams_dir") else None
+    attention_dir = Path(cfg.attention_dir) if cfg.get("attention_dir") else None
+    seed_source = SeedSource(cfg.seeds, cams_dir, attention_dir)
+    if cams_dir is not None:
+        cam_settings = read_settings(cams_dir, "rca-cams")
+        recorded = cam_settings.get("seeds", "cams")
+        if recorded != "cams" and seed_source.kind != "cams":
+            raise ValueError(
+                f"{cams_dir / SETTINGS_FILE}: its files are already seeds={recorded} seeds; "
+                f"seeds={seed_source.kind} would combine them with attention again (use seeds=cams)"
+            )
+        record, split = cam_settings["dataset"], cam_settings["split"]
+        source = datamodule_for(cfg.data, record)
+    else:
+        source = datamodule_for(cfg.data)
+        record, split = dataset_record(source), cfg.data.train_split
+    source.prepare_data()
+    dataset = source.make_dataset(split, train=False)
+    seed_source.validate(dataset.image_ids, dataset.class_names)
+    return seed_source, record, split, dataset
+
+
+def seed_settings(seed_source: SeedSource) -> dict:
+    """What a stage records of its seeds: ``cams_dir``, ``seeds`` (the kind) and ``attention_dir``."""
+    return {
+        "cams_dir": str(seed_source.cams_dir.resolve()) if seed_source.cams_dir else None,
+        "seeds": seed_source.kind,
+        "attention_dir": str(seed_source.attention_dir.resolve()) if seed_source.attention_dir else None,
+    }

@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.checkpoint_selection import check_selection, selected_checkpoint, uses_pixel_labels
 from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from rca_lightning.utils.resolvers import register_resolvers
 
@@ -31,7 +32,13 @@ def _scalar_metrics(metrics: dict) -> dict[str, float]:
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
-    """Fit the classifier described by ``cfg``; returns the final metrics and the built objects."""
+    """Fit the classifier described by ``cfg``; returns the final metrics and the built objects.
+
+    ``metrics.json`` names the checkpoint that makes the CAMs (``checkpoint``, chosen by ``cfg.checkpoint``:
+    the last epoch's by default) and how it was chosen (``checkpoint_selection``,
+    ``uses_pixel_labels_for_selection``).
+    """
+    selection = check_selection(cfg.get("checkpoint", "last"))
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
@@ -51,13 +58,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     metrics = _scalar_metrics(trainer.callback_metrics)
 
     output_dir = Path(cfg.paths.output_dir)
-    checkpoint = trainer.checkpoint_callback
+    checkpoint, checkpoint_score = selected_checkpoint(trainer, selection)
     summary = {
         "output_dir": str(output_dir),
-        "best_checkpoint": checkpoint.best_model_path if checkpoint else None,
-        "best_score": float(checkpoint.best_model_score)
-        if checkpoint and checkpoint.best_model_score is not None
-        else None,
+        "checkpoint": checkpoint,
+        "checkpoint_selection": selection,
+        "checkpoint_score": checkpoint_score,
+        "uses_pixel_labels_for_selection": uses_pixel_labels(selection),
         "metrics": metrics,
         "dataset": {"root": str(datamodule.root), "class_names": list(datamodule.class_names)},
     }

@@ -1,4 +1,5 @@
-"""From CAMs to pseudo masks: multi-scale CAM inference, CAM files, dense CRF, pseudo-mask rules, scoring."""
+"""From CAMs to pseudo masks: multi-scale CAM inference, CAM files, seed sources (CAMs, accumulated
+attention), dense CRF, pseudo-mask rules, scoring."""
 
 from rca_lightning.pseudo.cam_evaluation import evaluate_cams, evaluate_masks, sweep_thresholds
 from rca_lightning.pseudo.cam_inference import (
@@ -23,6 +24,7 @@ from rca_lightning.pseudo.pseudo_masks import (
     crf_pseudo_mask,
     saliency_pseudo_mask,
 )
+from rca_lightning.pseudo.seed_sources import SEED_KINDS, SeedSource, attention_maps, combine_seeds
 
 __all__ = [
     "CAMDataModule",
@@ -30,10 +32,14 @@ __all__ = [
     "CAMWriter",
     "DenseCRF",
     "PseudoMaskRule",
+    "SEED_KINDS",
+    "SeedSource",
+    "attention_maps",
     "background_and_class_scores",
     "cam_file_is_complete",
     "cam_path",
     "channels_to_labels",
+    "combine_seeds",
     "crf_pseudo_mask",
     "evaluate_cams",
     "evaluate_masks",

@@ -1,9 +1,10 @@
-"""Score CAM files and pseudo masks against ground truth: one dataset-level confusion matrix, 255 ignored.
+"""Score seeds and pseudo masks against ground truth: one dataset-level confusion matrix, 255 ignored.
 
-CAMs are scored over a sweep of background thresholds (a pixel is its top tagged class when that score
-exceeds the threshold, else background) with :class:`rca_lightning.metrics.CAMThresholdSweep`; pseudo masks
-are scored where they are not 255, and the fraction of ground-truth pixels they ignore is reported.
-Files are read in DataLoader workers; nothing but the confusion matrices is kept.
+Seeds (CAM files, accumulated attention or their max, :mod:`rca_lightning.pseudo.seed_sources`) are scored
+over a sweep of background thresholds (a pixel is its top tagged class when that score exceeds the
+threshold, else background) with :class:`rca_lightning.metrics.CAMThresholdSweep`; pseudo masks are scored
+where they are not 255, and the fraction of ground-truth pixels they ignore is reported. Files are read in
+DataLoader workers; nothing but the confusion matrices is kept.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from tqdm import tqdm
 
 from rca_lightning.data.voc_classes import IGNORE_INDEX
 from rca_lightning.metrics import CAMThresholdSweep, iou_from_confusion
-from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file
 from rca_lightning.pseudo.pseudo_mask_writer import mask_path, read_mask_png
+from rca_lightning.pseudo.seed_sources import SeedSource, as_seed_source
 
 
 def sweep_thresholds(start: float = 0.0, stop: float = 0.6, step: float = 0.01) -> torch.Tensor:
@@ -41,26 +42,41 @@ def _check_same_size(prediction: np.ndarray, target: np.ndarray, source: Path, t
 
 
 class _CAMAndTarget(Dataset):
-    """(scores (C, H, W) with zeros for untagged classes, target (H, W)) per image."""
+    """(scores (C, H, W) with zeros for untagged classes, target (H, W)) per image.
 
-    def __init__(self, cams_dir: Path, image_ids: Sequence[str], targets: Sequence[Path], num_classes: int):
-        self.cams_dir, self.image_ids, self.targets, self.num_classes = (
-            cams_dir,
+    Args:
+        source: where the seeds come from.
+        image_ids: the N images.
+        targets: their ground-truth PNGs.
+        num_classes: C.
+        labels: (N, C) multi-hot image labels (the tags of ``attention`` seeds), or None.
+    """
+
+    def __init__(
+        self,
+        source: SeedSource,
+        image_ids: Sequence[str],
+        targets: Sequence[Path],
+        num_classes: int,
+        labels: np.ndarray | None = None,
+    ):
+        self.source, self.image_ids, self.targets, self.num_classes, self.labels = (
+            source,
             image_ids,
             targets,
             num_classes,
+            labels,
         )
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        source = cam_path(self.cams_dir, self.image_ids[index])
-        classes, cams = load_cam_file(source)
         target = read_mask_png(self.targets[index])
-        _check_same_size(cams, target, source, self.targets[index])
+        tags = None if self.labels is None else np.flatnonzero(self.labels[index])
+        classes, seeds = self.source.seeds(self.image_ids[index], target.shape, tags)  # (K,), (K, H, W)
         scores = np.zeros((self.num_classes, *target.shape), np.float32)
-        scores[classes] = cams
+        scores[classes] = seeds
         return torch.from_numpy(scores), torch.from_numpy(target.astype(np.int64))
 
 
@@ -107,24 +123,26 @@ def _loader(dataset: Dataset, num_workers: int) -> DataLoader:
 
 
 def evaluate_cams(
-    cams_dir: str | os.PathLike,
+    seeds: SeedSource | str | os.PathLike,
     image_ids: Sequence[str],
     target_paths: Sequence[str | os.PathLike],
     class_names: Sequence[str],
     thresholds: torch.Tensor | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    labels: np.ndarray | None = None,
 ) -> dict:
-    """CAM mIoU over a background-threshold sweep.
+    """Seed (CAM) mIoU over a background-threshold sweep.
 
     Args:
-        cams_dir: folder of the CAM files.
-        image_ids: images to score.
+        seeds: where the seeds come from, or a folder of CAM files.
+        image_ids: the N images to score.
         target_paths: their ground-truth PNGs (0 background, 1..C, 255 ignored).
         class_names: the C foreground classes.
         thresholds: (T,) increasing background thresholds (default 0.00..0.60 step 0.01).
         num_workers: DataLoader workers reading the files.
         progress: show a progress bar.
+        labels: (N, C) multi-hot image labels, the tags of ``attention`` seeds (needed by those).
 
     Returns:
         ``best_threshold``, ``miou`` (at the best threshold), ``per_class_iou`` (name -> IoU, None where the
@@ -133,11 +151,12 @@ def evaluate_cams(
     thresholds = (
         sweep_thresholds() if thresholds is None else torch.as_tensor(thresholds, dtype=torch.float32)
     )
+    source = as_seed_source(seeds)
     target_paths = [Path(path) for path in target_paths]
-    _check_files_exist([cam_path(cams_dir, image_id) for image_id in image_ids], f"CAM files in {cams_dir}")
+    source.validate(image_ids, class_names)
     _check_files_exist(target_paths, "ground-truth masks")
     sweep = CAMThresholdSweep(len(class_names), thresholds, ignore_index=IGNORE_INDEX)
-    dataset = _CAMAndTarget(Path(cams_dir), list(image_ids), target_paths, len(class_names))
+    dataset = _CAMAndTarget(source, list(image_ids), target_paths, len(class_names), labels)
     for scores, target in tqdm(
         _loader(dataset, num_workers), total=len(dataset), desc="CAM eval", disable=not progress
     ):

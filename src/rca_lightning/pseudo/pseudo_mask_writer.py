@@ -20,13 +20,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from rca_lightning.data.voc_classes import voc_palette
-from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file
 from rca_lightning.pseudo.crf import DenseCRF
 from rca_lightning.pseudo.pseudo_masks import (
     background_and_class_scores,
     channels_to_labels,
     saliency_pseudo_mask,
 )
+from rca_lightning.pseudo.seed_sources import SeedSource, as_seed_source
 from rca_lightning.utils.atomic import write_bytes_atomically
 
 
@@ -76,13 +76,14 @@ def read_rgb_image(path: str | os.PathLike) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PseudoMaskRule:
-    """Everything needed to turn one image's CAM file into its pseudo mask (picklable for the pool).
+    """Everything needed to turn one image's seeds into its pseudo mask (picklable for the pool).
 
     Args:
-        cams_dir: folder of the CAM files.
+        seed_source: where the seeds (CAMs, accumulated attention or their max) come from, or a folder of
+            CAM files (read as ``SeedSource("cams", folder)``).
         masks_dir: output folder.
         crf: dense CRF applied to the [background, classes] scores, or None.
-        background_power: background score ``(1 - max CAM) ** background_power``.
+        background_power: background score ``(1 - max seed) ** background_power``.
         background_threshold: a constant background score instead (e.g. the best threshold of the CAM
             sweep); None uses the power rule.
         saliency_dir: folder of ``<image_id>.png`` grey saliency maps (0..255); when given, the saliency
@@ -90,7 +91,7 @@ class PseudoMaskRule:
         conflict, attention, background_saliency, min_foreground: the saliency rule's settings.
     """
 
-    cams_dir: Path
+    seed_source: SeedSource | Path
     masks_dir: Path
     crf: DenseCRF | None = field(default_factory=DenseCRF)
     background_power: float = 4.0
@@ -101,16 +102,22 @@ class PseudoMaskRule:
     background_saliency: int = 32
     min_foreground: float = 0.01
 
-    def pseudo_mask(self, image_id: str, image_path: str | os.PathLike) -> np.ndarray:
-        """(H, W) uint8 pseudo mask of one image."""
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seed_source", as_seed_source(self.seed_source))
+
+    def pseudo_mask(
+        self, image_id: str, image_path: str | os.PathLike, tags: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(H, W) uint8 pseudo mask of one image.
+
+        Args:
+            image_id: the image.
+            image_path: its RGB file.
+            tags: (K,) class indices it is tagged with (needed by ``attention`` seeds).
+        """
         image = read_rgb_image(image_path)
-        source = cam_path(self.cams_dir, image_id)
-        classes, cams = load_cam_file(source)
-        if cams.shape[1:] != image.shape[:2]:
-            raise ValueError(
-                f"{source}: CAMs of size {cams.shape[1:]} but image {image_path} is {image.shape[:2]}"
-            )
-        scores = background_and_class_scores(cams, self.background_power, self.background_threshold)
+        classes, seeds = self.seed_source.seeds(image_id, image.shape[:2], tags)  # (K,), (K, H, W)
+        scores = background_and_class_scores(seeds, self.background_power, self.background_threshold)
         if self.crf is not None:
             scores = self.crf(image, scores)  # (K + 1, H, W)
         if self.saliency_dir is None:
@@ -135,15 +142,14 @@ class PseudoMaskRule:
             min_foreground=self.min_foreground,
         )
 
-    def __call__(self, item: tuple[str, str]) -> str:
-        """Compute and write the mask of ``(image_id, image_path)``; returns the image id."""
-        image_id, image_path = item
-        save_palette_png(mask_path(self.masks_dir, image_id), self.pseudo_mask(image_id, image_path))
-        return image_id
+    def __call__(self, item: tuple) -> str:
+        """Compute and write the mask of ``(image_id, image_path[, tags])``; returns the image id."""
+        save_palette_png(mask_path(self.masks_dir, item[0]), self.pseudo_mask(*item))
+        return item[0]
 
 
 def write_pseudo_masks(
-    items: Sequence[tuple[str, str]],
+    items: Sequence[tuple],
     rule: PseudoMaskRule,
     num_workers: int | None = None,
     progress: bool = True,
@@ -151,7 +157,8 @@ def write_pseudo_masks(
     """Write the pseudo masks of ``items`` that are not complete yet, over a process pool.
 
     Args:
-        items: (image_id, image_path) pairs.
+        items: ``(image_id, image_path)`` or ``(image_id, image_path, tags)``, tags (K,) the image's tagged
+            class indices (needed by ``attention`` seeds).
         rule: how a mask is computed and where it goes.
         num_workers: pool processes (None: every CPU; 0 or 1: in this process).
         progress: show a tqdm progress bar.
@@ -159,12 +166,7 @@ def write_pseudo_masks(
     Returns:
         ``{"total": ..., "written": ..., "skipped": ...}``.
     """
-    missing = [image_id for image_id, _ in items if not cam_path(rule.cams_dir, image_id).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} of {len(items)} CAM files are missing in {rule.cams_dir}, first: "
-            f"{cam_path(rule.cams_dir, missing[0])} (run rca-cams on this split first)"
-        )
+    rule.seed_source.validate([item[0] for item in items])
     pending = [item for item in items if not mask_file_is_complete(mask_path(rule.masks_dir, item[0]))]
     Path(rule.masks_dir).mkdir(parents=True, exist_ok=True)
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from rca_lightning.utils.checkpoint_selection import uses_pixel_labels
+
 
 def _read_json(path: Path) -> dict:
     if not path.is_file():
@@ -27,6 +29,14 @@ def _seg_per_class(metrics: dict[str, float], class_names: list[str]) -> dict[st
     return {name: metrics.get(f"test/IoU_{name}") for name in ["background", *class_names]}
 
 
+def _checkpoint_record(checkpoint: str | None, selection: str) -> dict:
+    return {
+        "checkpoint": checkpoint,
+        "checkpoint_selection": selection,
+        "uses_pixel_labels": uses_pixel_labels(selection),
+    }
+
+
 def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_seconds: dict[str, float]) -> dict:
     """Gather the report of a finished pipeline run.
 
@@ -39,9 +49,12 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
     Returns:
         ``cam_miou``, ``cam_threshold``, ``pseudo_label_miou``, ``pseudo_ignored_fraction``, ``seg_miou``,
         ``classifier_val_cam_miou``, ``per_class_iou`` ({cam, pseudo_label, seg} -> class -> IoU),
-        ``stage_seconds``, and where things are (``folders``, ``dataset``, ``cam_split``, ``seg_split``).
+        ``stage_seconds``, ``checkpoints`` (for the classifier and the segmentation network: the file used
+        and how it was chosen), ``uses_pixel_labels_for_selection`` (whether any of those choices used
+        pixel labels), and where things are (``folders``, ``dataset``, ``cam_split``, ``seg_split``).
     """
     classifier = _read_json(classifier_dir / "metrics.json")
+    cam_run = _read_json(stage_dirs["cams"] / "cams.json")
     cam_eval = _read_json(stage_dirs["cam_eval"] / "eval.json")["cams"]
     mask_eval = _read_json(stage_dirs["pseudo_mask_eval"] / "eval.json")["pseudo_masks"]
     segmentation = _read_json(stage_dirs["segmentation"] / "metrics.json")
@@ -53,7 +66,17 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
             f"{stage_dirs['segmentation'] / 'metrics.json'} has no test/seg_mIoU: the segmentation stage "
             "must run with evaluate=true"
         )
+    checkpoints = {
+        "classifier": _checkpoint_record(cam_run["checkpoint"], cam_run.get("checkpoint_selection", "last")),
+        "segmentation": _checkpoint_record(
+            segmentation.get("checkpoint"), segmentation.get("checkpoint_selection", "last")
+        ),
+    }
     return {
+        "uses_pixel_labels_for_selection": any(
+            record["uses_pixel_labels"] for record in checkpoints.values()
+        ),
+        "checkpoints": checkpoints,
         "cam_miou": 100 * cam_eval["miou"],
         "cam_threshold": cam_eval["best_threshold"],
         "pseudo_label_miou": 100 * mask_eval["miou"],
@@ -84,10 +107,17 @@ def _cell(value: float | None, digits: int = 1) -> str:
 
 
 def format_report(report: dict) -> str:
-    """The report as two plain-text tables: the stages, then the per-class IoU."""
+    """The report as plain text: stages, per-class IoU, whether pixel labels chose a checkpoint."""
     seconds = report["stage_seconds"]
+    checkpoints = report["checkpoints"]
+    classifier_choice = checkpoints["classifier"]["checkpoint_selection"]
     rows = [
-        ("classifier (val)", _cell(report["classifier_val_cam_miou"]), "last epoch, one scale", "classifier"),
+        (
+            "classifier (val)",
+            _cell(report["classifier_val_cam_miou"]),
+            f"last epoch, one scale; CAMs: {classifier_choice}",
+            "classifier",
+        ),
         (
             f"CAMs ({report['cam_split']})",
             _cell(report["cam_miou"]),
@@ -100,7 +130,12 @@ def format_report(report: dict) -> str:
             f"{100 * report['pseudo_ignored_fraction']:.1f}% of pixels ignored",
             "pseudo_masks",
         ),
-        (f"segmentation ({report['seg_split']})", _cell(report["seg_miou"]), "", "segmentation"),
+        (
+            f"segmentation ({report['seg_split']})",
+            _cell(report["seg_miou"]),
+            f"weights: {checkpoints['segmentation']['checkpoint_selection']}",
+            "segmentation",
+        ),
     ]
     lines = [f"{'stage':<28} {'mIoU (%)':>9}  {'':<32} {'seconds':>8}"]
     for name, miou, detail, stage in rows:
@@ -114,6 +149,13 @@ def format_report(report: dict) -> str:
     for name in per_class["cam"]:
         values = (per_class[kind].get(name) for kind in ("cam", "pseudo_label", "seg"))
         lines.append(f"{name:<20} " + " ".join(f"{_cell(v):>8}" for v in values))
+    chosen_by_pixels = [stage for stage, record in checkpoints.items() if record["uses_pixel_labels"]]
+    lines.append("")
+    lines.append(
+        "checkpoints chosen with pixel labels: " + ", ".join(chosen_by_pixels)
+        if chosen_by_pixels
+        else "no pixel label chose a checkpoint (weakly supervised throughout)"
+    )
     return "\n".join(lines)
 
 

@@ -7,6 +7,8 @@ from urllib.parse import urlparse
 
 from omegaconf import OmegaConf
 
+from rca_lightning.utils.checkpoint_selection import checkpoint_monitor, checkpoint_top_k
+
 WANDB_DEFAULT_URL = "https://api.wandb.ai"
 
 
@@ -32,10 +34,15 @@ def sqlite_url(path: str) -> str:
 def register_resolvers() -> None:
     """Register ``${len:...}`` (length of a list, e.g. the number of class names), ``${wandb_offline:}``
     (true when no wandb API key is available, so the wandb logger runs offline) and ``${sqlite_url:path}``
-    (an SQLite URL whose folder exists, for Optuna's storage). Idempotent."""
+    (an SQLite URL whose folder exists, for Optuna's storage), ``${checkpoint_monitor:selection}`` and
+    ``${checkpoint_top_k:selection}`` (the monitored checkpoint of a ``checkpoint=`` choice). Idempotent."""
     if not OmegaConf.has_resolver("len"):
         OmegaConf.register_new_resolver("len", len)
     if not OmegaConf.has_resolver("wandb_offline"):
         OmegaConf.register_new_resolver("wandb_offline", lambda: not wandb_api_key_available())
     if not OmegaConf.has_resolver("sqlite_url"):
         OmegaConf.register_new_resolver("sqlite_url", sqlite_url)
+    if not OmegaConf.has_resolver("checkpoint_monitor"):
+        OmegaConf.register_new_resolver("checkpoint_monitor", checkpoint_monitor)
+    if not OmegaConf.has_resolver("checkpoint_top_k"):
+        OmegaConf.register_new_resolver("checkpoint_top_k", checkpoint_top_k)

@@ -1,0 +1,199 @@
+"""Seeds of CAM scoring and pseudo masks: the CAM files of ``rca-cams``, accumulated attention, or their max.
+
+Kinds (the ``seeds`` setting of ``rca-pseudo`` and ``rca-eval``, :data:`SEED_KINDS`):
+    ``cams``: the CAM files (``<cams_dir>/<image_id>.npz``, :mod:`rca_lightning.pseudo.cam_writer`), for
+        the classes the file holds.
+    ``attention``: the image's maps in an attention accumulation (the folder of
+        :class:`rca_lightning.callbacks.AttentionAccumulationCallback`), for the classes the image is
+        tagged with in the dataset, resized bilinearly (``align_corners=False``) to the image size and
+        scaled to [0, 1] (255 -> 1), as :func:`rca_lightning.callbacks.attention_seed` does.
+    ``max``: the pixel-wise max of both, for the classes of the CAM file.
+Seeds of every kind are what a CAM file holds, ``classes`` (K,) and (K, H, W) float32 maps in [0, 1] at the
+image size, so they are scored and turned into pseudo masks the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rca_lightning.callbacks.attention_accumulation import (
+    INDEX_FILE,
+    MAX_ATTENTION,
+    load_accumulated_attention,
+)
+from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file
+
+SEED_KINDS = ("cams", "attention", "max")
+
+
+def check_seed_kind(kind: str) -> str:
+    """``kind`` if it is one of :data:`SEED_KINDS`, else ValueError naming the setting and the choices."""
+    if kind not in SEED_KINDS:
+        raise ValueError(f"seeds={kind!r}: expected one of {list(SEED_KINDS)}")
+    return kind
+
+
+def combine_seeds(kind: str, cams: np.ndarray | None, attention: np.ndarray | None) -> np.ndarray:
+    """The seeds of ``kind`` from an image's CAMs and attention maps of the same K classes.
+
+    Args:
+        kind: one of :data:`SEED_KINDS`.
+        cams: (K, H, W) CAMs in [0, 1] (unused, may be None, for ``attention``).
+        attention: (K, H, W) attention maps in [0, 1] (:func:`attention_maps`; unused, may be None, for
+            ``cams``).
+
+    Returns:
+        (K, H, W) float32 seeds: ``cams``, ``attention`` or their pixel-wise max.
+    """
+    check_seed_kind(kind)
+    if kind == "cams":
+        return np.asarray(cams, np.float32)
+    if kind == "attention":
+        return np.asarray(attention, np.float32)
+    if cams.shape != attention.shape:
+        raise ValueError(f"seeds=max: CAMs {cams.shape} and attention maps {attention.shape} differ in shape")
+    return np.maximum(cams, attention).astype(np.float32, copy=False)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_accumulation(
+    directory: str, modified_ns: int | None
+) -> tuple[dict[str, int], list[str], np.ndarray]:
+    image_ids, class_names, attention = load_accumulated_attention(directory, require_complete=True)
+    return {image_id: row for row, image_id in enumerate(image_ids)}, class_names, attention
+
+
+def _open_accumulation(directory: Path) -> tuple[dict[str, int], list[str], np.ndarray]:
+    """(image id -> row, class names, read-only uint8 (N, C, S, S) maps) of a complete accumulation,
+    opened once per process and index version."""
+    index_path = directory / INDEX_FILE
+    modified = index_path.stat().st_mtime_ns if index_path.is_file() else None
+    return _cached_accumulation(str(directory.resolve()), modified)
+
+
+def attention_maps(
+    attention_dir: str | os.PathLike, image_id: str, classes: np.ndarray, size: tuple[int, int]
+) -> np.ndarray:
+    """One image's accumulated maps of some classes, resized (bilinear) to the image size.
+
+    Args:
+        attention_dir: folder of a complete attention accumulation.
+        image_id: the image.
+        classes: (K,) class indices (0-based, the accumulation's class order).
+        size: (H, W) of the output.
+
+    Returns:
+        (K, H, W) float32 in [0, 1] (255 -> 1); classes never written are all zero.
+    """
+    rows, _, attention = _open_accumulation(Path(attention_dir))
+    if image_id not in rows:
+        raise ValueError(f"{attention_dir}: no image {image_id!r} among the {len(rows)} accumulated images")
+    maps = torch.from_numpy(attention[rows[image_id]][np.asarray(classes, np.int64)].astype(np.float32))
+    resized = F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    return (resized / MAX_ATTENTION).clamp_(0.0, 1.0).numpy()  # (K, H, W)
+
+
+@dataclass(frozen=True)
+class SeedSource:
+    """Where the seeds of each image come from (picklable, so pool and DataLoader workers read them).
+
+    Args:
+        kind: ``cams``, ``attention`` or ``max`` (see the module docstring).
+        cams_dir: folder of the CAM files (needed by ``cams`` and ``max``).
+        attention_dir: folder of a complete attention accumulation (needed by ``attention`` and ``max``).
+    """
+
+    kind: str = "cams"
+    cams_dir: Path | None = None
+    attention_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        check_seed_kind(self.kind)
+        for name in ("cams_dir", "attention_dir"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.kind != "attention" and self.cams_dir is None:
+            raise ValueError(f"seeds={self.kind} needs cams_dir=<folder of CAM files written by rca-cams>")
+        if self.kind != "cams" and self.attention_dir is None:
+            raise ValueError(
+                f"seeds={self.kind} needs attention_dir=<folder of an attention accumulation, "
+                "<rca-train run>/attention>"
+            )
+
+    def validate(self, image_ids: Sequence[str], class_names: Sequence[str] | None = None) -> None:
+        """Check, before any work, that every image has its seeds.
+
+        Args:
+            image_ids: the images that will be read.
+            class_names: the dataset's C foreground classes; the accumulation's must equal them.
+
+        Raises:
+            ValueError: an incomplete accumulation, other class names, an image missing from the
+                accumulation.
+            FileNotFoundError: a missing CAM file or accumulation.
+        """
+        if self.kind != "attention":
+            missing = [image_id for image_id in image_ids if not cam_path(self.cams_dir, image_id).is_file()]
+            if missing:
+                raise FileNotFoundError(
+                    f"{len(missing)} of {len(image_ids)} CAM files are missing in {self.cams_dir}, first: "
+                    f"{cam_path(self.cams_dir, missing[0])} (run rca-cams on this split first)"
+                )
+        if self.kind != "cams":
+            rows, names, _ = _open_accumulation(self.attention_dir)
+            if class_names is not None and list(class_names) != names:
+                raise ValueError(
+                    f"{self.attention_dir}: the accumulation's class names {names} differ from the "
+                    f"dataset's {list(class_names)}"
+                )
+            missing = [image_id for image_id in image_ids if image_id not in rows]
+            if missing:
+                raise ValueError(
+                    f"{self.attention_dir}: {len(missing)} of {len(image_ids)} images are not in the "
+                    f"accumulation, first: {missing[0]!r} (expected the accumulation of this split's "
+                    "training run)"
+                )
+
+    def seeds(
+        self, image_id: str, size: tuple[int, int], tags: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One image's seeds.
+
+        Args:
+            image_id: the image.
+            size: (H, W) of the image; CAM files must have it, attention maps are resized to it.
+            tags: (K,) class indices the image is tagged with in the dataset; needed by ``attention``
+                (``cams`` and ``max`` take the CAM file's classes).
+
+        Returns:
+            ``classes`` (K,) int64 and ``seeds`` (K, H, W) float32 in [0, 1].
+        """
+        size = tuple(int(side) for side in size)
+        if self.kind == "attention":
+            if tags is None:
+                raise ValueError(
+                    f"seeds=attention: no tags given for image {image_id!r} (the dataset's labels)"
+                )
+            classes = np.asarray(tags, np.int64)
+            return classes, attention_maps(self.attention_dir, image_id, classes, size)
+        source = cam_path(self.cams_dir, image_id)
+        classes, cams = load_cam_file(source)
+        if cams.shape[1:] != size:
+            raise ValueError(f"{source}: CAMs of size {cams.shape[1:]} but the image is {size}")
+        attention = (
+            attention_maps(self.attention_dir, image_id, classes, size) if self.kind == "max" else None
+        )
+        return classes, combine_seeds(self.kind, cams, attention)
+
+
+def as_seed_source(seeds: SeedSource | str | os.PathLike) -> SeedSource:
+    """``seeds`` itself, or a folder of CAM files read as ``SeedSource("cams", folder)``."""
+    return seeds if isinstance(seeds, SeedSource) else SeedSource("cams", Path(seeds))
