@@ -12,6 +12,7 @@ from rca_lightning.callbacks.attention_accumulation import AttentionAccumulation
 from rca_lightning.cli.evaluate import evaluate
 from rca_lightning.cli.pseudo import pseudo
 from rca_lightning.pseudo.cam_evaluation import evaluate_cams
+from rca_lightning.pseudo.cam_prediction_writer import CAMWriter
 from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file, save_cam_file
 from rca_lightning.pseudo.pseudo_mask_writer import (
     PseudoMaskRule,
@@ -269,3 +270,23 @@ def test_stages_check_seeds_before_any_work(attention_run, tmp_path):
         evaluate(cfg)
     cfg = compose_config("eval", tmp_path / "eval", [f"cams_dir={cams_dir}", "progress=false"])
     assert evaluate(cfg)[1]["cams"]["seeds"] == "cams"
+
+
+@pytest.mark.parametrize("kind", ["attention", "max"])
+def test_cam_writer_writes_the_seeds_of_its_kind(tmp_path, kind):
+    maps = np.zeros((1, 3, 2, 2), np.uint8)
+    maps[0, 1] = [[0, 255], [255, 0]]
+    folder = make_accumulation(tmp_path / "attention", ["a"], CLASS_NAMES, maps)
+    cams = np.full((1, 4, 4), 0.5, np.float32)  # class 1 only
+    writer = CAMWriter(tmp_path / "cams", dtype="float16", seeds=kind, attention_dir=folder)
+    writer.write_on_batch_end(
+        None, None, [{"image_id": "a", "classes": np.array([1]), "cams": cams}], None, None, 0, 0
+    )
+    classes, written = load_cam_file(cam_path(tmp_path / "cams", "a"))
+    expected = bilinear_reference(maps[0, 1] / 255.0, (4, 4))
+    if kind == "max":
+        expected = np.maximum(expected, 0.5)
+    assert classes.tolist() == [1]
+    np.testing.assert_allclose(written[0], expected, atol=1e-3)  # float16 storage
+    with pytest.raises(ValueError, match="seeds=max needs attention_dir"):
+        CAMWriter(tmp_path / "cams", seeds="max")

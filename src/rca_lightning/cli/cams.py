@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from rca_lightning.cli.stage_settings import claim_output_folder, datamodule_for, dataset_record
 from rca_lightning.pseudo.cam_inference import CAMDataModule, CAMPredictor
-from rca_lightning.pseudo.cam_writer import CAMWriter
+from rca_lightning.pseudo.cam_prediction_writer import CAMWriter
+from rca_lightning.pseudo.seed_sources import SeedSource, check_seed_kind
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.resolvers import register_resolvers
 
@@ -103,6 +104,11 @@ def cams(cfg: DictConfig) -> tuple[dict, dict]:
     source = datamodule_for(cfg.data, run.dataset)
     model = load_classifier(run.model_cfg, run.checkpoint, list(source.class_names))
     cams_dir = Path(cfg.cams_dir)
+    attention_dir = Path(cfg.attention_dir) if cfg.get("attention_dir") else None
+    if check_seed_kind(cfg.seeds) != "cams":  # the split's images, all in a complete accumulation
+        source.prepare_data()
+        image_ids = source.make_dataset(cfg.split, train=False).image_ids
+        SeedSource("attention", attention_dir=attention_dir).validate(image_ids, source.class_names)
     settings = {
         "stage": "rca-cams",
         "checkpoint": str(run.checkpoint.resolve()),
@@ -112,10 +118,14 @@ def cams(cfg: DictConfig) -> tuple[dict, dict]:
         "scales": [float(scale) for scale in cfg.scales],
         "flip": bool(cfg.flip),
         "cam_dtype": cfg.cam_dtype,
+        "seeds": cfg.seeds,
+        "attention_dir": str(attention_dir.resolve()) if attention_dir else None,
     }
     predictor = CAMPredictor(model, scales=cfg.scales, flip=cfg.flip)
     datamodule = CAMDataModule(source, cfg.split, cams_dir, num_workers=cfg.get("num_workers"))
-    writer = CAMWriter(cams_dir, dtype=cfg.cam_dtype, compress=cfg.compress)
+    writer = CAMWriter(
+        cams_dir, dtype=cfg.cam_dtype, compress=cfg.compress, seeds=cfg.seeds, attention_dir=attention_dir
+    )
     trainer = instantiate(cfg.trainer, callbacks=[writer], logger=False)
     if trainer.is_global_zero:
         cams_dir.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,9 @@ register_resolvers()
 
 STATE_FILE = "pipeline_state.json"
 # Keys of this config that are the pipeline's own, not rca-train's.
-PIPELINE_KEYS = ("train_dir", "stages", "seg_experiment", "report")
+PIPELINE_KEYS = ("train_dir", "stages", "seg_experiment", "report", "seeds")
+# Where rca-train's online attention accumulation leaves its maps (callbacks/attention_accumulation.yaml).
+ATTENTION_FOLDER = "attention"
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class Pipeline:
                 *experiment,
                 f"train_dir={self.classifier_dir}",
                 f"cams_dir={self.cams_dir}",
+                *self.seed_overrides(),
             ]
         if stage.name == "cam_eval":
             return [*self.data_overrides, f"cams_dir={self.cams_dir}"]
@@ -135,6 +138,25 @@ class Pipeline:
             f"pseudo_masks_dir={self.masks_dir}",
             *resume,
         ]
+
+    def seed_overrides(self) -> list[str]:
+        """The ``seeds`` / ``attention_dir`` of the cams stage: ``seeds=auto`` takes the classifier's
+        accumulated attention when it left one (the release's seeds), else its multi-scale CAMs."""
+        attention_dir = self.classifier_dir / ATTENTION_FOLDER
+        has_attention = (attention_dir / "index.json").is_file()
+        kind = self.cfg.seeds
+        if kind == "auto":
+            kind = "attention" if has_attention else "cams"
+        if kind == "cams":
+            return ["seeds=cams"]
+        if not has_attention:
+            raise ValueError(
+                f"seeds={kind}: the classifier left no attention accumulation in {attention_dir} "
+                "(train it with callbacks=[default,attention_accumulation])"
+            )
+        # Attention seeds replace the CAMs: one scale is enough for the network's pass.
+        one_scale = ["scales=[1.0]", "flip=false"] if kind == "attention" else []
+        return [f"seeds={kind}", f"attention_dir={attention_dir}", *one_scale]
 
     @property
     def cams_dir(self) -> Path:

@@ -8,9 +8,9 @@ from rca_lightning.pseudo.cam_inference import (
     multiscale_cams,
     tagged_class_scores,
 )
+from rca_lightning.pseudo.cam_prediction_writer import CAMWriter
 from rca_lightning.pseudo.cam_scores import normalized_cam_scores
 from rca_lightning.pseudo.cam_writer import (
-    CAMWriter,
     cam_file_is_complete,
     cam_path,
     load_cam_file,

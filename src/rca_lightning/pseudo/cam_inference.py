@@ -3,7 +3,7 @@
 The images are read at their original resolution (batch size 1: sizes differ); each is run at every scale,
 with its mirror image in the same batch, the ReLU'd maps are resized back to the image and summed, and the
 maps of the classes the image is tagged with are scaled to [0, 1] by their maximum. Written per image by
-:class:`rca_lightning.pseudo.cam_writer.CAMWriter`; images with a complete file are not run again.
+:class:`rca_lightning.pseudo.cam_prediction_writer.CAMWriter`; images with a complete file are not run again.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""CAM files (one ``.npz`` per image) and the prediction writer that stores them as they are computed.
+"""CAM files: one ``.npz`` per image, written as computed by :class:`rca_lightning.pseudo.CAMWriter`.
 
 File format of ``<cams_dir>/<image_id>.npz``:
     ``classes``: (K,) int64, the foreground class indices (0-based, ``class_names`` order) the image is
@@ -16,10 +16,8 @@ import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from lightning.pytorch.callbacks import BasePredictionWriter
 
 from rca_lightning.utils.atomic import write_bytes_atomically
 
@@ -89,47 +87,3 @@ def pending_image_ids(cams_dir: str | os.PathLike, image_ids: Sequence[str]) -> 
     return [
         i for i, image_id in enumerate(image_ids) if not cam_file_is_complete(cam_path(cams_dir, image_id))
     ]
-
-
-class CAMWriter(BasePredictionWriter):
-    """Writes each predicted batch to one CAM file per image, as soon as it is computed.
-
-    Nothing is kept between batches, so memory does not grow with the number of images; use it with
-    ``trainer.predict(..., return_predictions=False)``. Several ranks may write the same image (the
-    distributed sampler pads the last batches): writes are atomic and give the same content.
-
-    Args:
-        cams_dir: output folder.
-        dtype: stored dtype, ``"float16"`` or ``"uint8"``.
-        compress: zip-deflate the files.
-
-    The predictions it receives are lists of dicts with ``image_id`` (str), ``classes`` (K,) and
-    ``cams`` (K, H, W) tensors or arrays (see :class:`rca_lightning.pseudo.cam_inference.CAMPredictor`).
-    """
-
-    def __init__(self, cams_dir: str | os.PathLike, dtype: str = "float16", compress: bool = False) -> None:
-        super().__init__(write_interval="batch")
-        if dtype not in CAM_DTYPES:
-            raise ValueError(f"dtype={dtype!r}: expected one of {CAM_DTYPES}")
-        self.cams_dir = Path(cams_dir)
-        self.dtype = dtype
-        self.compress = compress
-
-    def write_on_batch_end(
-        self,
-        trainer: Any,
-        pl_module: Any,
-        prediction: list[dict],
-        batch_indices: Sequence[int] | None,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
-    ) -> None:
-        for record in prediction:
-            save_cam_file(
-                cam_path(self.cams_dir, record["image_id"]),
-                np.asarray(record["classes"]),
-                np.asarray(record["cams"], dtype=np.float32),
-                dtype=self.dtype,
-                compress=self.compress,
-            )

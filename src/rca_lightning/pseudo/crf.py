@@ -6,13 +6,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+CHANNEL_ORDERS = ("rgb", "bgr")
+
 
 @dataclass(frozen=True)
 class DenseCRF:
     """Mean-field inference of a dense CRF with a Gaussian (smoothness) and a bilateral (appearance) kernel.
 
-    Defaults are the public code's: 10 iterations, Gaussian sxy 3 compat 3, bilateral sxy 80 srgb 13
-    compat 10. Picklable, so a process pool can carry it.
+    Defaults are the public code's (10 iterations, Gaussian sxy 3 compat 3, bilateral sxy 80 srgb 13
+    compat 10) except ``channel_order``, which is "bgr" there. Picklable, so a process pool can carry it.
 
     Args:
         iterations: mean-field iterations.
@@ -22,6 +24,9 @@ class DenseCRF:
         bilateral_srgb: colour standard deviation of the appearance kernel, in 0..255 units.
         bilateral_compat: weight of the appearance kernel (Potts).
         min_probability: scores are clipped to at least this before the log (unary = -log score).
+        channel_order: channel order the bilateral kernel sees: ``"rgb"`` (the image as given) or
+            ``"bgr"`` (channels reversed first: the public code reads images with OpenCV). pydensecrf's
+            permutohedral lattice is not exactly symmetric in the channels, so a few pixels differ.
     """
 
     iterations: int = 10
@@ -31,12 +36,19 @@ class DenseCRF:
     bilateral_srgb: float = 13.0
     bilateral_compat: float = 10.0
     min_probability: float = 1e-5
+    channel_order: str = "rgb"
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(
+                f"channel_order: expected one of {list(CHANNEL_ORDERS)}, got '{self.channel_order}'"
+            )
 
     def __call__(self, image: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Refine per-label scores with the image.
 
         Args:
-            image: (H, W, 3) uint8 image (the kernel is symmetric in the channels: RGB or BGR alike).
+            image: (H, W, 3) uint8 RGB image (reversed to BGR first when ``channel_order == "bgr"``).
             scores: (L, H, W) non-negative label scores; need not sum to 1 (a per-pixel factor does
                 not change the result).
 
@@ -54,10 +66,11 @@ class DenseCRF:
         crf = dcrf.DenseCRF2D(width, height, num_labels)
         crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
         crf.addPairwiseGaussian(sxy=self.gaussian_sxy, compat=self.gaussian_compat)
+        kernel_image = image[..., ::-1] if self.channel_order == "bgr" else image  # (H, W, 3)
         crf.addPairwiseBilateral(
             sxy=self.bilateral_sxy,
             srgb=self.bilateral_srgb,
-            rgbim=np.ascontiguousarray(image),
+            rgbim=np.ascontiguousarray(kernel_image),
             compat=self.bilateral_compat,
         )
         probabilities = np.array(crf.inference(self.iterations), dtype=np.float32)  # (L, H*W)

@@ -47,7 +47,8 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
         stage_seconds: stage name -> wall time of the stages this run (or an earlier one) executed.
 
     Returns:
-        ``cam_miou``, ``cam_threshold``, ``pseudo_label_miou``, ``pseudo_ignored_fraction``, ``seg_miou``,
+        ``seeds`` (what the CAM files hold: cams, attention or max), ``cam_miou`` (those seeds' mIoU),
+        ``cam_threshold``, ``pseudo_label_miou``, ``pseudo_ignored_fraction``, ``seg_miou``,
         ``classifier_val_cam_miou``, ``per_class_iou`` ({cam, pseudo_label, seg} -> class -> IoU),
         ``stage_seconds``, ``checkpoints`` (for the classifier and the segmentation network: the file used
         and how it was chosen), ``uses_pixel_labels_for_selection`` (whether any of those choices used
@@ -77,6 +78,7 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
             record["uses_pixel_labels"] for record in checkpoints.values()
         ),
         "checkpoints": checkpoints,
+        "seeds": cam_run.get("seeds", "cams"),
         "cam_miou": 100 * cam_eval["miou"],
         "cam_threshold": cam_eval["best_threshold"],
         "pseudo_label_miou": 100 * mask_eval["miou"],
@@ -119,7 +121,7 @@ def format_report(report: dict) -> str:
             "classifier",
         ),
         (
-            f"CAMs ({report['cam_split']})",
+            f"seeds: {report['seeds']} ({report['cam_split']})",
             _cell(report["cam_miou"]),
             f"background threshold {report['cam_threshold']:.2f}",
             "cams",
