@@ -250,6 +250,57 @@ def reference_mixup_contrast_loss(
     return sum(sum(values) / len(values) for values in losses_per_image.values())
 
 
+def reference_release_mixup_contrast_loss(
+    region_embeddings: torch.Tensor,
+    classes: torch.Tensor,
+    image_index: torch.Tensor,
+    memory: torch.Tensor,
+    memory_valid: torch.Tensor,
+    temperature: float,
+    lambdas: torch.Tensor,
+    partners: torch.Tensor,
+    denominator_floor: float | None,
+) -> torch.Tensor:
+    """The public code's mixed contrast loss, query by query and positive by positive, in differentiable
+    torch scalars: the RAW embeddings are mixed (l*own + (1-l)*partner) and the mixture L2-normalised; the
+    logits over all valid memory entries are shifted by their (detached) maximum; each shifted denominator
+    exp(s_p) + sum_n exp(s_n) is clamped at the floor (when given) before the log; a class without valid
+    entries drops its term. Mean over each image's contributing queries, summed over images."""
+    num_classes, queue_length, _ = memory.shape
+    keys = [
+        [
+            memory[c, slot] / memory[c, slot].norm()
+            for slot in range(queue_length)
+            if bool(memory_valid[c, slot])
+        ]
+        for c in range(num_classes)
+    ]
+    losses_per_image: dict[int, list[torch.Tensor]] = {}
+    for n in range(region_embeddings.shape[0]):
+        mix, partner = float(lambdas[n]), int(partners[n])
+        mixed = mix * region_embeddings[n] + (1.0 - mix) * region_embeddings[partner]
+        query = mixed / mixed.norm().clamp_min(1e-12)
+        logits = [[torch.dot(query, key) / temperature for key in class_keys] for class_keys in keys]
+        largest = max(float(logit.detach()) for class_logits in logits for logit in class_logits)
+        terms = []
+        for class_index, weight in ((int(classes[n]), mix), (int(classes[partner]), 1.0 - mix)):
+            if not logits[class_index]:
+                continue
+            negatives = [logit for c in range(num_classes) if c != class_index for logit in logits[c]]
+            positive_losses = []
+            for positive in logits[class_index]:
+                denominator = torch.exp(positive - largest)
+                for negative in negatives:
+                    denominator = denominator + torch.exp(negative - largest)
+                if denominator_floor is not None:
+                    denominator = denominator.clamp(min=denominator_floor)
+                positive_losses.append(-((positive - largest) - torch.log(denominator)))
+            terms.append(weight * sum(positive_losses) / len(positive_losses))
+        if terms:
+            losses_per_image.setdefault(int(image_index[n]), []).append(sum(terms))
+    return sum(sum(values) / len(values) for values in losses_per_image.values())
+
+
 # ----------------------------------------------------------------------------------------------------------
 # data (helper DATA): the VOC colour map and the 255 border band, one entry / pixel at a time.
 # ----------------------------------------------------------------------------------------------------------

@@ -55,3 +55,25 @@ def test_bad_inputs_name_what_was_expected():
         crf(two_region_image().astype(np.float32), np.ones((2, 32, 32), np.float32))
     with pytest.raises(ValueError, match="do not match"):
         crf(two_region_image(), np.ones((2, 16, 32), np.float32))
+
+
+def noise_image_and_scores(seed: int, size: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    generator = np.random.default_rng(seed)
+    image = generator.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    return image, generator.random((3, size, size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bgr_channel_order_is_the_rgb_crf_of_the_reversed_image(seed: int):
+    image, scores = noise_image_and_scores(seed)
+    as_bgr = DenseCRF(channel_order="bgr")(image, scores)
+    of_reversed = DenseCRF(channel_order="rgb")(np.ascontiguousarray(image[..., ::-1]), scores)
+    np.testing.assert_array_equal(as_bgr, of_reversed)
+    # The lattice is not symmetric in the channels, so the order is a real setting.
+    as_rgb = DenseCRF(channel_order="rgb")(image, scores)
+    assert (as_rgb.argmax(0) != as_bgr.argmax(0)).any()
+
+
+def test_unknown_channel_order_is_rejected():
+    with pytest.raises(ValueError, match="channel_order: expected one of"):
+        DenseCRF(channel_order="hsv")

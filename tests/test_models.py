@@ -288,7 +288,9 @@ def test_rca_net_map_size_follows_output_stride(output_stride: int) -> None:
 def test_rca_net_parameter_groups_cover_every_parameter_once() -> None:
     net = tiny_net(aggregation=True)
     groups = net.parameter_groups()
-    assert set(groups) == {"backbone_weight", "backbone_bias", "new_weight", "new_bias"}
+    assert set(groups) == {
+        f"{part}_{kind}" for part in ("backbone", "aggregation", "new") for kind in ("weight", "bias")
+    }
     grouped_ids = [id(parameter) for group in groups.values() for parameter in group]
     assert len(grouped_ids) == len(set(grouped_ids)) == len(list(net.parameters()))
     assert set(grouped_ids) == {id(parameter) for parameter in net.parameters()}
@@ -300,6 +302,58 @@ def test_rca_net_parameter_groups_cover_every_parameter_once() -> None:
     assert id(net.projection.layers[1].weight) in {id(p) for p in groups["new_bias"]}
     assert id(net.class_heads.layers[0].bias) in {id(p) for p in groups["new_bias"]}
     assert all(parameter.ndim > 1 for parameter in groups["backbone_weight"] + groups["new_weight"])
+    aggregation_ids = {id(p) for p in groups["aggregation_weight"] + groups["aggregation_bias"]}
+    assert aggregation_ids == {id(parameter) for parameter in net.aggregation.parameters()}
+    assert set(tiny_net(aggregation=False).parameter_groups()) == {
+        "backbone_weight",
+        "backbone_bias",
+        "new_weight",
+        "new_bias",
+    }
+
+
+# The release's initialisation, module by module for tiny_net(head_depth=2): every new conv weight redrawn
+# from N(0, 0.01); what it leaves alone keeps PyTorch's initialisation.
+NORMAL_INIT_CONVS = [
+    "coarse_head.layers.0",
+    "coarse_head.layers.2",
+    "coarse_head.layers.4",
+    "projection.layers.0",
+    "projection.layers.3",
+    "aggregation.query",
+    "aggregation.context",
+    "aggregation.fuse",
+    "class_heads.layers.0",
+    "class_heads.layers.2",
+    "class_heads.layers.4",
+]
+DEFAULT_INIT_LAYERS = ["aggregation.key", "aggregation.value", "projection.layers.1"]  # Linear, Linear, BN
+
+
+def test_normal_init_redraws_new_conv_weights_only() -> None:
+    options = dict(head_width=64, projection_dim=64, attention_dim=64, aggregation=True)
+    torch.manual_seed(3)
+    default = tiny_net(**options)
+    torch.manual_seed(3)
+    normal = tiny_net(init="normal", init_std=0.01, **options)
+    default_state, normal_state = default.state_dict(), normal.state_dict()
+    modules = dict(normal.named_modules())
+    redrawn = [f"{name}.weight" for name in NORMAL_INIT_CONVS]
+    for key in redrawn:
+        weight = normal_state[key]
+        assert not torch.equal(weight, default_state[key]), key
+        if weight.numel() >= 10_000:  # enough draws for a tight estimate of the spread
+            assert float(weight.std()) == pytest.approx(0.01, rel=0.03), key
+            assert abs(float(weight.mean())) < 3e-4, key
+        assert float(weight.abs().max()) < 0.07, key
+    for key in default_state:  # backbone, conv biases, key / value layers and BN: as PyTorch made them
+        if key not in redrawn:
+            assert torch.equal(normal_state[key], default_state[key]), key
+    assert all(isinstance(modules[name], nn.Conv2d) for name in NORMAL_INIT_CONVS)
+    assert all(not isinstance(modules[name], nn.Conv2d) for name in DEFAULT_INIT_LAYERS)
+    assert {
+        name for name, m in normal.named_modules() if isinstance(m, nn.Conv2d) and "backbone" not in name
+    } == set(NORMAL_INIT_CONVS)
 
 
 def test_rca_net_rejects_bad_options() -> None:
@@ -310,3 +364,7 @@ def test_rca_net_rejects_bad_options() -> None:
         RCANet(backbone, NUM_CLASSES, embedding_source="memory")
     with pytest.raises(ValueError, match="backbone: expected a module with an int `out_channels`"):
         RCANet(nn.Identity(), NUM_CLASSES)
+    with pytest.raises(ValueError, match="init: expected one of"):
+        RCANet(backbone, NUM_CLASSES, init="xavier")
+    with pytest.raises(ValueError, match="init_std"):
+        RCANet(backbone, NUM_CLASSES, init_std=0.0)

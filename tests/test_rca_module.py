@@ -1,11 +1,16 @@
 """RCALitModule and MemoryBankCallback wired through the real Hydra config."""
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from rca_lightning import MemoryBankCallback, RCALitModule
+from rca_lightning.callbacks.attention_accumulation import ATTENTION_FILE
+from rca_lightning.utils.resolvers import register_resolvers
+from tests.conftest import CONFIG_DIR
 
 
 class RecordingCallback(L.Callback):
@@ -133,3 +138,130 @@ def test_mismatched_bank_width_is_rejected(compose_train_config):
     cfg = compose_train_config("model.memory_bank.dim=7")
     with pytest.raises(Exception, match="memory_bank.dim"):
         instantiate(cfg.model)
+
+
+# ------------------------------------------------------------------------------ the release's optimiser
+RELEASE_EXTRA_LAYERS = ("coarse_head", "class_heads", "projection")  # its extra_convs*, extra_F
+
+
+def release_lr_and_decay(name: str, parameter: torch.nn.Parameter, base_lr: float) -> tuple[float, float]:
+    """The public code's rule by module name: layers named extra* get 10x (weights) / 20x (biases), all
+    others (backbone and the aggregation's Q, K, V, aggre, concat_project) 1x / 2x; weight decay 5e-4 on
+    everything. Normalisation scales are 1-D "weight"s there but follow this project's bias group (2x /
+    20x) here: the one documented deviation."""
+    extra = name.split(".")[0] in RELEASE_EXTRA_LAYERS
+    is_bias = name.endswith(".bias") or parameter.ndim == 1
+    multiplier = (20.0 if is_bias else 10.0) if extra else (2.0 if is_bias else 1.0)
+    return base_lr * multiplier, 5e-4
+
+
+def lr_and_decay_per_parameter(module: RCALitModule) -> dict[str, tuple[float, float]]:
+    optimizer = module.configure_optimizers()["optimizer"]
+    by_id = {
+        id(parameter): (group["lr"], group["weight_decay"])
+        for group in optimizer.param_groups
+        for parameter in group["params"]
+    }
+    return {name: by_id[id(parameter)] for name, parameter in module.net.named_parameters()}
+
+
+RELEASE_OPTIMIZER = (
+    "model/optimizer=sgd",
+    "model.lr_multipliers={backbone_weight:1,backbone_bias:2,new_weight:10,new_bias:20}",
+)
+
+
+def test_release_lr_groups_and_bias_weight_decay(compose_train_config):
+    cfg = compose_train_config(
+        *RELEASE_OPTIMIZER, "model.aggregation_lr=backbone", "model.bias_weight_decay=true"
+    )
+    module = instantiate(cfg.model)
+    settings = lr_and_decay_per_parameter(module)
+    assert any(name.startswith("aggregation.") for name in settings)
+    for name, parameter in module.net.named_parameters():
+        expected_lr, expected_decay = release_lr_and_decay(name, parameter, 1e-3)
+        assert settings[name][0] == pytest.approx(expected_lr), name
+        assert settings[name][1] == pytest.approx(expected_decay), name
+
+
+def test_project_default_trains_aggregation_as_new_layers_without_bias_decay(compose_train_config):
+    module = instantiate(compose_train_config(*RELEASE_OPTIMIZER).model)
+    settings = lr_and_decay_per_parameter(module)
+    assert settings["aggregation.fuse.weight"] == pytest.approx((1e-2, 5e-4))
+    assert settings["aggregation.fuse.bias"] == pytest.approx((2e-2, 0.0))
+    backbone_weight = next(
+        name for name, parameter in module.net.backbone.named_parameters() if parameter.ndim > 1
+    )
+    assert settings[f"backbone.{backbone_weight}"] == pytest.approx((1e-3, 5e-4))
+
+
+def test_aggregation_multipliers_come_from_aggregation_lr_only(compose_train_config):
+    with pytest.raises(Exception, match="aggregation_lr"):
+        instantiate(compose_train_config("+model.lr_multipliers.aggregation_weight=1.0").model)
+    with pytest.raises(Exception, match="aggregation_lr: expected one of"):
+        instantiate(compose_train_config("model.aggregation_lr=extra").model)
+
+
+def compose_release_experiment(*overrides: str):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=["experiment=voc_rca_vgg16", "data.root=/nonexistent", *overrides])
+
+
+def test_voc_rca_vgg16_experiment_composes_to_the_release_settings():
+    cfg = compose_release_experiment()
+    model = cfg.model
+    assert model.contrast_loss.mixup_order == "mix_then_normalise"
+    assert model.contrast_loss.denominator_floor == pytest.approx(1e-4)
+    assert model.aggregation_lr == "backbone" and model.bias_weight_decay is True
+    assert model.net.init == "normal" and model.net.init_std == pytest.approx(0.01)
+    assert model.net.backbone.name == "vgg16" and model.net.backbone.output_stride == 8
+    optimizer = model.optimizer
+    assert optimizer._target_ == "torch.optim.SGD" and optimizer.nesterov is True
+    assert (optimizer.lr, optimizer.momentum, optimizer.weight_decay) == pytest.approx((1e-3, 0.9, 5e-4))
+    assert dict(model.lr_multipliers) == {
+        "backbone_weight": 1.0,
+        "backbone_bias": 2.0,
+        "new_weight": 10.0,
+        "new_bias": 20.0,
+    }
+    assert list(model.lr_milestone_epochs) == [5, 10] and model.lr_gamma == pytest.approx(0.1)
+    assert cfg.trainer.max_epochs == 30 and cfg.data.batch_size == 8
+    accumulation = cfg.callbacks.attention_accumulation
+    assert accumulation._target_.endswith("AttentionAccumulationCallback")
+    assert not cfg.data.crop and not cfg.data.hflip  # whole, unflipped images: maps are the feature maps
+    assert accumulation.resolution == cfg.data.image_size // model.net.backbone.output_stride == 46
+    assert "memory_bank" in cfg.callbacks  # the default callbacks stay
+
+
+def test_voc_rca_vgg16_module_builds_the_release_optimizer():
+    cfg = compose_release_experiment("model.net.backbone.pretrained=false", "model.net.head_width=8")
+    module = instantiate(cfg.model)
+    features = module.net.backbone(torch.zeros(1, 3, cfg.data.image_size, cfg.data.image_size))
+    assert features.shape[-2:] == (cfg.callbacks.attention_accumulation.resolution,) * 2
+    settings = lr_and_decay_per_parameter(module)
+    for name, parameter in module.net.named_parameters():
+        assert settings[name] == pytest.approx(release_lr_and_decay(name, parameter, 1e-3)), name
+
+
+def test_voc_rca_vgg16_accumulates_the_feature_maps_unresampled(tmp_path):
+    cfg = compose_release_experiment()
+    callback = instantiate(cfg.callbacks.attention_accumulation, output_dir=str(tmp_path))
+    side = callback.resolution
+    callback.create_storage(["a", "b", "c"], ["cat", "dog"])
+    generator = torch.Generator().manual_seed(0)
+    cams = torch.randn(3, 2, side, side, generator=generator)  # (B, C, h, w) at the feature resolution
+    labels = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    whole_images = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand(3, 4)  # uncropped, as the preset trains
+    logits = torch.full((3, 2), 2.0)
+    callback.accumulate(torch.arange(3), cams, logits, labels, whole_images, torch.zeros(3, dtype=torch.bool))
+    callback.flush()
+    stored = torch.from_numpy(np.load(tmp_path / ATTENTION_FILE)).long()  # (N, C, S, S)
+    for image in range(3):
+        for label in range(2):
+            expected = torch.zeros(side, side, dtype=torch.long)
+            if labels[image, label] > 0:  # the release: rint(relu(map) / max * 255), pixel for pixel
+                positive = cams[image, label].double().clamp(min=0)
+                expected = torch.round(positive / positive.max() * 255.0).long()
+            difference = (stored[image, label] - expected).abs()
+            assert difference.max() <= 1 and (difference == 0).float().mean() > 0.99  # float32 rounding

@@ -1,12 +1,18 @@
 """Semantic contrast loss against per-query, per-positive, per-negative loops with math.exp / math.log."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from rca_lightning.losses import SemanticContrastLoss, per_class_contrast
 from rca_lightning.losses.semantic_contrast import mixup_contrast_loss, sample_mixup
-from tests.references import reference_mixup_contrast_loss, reference_per_class_contrast
+from tests.references import (
+    reference_mixup_contrast_loss,
+    reference_per_class_contrast,
+    reference_release_mixup_contrast_loss,
+)
 
 
 def _memory(seed: int, num_classes: int = 4, queue_length: int = 5, dim: int = 6):
@@ -202,3 +208,93 @@ def test_bad_arguments_raise() -> None:
         )
     with pytest.raises(ValueError, match="memory_valid"):
         per_class_contrast(torch.randn(2, 6), memory, memory_valid[:, :2], 0.1)
+
+
+# ------------------------------------------------------------------------ the public code's order and floor
+def _unequal_norm_batch(seed: int):
+    embeddings, classes, image_index, lambdas, partners = _batch(seed)
+    norms = torch.tensor([0.2, 5.0, 1.0, 12.0, 0.5, 3.0], dtype=torch.float64)
+    partners = (torch.arange(6) + 1 + seed % 5) % 6  # never the query itself
+    lambdas = 0.2 + 0.6 * lambdas  # away from 0 and 1: both embeddings count
+    return F.normalize(embeddings, dim=-1) * norms[:, None], classes, image_index, lambdas, partners
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mixup_orders_differ_on_unequal_norms_and_each_matches_its_reference(seed: int) -> None:
+    memory, memory_valid, _ = _memory(seed)
+    embeddings, classes, image_index, lambdas, partners = _unequal_norm_batch(seed)
+    batch = (embeddings, classes, image_index, memory, memory_valid)
+    normalised_first = SemanticContrastLoss(0.07, mixup_order="normalise_then_mix")(
+        *batch, lambdas=lambdas, partners=partners
+    )
+    mixed_first = SemanticContrastLoss(0.07, mixup_order="mix_then_normalise")(
+        *batch, lambdas=lambdas, partners=partners
+    )
+    expected_normalised_first = reference_mixup_contrast_loss(*batch, 0.07, lambdas, partners)
+    expected_mixed_first = reference_release_mixup_contrast_loss(*batch, 0.07, lambdas, partners, None)
+    torch.testing.assert_close(normalised_first, torch.tensor(expected_normalised_first, dtype=torch.float64))
+    torch.testing.assert_close(mixed_first, expected_mixed_first)
+    assert abs(float(normalised_first - mixed_first)) > 0.05 * float(normalised_first)
+
+
+def test_mixup_orders_agree_when_norms_are_equal() -> None:
+    memory, memory_valid, _ = _memory(11)
+    embeddings, classes, image_index, lambdas, partners = _unequal_norm_batch(11)
+    batch = (3.0 * F.normalize(embeddings, dim=-1), classes, image_index, memory, memory_valid)
+    losses = [
+        SemanticContrastLoss(0.07, mixup_order=order)(*batch, lambdas=lambdas, partners=partners)
+        for order in ("normalise_then_mix", "mix_then_normalise")
+    ]
+    torch.testing.assert_close(losses[0], losses[1])
+
+
+def test_denominator_floor_clamps_the_max_shifted_denominator() -> None:
+    temperature, floor = 0.07, 1e-4
+    query = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    memory = torch.tensor(
+        [
+            [[1.0, 0.0, 0.0], [-0.9, math.sqrt(0.19), 0.0]],  # class 0: cosines 1 and -0.9 with the query
+            [[-0.9, 0.0, math.sqrt(0.19)], [-0.8, 0.6, 0.0]],  # class 1: cosines -0.9 and -0.8
+        ],
+        dtype=torch.float64,
+    )
+    memory_valid = torch.ones(2, 2, dtype=torch.bool)
+    floored, _ = per_class_contrast(query, memory, memory_valid, temperature, floor)
+    exact, _ = per_class_contrast(query, memory, memory_valid, temperature)
+
+    largest = 1.0 / temperature  # the query's best logit over the whole memory
+    far_positive, negatives = -0.9 / temperature, [-0.9 / temperature, -0.8 / temperature]
+    shifted_denominator = sum(math.exp(s - largest) for s in [far_positive, *negatives])
+    assert shifted_denominator < floor  # the far positive's denominator is floored ...
+    far_term = -math.log(math.exp(far_positive - largest) / floor)  # ... to -log(e^{s_p - M} / 1e-4)
+    best_term = math.log(1.0 + sum(math.exp(s - largest) for s in negatives))  # not floored
+    assert float(floored[0, 0]) == pytest.approx((best_term + far_term) / 2, rel=1e-12)
+    assert float(exact[0, 0]) == pytest.approx(
+        (best_term + math.log(2.0 + math.exp(0.1 / temperature))) / 2, rel=1e-12
+    )
+    torch.testing.assert_close(floored[0, 1], exact[0, 1])  # class 1: the best entry is its negative
+
+
+@pytest.mark.parametrize("temperature", [0.07, 0.02])
+def test_release_settings_match_the_release_reference_in_value_and_gradient(temperature: float) -> None:
+    memory, memory_valid, _ = _memory(12)
+    embeddings, classes, image_index, lambdas, partners = _unequal_norm_batch(12)
+    embeddings.requires_grad_()
+    batch = (embeddings, classes, image_index, memory, memory_valid)
+    release = SemanticContrastLoss(temperature, mixup_order="mix_then_normalise", denominator_floor=1e-4)
+    loss = release(*batch, lambdas=lambdas, partners=partners)
+    expected = reference_release_mixup_contrast_loss(*batch, temperature, lambdas, partners, 1e-4)
+    (grad,) = torch.autograd.grad(loss, embeddings)
+    (expected_grad,) = torch.autograd.grad(expected, embeddings)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(grad, expected_grad)
+    unfloored = reference_release_mixup_contrast_loss(*batch, temperature, lambdas, partners, None)
+    if temperature == 0.02:  # at this temperature the floor bites on these embeddings
+        assert float(expected.detach()) > float(unfloored.detach()) + 0.1
+
+
+def test_release_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="mixup_order"):
+        SemanticContrastLoss(mixup_order="mix")
+    with pytest.raises(ValueError, match="denominator_floor"):
+        SemanticContrastLoss(denominator_floor=0.0)

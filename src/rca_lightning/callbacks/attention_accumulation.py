@@ -100,7 +100,7 @@ class AttentionAccumulationCallback(Callback):
     is tagged with whose probability ``sigmoid(logit)`` is at least ``min_probability``, the ReLU'd
     class map (``outputs["cams"]`` of ``training_step``), max-normalised to 0..255 at its own resolution,
     is pasted through the image's crop box into its S x S grid (bilinear), rounded to the nearest
-    integer (the public code truncates) and max-accumulated into the file. In
+    integer (as the public code's np.rint) and max-accumulated into the file. In
     the last epoch (``trainer.max_epochs - 1``) tagged classes never written before are written
     whatever their probability.
 
@@ -115,7 +115,8 @@ class AttentionAccumulationCallback(Callback):
     Args:
         output_dir: folder of the file (``${paths.output_dir}/attention`` in the config).
         start_epoch: first epoch (0-based) that accumulates (1 in the reference).
-        resolution: side S of each stored map.
+        resolution: side S of each stored map; the CAMs' own side (46 for uncropped 368 px images at output
+            stride 8) stores them unresampled, like the public code.
         min_probability: classes with a lower predicted probability are skipped (0.1).
     """
 

@@ -18,6 +18,8 @@ from rca_lightning.pseudo.cam_scores import normalized_cam_scores
 
 # Learning-rate multipliers of the public code: pretrained weights 1x, their biases 2x, new layers 10x / 20x.
 DEFAULT_LR_MULTIPLIERS = {"backbone_weight": 1.0, "backbone_bias": 2.0, "new_weight": 10.0, "new_bias": 20.0}
+# Whose multipliers the aggregation layers' parameter groups take.
+AGGREGATION_LR_SOURCES = ("new", "backbone")
 
 
 class RCALitModule(LightningModule):
@@ -43,7 +45,12 @@ class RCALitModule(LightningModule):
         contrast_weight: weight of the contrast term (0.01 in the public code).
         coarse_loss_weight: weight of the coarse head's loss (0.4).
         confidence_threshold: a present class's region enters the bank when sigmoid(score) exceeds this (0.7).
-        lr_multipliers: multipliers of the base lr for the parameter groups of ``net.parameter_groups()``.
+        lr_multipliers: multipliers of the base lr for the parameter groups of ``net.parameter_groups()``
+            (``backbone_*`` and ``new_*``; the ``aggregation_*`` groups follow ``aggregation_lr``).
+        aggregation_lr: the aggregation layers train with the ``"new"`` layers' multipliers (10x / 20x) or
+            the ``"backbone"``'s (1x / 2x, the public code's, where only ``extra*`` layers get 10x / 20x).
+        bias_weight_decay: apply the optimiser's weight decay to the ``*_bias`` groups too (biases and
+            normalisation parameters), as the public code does; False leaves them undecayed.
         lr_milestone_epochs: epochs after which the lr is multiplied by ``lr_gamma``.
         lr_gamma: the decay factor.
         cam_thresholds: (start, stop, step) of the background-threshold sweep for val CAM mIoU.
@@ -61,6 +68,8 @@ class RCALitModule(LightningModule):
         coarse_loss_weight: float = 0.4,
         confidence_threshold: float = 0.7,
         lr_multipliers: dict[str, float] | None = None,
+        aggregation_lr: str = "new",
+        bias_weight_decay: bool = False,
         lr_milestone_epochs: Sequence[int] = (5, 10),
         lr_gamma: float = 0.1,
         cam_thresholds: Sequence[float] = (0.0, 0.6, 0.01),
@@ -72,6 +81,16 @@ class RCALitModule(LightningModule):
             )
         if len(class_names) != net.num_classes:
             raise ValueError(f"class_names has {len(class_names)} names, net has {net.num_classes} classes")
+        if aggregation_lr not in AGGREGATION_LR_SOURCES:
+            raise ValueError(
+                f"aggregation_lr: expected one of {list(AGGREGATION_LR_SOURCES)}, got '{aggregation_lr}'"
+            )
+        aggregation_keys = sorted(key for key in lr_multipliers or {} if key.startswith("aggregation_"))
+        if aggregation_keys:
+            raise ValueError(
+                f"lr_multipliers: {aggregation_keys} are set by aggregation_lr ('new' or 'backbone'), "
+                "not given directly"
+            )
         # Only plain values go into the checkpoint's hyperparameters, so it loads with weights_only=True.
         self.save_hyperparameters(ignore=["net", "memory_bank", "contrast_loss", "optimizer"])
         self.optimizer_factory = optimizer
@@ -176,16 +195,22 @@ class RCALitModule(LightningModule):
 
     def configure_optimizers(self) -> dict:
         groups = self.net.parameter_groups()
-        unknown = set(groups) - set(self.lr_multipliers)
+        source = self.hparams.aggregation_lr
+        multipliers = {
+            **self.lr_multipliers,
+            "aggregation_weight": self.lr_multipliers[f"{source}_weight"],
+            "aggregation_bias": self.lr_multipliers[f"{source}_bias"],
+        }
+        unknown = set(groups) - set(multipliers)
         if unknown:
             raise ValueError(f"lr_multipliers has no entry for parameter groups {sorted(unknown)}")
         optimizer = self.optimizer_factory(
             [{"params": params, "name": name} for name, params in groups.items() if params]
         )
         for group in optimizer.param_groups:
-            group["lr"] *= self.lr_multipliers[group["name"]]
-            if group["name"].endswith("_bias"):  # biases and norm parameters: no weight decay
-                group["weight_decay"] = 0.0
+            group["lr"] *= multipliers[group["name"]]
+            if group["name"].endswith("_bias") and not self.hparams.bias_weight_decay:
+                group["weight_decay"] = 0.0  # biases and norm parameters
         # Stepped at each epoch end: the same learning rates as a per-step schedule with milestones at
         # epoch boundaries, without asking the trainer for its number of batches here. (Asking through
         # ``trainer.estimated_stepping_batches`` builds the train loader before a checkpoint's loop state is

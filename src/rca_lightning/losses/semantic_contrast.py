@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+# Where the two region embeddings of a mix-up are L2-normalised: each before mixing (this project), or only
+# the mixture of the raw embeddings (the public code).
+MIXUP_ORDERS = ("normalise_then_mix", "mix_then_normalise")
 
 
 def _log_zero(dtype: torch.dtype) -> float:
@@ -13,8 +19,17 @@ def _log_zero(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).min / 4
 
 
+def _check_denominator_floor(denominator_floor: float | None, owner: str) -> None:
+    if denominator_floor is not None and not denominator_floor > 0:
+        raise ValueError(f"{owner}: denominator_floor must be > 0 or None, got {denominator_floor}")
+
+
 def per_class_contrast(
-    queries: Tensor, memory: Tensor, memory_valid: Tensor, temperature: float
+    queries: Tensor,
+    memory: Tensor,
+    memory_valid: Tensor,
+    temperature: float,
+    denominator_floor: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """InfoNCE loss of every query against every class queue, one similarity matmul for all.
 
@@ -24,11 +39,19 @@ def per_class_contrast(
     it is 0. Queries and memory entries are L2-normalised here (a no-op for normalised queries); the memory
     is detached, so gradients reach the queries only. Invalid slots are zeroed before use and never count.
 
+    With a ``denominator_floor`` f, each term is the public code's ``-log(exp(s_p - M) / max(D e^-M, f))``:
+    it computes the denominator D shifted by the query's largest logit M over all valid memory entries (a
+    constant of the graph there, detached here too) and clamps that at f, i.e. the term becomes
+    ``max(log D, M + log f) - s_p``, evaluated in log space. The floor bites only when the positive and
+    every negative lie more than ``-log f`` (9.2 for 1e-4) logits below the best-matching entry, which is
+    then another entry of the positive's class; a floored term pulls its positive only.
+
     Args:
         queries: (N, D) query embeddings (L2-normalised).
         memory: (C, L, D) class queues.
         memory_valid: (C, L) bool, which slots hold written entries.
         temperature: InfoNCE temperature t > 0.
+        denominator_floor: floor f > 0 of the max-shifted denominator (1e-4 in the public code), or None.
 
     Returns:
         loss: (N, C) per query and class, in float32 or wider; 0 where undefined.
@@ -46,6 +69,7 @@ def per_class_contrast(
         )
     if not temperature > 0:
         raise ValueError(f"per_class_contrast: temperature must be > 0, got {temperature}")
+    _check_denominator_floor(denominator_floor, "per_class_contrast")
     num_queries, num_classes = queries.shape[0], memory.shape[0]
     memory_valid = memory_valid.to(device=queries.device, dtype=torch.bool)
     # Half precision holds neither logits scaled by 1/t nor the log(0) stand-in: compute in float32 or wider.
@@ -65,7 +89,11 @@ def per_class_contrast(
         torch.where(other_classes.unsqueeze(0), class_log_sums.unsqueeze(1), log_zero), dim=2
     )  # (N, C): [n, c] = log sum over valid entries of classes != c
 
-    positive_terms = F.softplus(negative_log_sums.unsqueeze(-1) - logits)  # (N, C, L)
+    positive_terms = F.softplus(negative_log_sums.unsqueeze(-1) - logits)  # (N, C, L): log D - s_p
+    if denominator_floor is not None:
+        largest_logits = torch.where(valid, logits, log_zero).amax(dim=(1, 2)).detach()  # (N,)
+        floored_terms = largest_logits[:, None, None] + math.log(denominator_floor) - logits  # (N, C, L)
+        positive_terms = torch.maximum(positive_terms, floored_terms)
     positive_terms = torch.where(valid, positive_terms, torch.zeros_like(positive_terms))
     num_positives = memory_valid.sum(dim=1)  # (C,)
     defined = (num_positives > 0).unsqueeze(0).expand(num_queries, num_classes)  # (N, C)
@@ -124,11 +152,15 @@ def mixup_contrast_loss(
     temperature: float,
     lambdas: Tensor,
     partners: Tensor,
+    mixup_order: str = "normalise_then_mix",
+    denominator_floor: float | None = None,
 ) -> Tensor:
     """Semantic contrast loss of a batch for given mix-up coefficients and partners.
 
     Query n (class a) is mixed with its partner (class b): ``mixed = normalise(l*q_n + (1-l)*q_partner)``
-    with q = normalise(region embedding); its loss is ``l*L(mixed, a) + (1-l)*L(mixed, b)`` where a term whose
+    with q = normalise(region embedding) (``"normalise_then_mix"``) or q = the raw region embedding
+    (``"mix_then_normalise"``, the public code's, where the embedding of larger norm weighs more than its
+    coefficient says); its loss is ``l*L(mixed, a) + (1-l)*L(mixed, b)`` where a term whose
     class has no valid memory entry is dropped. The losses are averaged over each image's queries that keep
     at least one term, then summed over images. Zero, still attached to the graph, when nothing is defined.
 
@@ -141,10 +173,14 @@ def mixup_contrast_loss(
         temperature: InfoNCE temperature.
         lambdas: (N,) mix-up coefficients in [0, 1] (1 = no mix-up).
         partners: (N,) long partner query indices (``arange(N)`` = no mix-up).
+        mixup_order: ``"normalise_then_mix"`` or ``"mix_then_normalise"``.
+        denominator_floor: see ``per_class_contrast``.
 
     Returns:
         Scalar loss.
     """
+    if mixup_order not in MIXUP_ORDERS:
+        raise ValueError(f"mixup_order: expected one of {list(MIXUP_ORDERS)}, got '{mixup_order}'")
     num_queries = region_embeddings.shape[0]
     for name, tensor in (
         ("classes", classes),
@@ -162,10 +198,15 @@ def mixup_contrast_loss(
     )
     lambdas = lambdas.to(device=device, dtype=region_embeddings.dtype)  # (N,)
 
-    queries = F.normalize(region_embeddings, dim=-1)  # (N, D)
+    if mixup_order == "normalise_then_mix":
+        embeddings = F.normalize(region_embeddings, dim=-1)  # (N, D)
+    else:
+        embeddings = region_embeddings  # (N, D)
     mix = lambdas.unsqueeze(-1)  # (N, 1)
-    mixed_queries = F.normalize(mix * queries + (1.0 - mix) * queries[partners], dim=-1)  # (N, D)
-    loss_table, defined = per_class_contrast(mixed_queries, memory, memory_valid, temperature)  # (N, C)
+    mixed_queries = F.normalize(mix * embeddings + (1.0 - mix) * embeddings[partners], dim=-1)  # (N, D)
+    loss_table, defined = per_class_contrast(
+        mixed_queries, memory, memory_valid, temperature, denominator_floor
+    )  # (N, C)
 
     query_ids = torch.arange(num_queries, device=device)  # (N,)
     partner_classes = classes[partners]  # (N,)
@@ -190,19 +231,39 @@ class SemanticContrastLoss(nn.Module):
         temperature: InfoNCE temperature (0.07 in the paper).
         mixup_alpha: Beta(alpha, alpha) concentration of the mix-up coefficient (8 in the paper);
             None disables mix-up.
+        mixup_order: ``"normalise_then_mix"`` (each region embedding L2-normalised, then mixed) or
+            ``"mix_then_normalise"`` (the raw embeddings mixed, the mixture normalised: the public code).
+        denominator_floor: floor of each InfoNCE denominator, shifted by the query's largest logit, before
+            the log (1e-4 in the public code; see ``per_class_contrast``), or None for the exact loss.
     """
 
-    def __init__(self, temperature: float = 0.07, mixup_alpha: float | None = 8.0) -> None:
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        mixup_alpha: float | None = 8.0,
+        mixup_order: str = "normalise_then_mix",
+        denominator_floor: float | None = None,
+    ) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"SemanticContrastLoss: temperature must be > 0, got {temperature}")
         if mixup_alpha is not None and not mixup_alpha > 0:
             raise ValueError(f"SemanticContrastLoss: mixup_alpha must be > 0 or None, got {mixup_alpha}")
+        if mixup_order not in MIXUP_ORDERS:
+            raise ValueError(
+                f"SemanticContrastLoss: mixup_order must be one of {list(MIXUP_ORDERS)}, got '{mixup_order}'"
+            )
+        _check_denominator_floor(denominator_floor, "SemanticContrastLoss")
         self.temperature = temperature
         self.mixup_alpha = mixup_alpha
+        self.mixup_order = mixup_order
+        self.denominator_floor = denominator_floor
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, mixup_alpha={self.mixup_alpha}"
+        return (
+            f"temperature={self.temperature}, mixup_alpha={self.mixup_alpha}, "
+            f"mixup_order={self.mixup_order}, denominator_floor={self.denominator_floor}"
+        )
 
     def forward(
         self,
@@ -241,5 +302,14 @@ class SemanticContrastLoss(nn.Module):
             else:
                 lambdas, partners = sample_mixup(image_index, self.mixup_alpha, generator)
         return mixup_contrast_loss(
-            region_embeddings, classes, image_index, memory, memory_valid, self.temperature, lambdas, partners
+            region_embeddings,
+            classes,
+            image_index,
+            memory,
+            memory_valid,
+            self.temperature,
+            lambdas,
+            partners,
+            self.mixup_order,
+            self.denominator_floor,
         )

@@ -14,6 +14,7 @@ from rca_lightning.models.projection import ProjectionHead
 
 HEAD_TYPES = ("per_class", "shared")
 EMBEDDING_SOURCES = ("projection", "backbone")
+INIT_SCHEMES = ("default", "normal")
 
 
 class RCAOutput(NamedTuple):
@@ -52,6 +53,11 @@ class RCANet(nn.Module):
         projection_dim: channels P of the projection head.
         attention_dim: query/key/value dimension of the aggregation.
         attention: ``"softmax"`` or ``"linear"`` (the release's unnormalised q.k * C/K).
+        init: initialisation of the new layers (all but the backbone): ``"default"`` (PyTorch's) or
+            ``"normal"`` (the release's: every new Conv2d weight redrawn from N(0, ``init_std``); conv
+            biases, the aggregation's Linear key / value layers and BatchNorm keep PyTorch's initialisation,
+            as the release leaves them).
+        init_std: standard deviation of the ``"normal"`` initialisation (0.01 in the release).
     """
 
     def __init__(
@@ -66,8 +72,14 @@ class RCANet(nn.Module):
         projection_dim: int = 256,
         attention_dim: int = 256,
         attention: str = "softmax",
+        init: str = "default",
+        init_std: float = 0.01,
     ) -> None:
         super().__init__()
+        if init not in INIT_SCHEMES:
+            raise ValueError(f"init: expected one of {list(INIT_SCHEMES)}, got '{init}'")
+        if not init_std > 0:
+            raise ValueError(f"init_std: expected a positive number, got {init_std}")
         if head not in HEAD_TYPES:
             raise ValueError(f"head: expected one of {list(HEAD_TYPES)}, got '{head}'")
         if embedding_source not in EMBEDDING_SOURCES:
@@ -98,6 +110,10 @@ class RCANet(nn.Module):
         )
         head_type = PerClassHeads if head == "per_class" else ConvHead
         self.class_heads = head_type(feature_channels, num_classes, head_width, head_depth)
+        if init == "normal":  # the backbone keeps its pretrained (or timm's) weights
+            for name, layer in self.named_modules():
+                if isinstance(layer, nn.Conv2d) and not name.startswith("backbone."):
+                    nn.init.normal_(layer.weight, mean=0.0, std=init_std)
 
     @property
     def embedding_dim(self) -> int:
@@ -141,12 +157,17 @@ class RCANet(nn.Module):
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Split the parameters for the release's 1x/2x/10x/20x learning rates.
 
-        Every parameter appears in exactly one list. "backbone" is ``self.backbone``; "new" is every other
-        layer (the release's ``extra*`` layers). One-dimensional parameters (conv/linear biases and the
+        Every parameter appears in exactly one list. "backbone" is ``self.backbone``; "aggregation" is
+        ``self.aggregation`` (query, key, value, context and fuse layers: not ``extra*`` in the release, so
+        they train like the backbone there); "new" is every other layer (coarse head, class heads and
+        projection: the release's ``extra*`` layers). One-dimensional parameters (conv/linear biases and the
         weight and bias of normalisation layers) go to the ``*_bias`` lists, which get the 2x learning rate
-        and, by convention, no weight decay; everything else goes to ``*_weight``.
+        and, by convention, no weight decay (``RCALitModule(bias_weight_decay=True)`` decays them, as the
+        release does); everything else goes to ``*_weight``.
 
         Returns:
-            dict with keys ``backbone_weight``, ``backbone_bias``, ``new_weight``, ``new_bias``.
+            dict with keys ``backbone_weight``, ``backbone_bias``, ``aggregation_weight`` and
+            ``aggregation_bias`` (only with aggregation), ``new_weight``, ``new_bias``.
         """
-        return split_parameter_groups(self, self.backbone)
+        parts = {"aggregation": self.aggregation} if self.aggregation is not None else {}
+        return split_parameter_groups(self, self.backbone, parts)

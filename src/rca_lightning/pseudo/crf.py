@@ -13,8 +13,8 @@ CHANNEL_ORDERS = ("rgb", "bgr")
 class DenseCRF:
     """Mean-field inference of a dense CRF with a Gaussian (smoothness) and a bilateral (appearance) kernel.
 
-    Defaults are the public code's (10 iterations, Gaussian sxy 3 compat 3, bilateral sxy 80 srgb 13
-    compat 10) except ``channel_order``, which is "bgr" there. Picklable, so a process pool can carry it.
+    Defaults are the public code's: 10 iterations, Gaussian sxy 3 compat 3, bilateral sxy 80 srgb 13
+    compat 10, the image in BGR order. Picklable, so a process pool can carry it.
 
     Args:
         iterations: mean-field iterations.
@@ -36,7 +36,7 @@ class DenseCRF:
     bilateral_srgb: float = 13.0
     bilateral_compat: float = 10.0
     min_probability: float = 1e-5
-    channel_order: str = "rgb"
+    channel_order: str = "bgr"
 
     def __post_init__(self) -> None:
         if self.channel_order not in CHANNEL_ORDERS:
