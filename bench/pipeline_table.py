@@ -1,44 +1,59 @@
-"""The whole pipeline on the built-in dataset, plain CAM vs full RCA, 3 seeds: CAM, pseudo-mask and
-segmentation mIoU from each run's report.
+"""The whole pipeline on the built-in dataset, plain CAM vs full RCA (with each seed source: multi-scale
+CAMs, accumulated attention, their max), 3 seeds: seed, pseudo-mask and segmentation mIoU from each report.
 
 Each run is a real ``rca-pipeline`` (the default ``experiment=synthetic``, what ``make run`` runs) launched
-as a subprocess. A classifier that ``bench/ablation.py`` already trained with the same variant and seed is
-reused through ``train_dir`` (the same command line gives the same classifier: runs repeat from their seed).
-Finished runs are kept, so the script resumes.
+as a subprocess, ``--jobs`` at a time. A classifier that ``bench/ablation.py`` already trained with the same
+variant and seed is reused through ``train_dir`` (the same command line gives the same classifier: runs
+repeat from their seed); the three full-RCA rows share one classifier per seed. Every stage uses its last
+epoch's weights (the report's ``uses_pixel_labels_for_selection`` is checked to be false). Finished runs
+are kept, so the script resumes.
 
-    python bench/pipeline_table.py [--seeds 0 1 2] [--out bench/outputs/pipeline]
+    python bench/pipeline_table.py [--seeds 0 1 2] [--jobs 1] [--out bench/outputs/pipeline]
         [--ablation bench/outputs/ablation] [extra overrides ...]
 """
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-VARIANTS = {"plain CAM": ["model=cam"], "full RCA": []}
+from ablation import job_environment
+
+# name -> (classifier folder of the ablation, overrides)
+VARIANTS = {
+    "plain CAM": ("plain_CAM", ["model=cam", "seeds=cams"]),
+    "full RCA, CAM seeds": ("full_RCA", ["callbacks=[default,attention_accumulation]", "seeds=cams"]),
+    "full RCA, attention seeds": (
+        "full_RCA",
+        ["callbacks=[default,attention_accumulation]", "seeds=attention"],
+    ),
+    "full RCA, max seeds": ("full_RCA", ["callbacks=[default,attention_accumulation]", "seeds=max"]),
+}
 COLUMNS = {
     "classifier_val_cam_miou": "val CAM (classifier)",
-    "cam_miou": "train CAM (ms+flip)",
+    "cam_miou": "train seeds",
     "pseudo_label_miou": "pseudo masks",
     "seg_miou": "segmentation (val)",
 }
 
 
-def run_pipeline(name: str, seed: int, out: Path, ablation: Path, extra: list[str]) -> dict:
-    folder = name.replace(" ", "_")
-    run_dir = out / folder / f"seed{seed}"
+def run_pipeline(name: str, seed: int, out: Path, ablation: Path, extra: list[str], jobs: int) -> dict:
+    classifier_folder, overrides = VARIANTS[name]
+    run_dir = out / name.replace(" ", "_").replace(",", "") / f"seed{seed}"
     report_path = run_dir / "report.json"
     if not report_path.exists():
-        trained = ablation / folder / f"seed{seed}"
+        trained = ablation / classifier_folder / f"seed{seed}"
         reuse = [f"train_dir={trained.resolve()}"] if (trained / "metrics.json").is_file() else []
         command = [
-            str(Path(sys.executable).with_name("rca-pipeline")),
-            *VARIANTS[name],
+            sys.executable,
+            "-m",
+            "rca_lightning.cli.pipeline",
+            *overrides,
             f"seed={seed}",
             "trainer.enable_progress_bar=false",
             'stages.segmentation=["trainer.enable_progress_bar=false"]',
@@ -47,12 +62,13 @@ def run_pipeline(name: str, seed: int, out: Path, ablation: Path, extra: list[st
             *extra,
         ]
         started = time.perf_counter()
-        subprocess.run(
-            command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-        )
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=job_environment(jobs))
         note = " (classifier from the ablation run)" if reuse else ""
         print(f"  {name} seed {seed}: {time.perf_counter() - started:.0f} s{note}", flush=True)
-    return json.loads(report_path.read_text())
+    report = json.loads(report_path.read_text())
+    if report["uses_pixel_labels_for_selection"]:
+        raise ValueError(f"{report_path}: a checkpoint was chosen with pixel labels")
+    return report
 
 
 def main() -> None:
@@ -60,12 +76,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("bench/outputs/pipeline"))
     parser.add_argument("--ablation", type=Path, default=Path("bench/outputs/ablation"))
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     args, extra = parser.parse_known_args()
 
-    reports = {
-        name: [run_pipeline(name, seed, args.out, args.ablation, extra) for seed in args.seeds]
-        for name in VARIANTS
-    }
+    runs = [(name, seed) for name in VARIANTS for seed in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        done = list(pool.map(lambda run: run_pipeline(*run, args.out, args.ablation, extra, args.jobs), runs))
+    reports: dict[str, list[dict]] = {}
+    for (name, _), report in zip(runs, done, strict=True):
+        reports.setdefault(name, []).append(report)
     print(f"\nmIoU (%), {len(args.seeds)} seeds ({' / '.join(map(str, args.seeds))}): per seed; mean +- std")
     print("| variant | " + " | ".join(COLUMNS.values()) + " |")
     print("|---" * (len(COLUMNS) + 1) + "|")
@@ -81,7 +100,19 @@ def main() -> None:
         for name, runs in reports.items()
     }
     print("mean wall time of a run's stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
-    summary = {name: [{key: run[key] for key in COLUMNS} for run in runs] for name, runs in reports.items()}
+    per_class = {
+        name: [
+            {stage: run["per_class_iou"][stage] for stage in ("cam", "pseudo_label", "seg")} for run in runs
+        ]
+        for name, runs in reports.items()
+    }
+    summary = {
+        "runs": {
+            name: [{key: run[key] for key in COLUMNS} for run in runs] for name, runs in reports.items()
+        },
+        "per_class_iou": per_class,
+        "stage_seconds": {name: [run["stage_seconds"] for run in runs] for name, runs in reports.items()},
+    }
     (args.out / "table.json").write_text(json.dumps(summary, indent=2))
 
 
