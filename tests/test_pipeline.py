@@ -77,6 +77,16 @@ def test_pipeline_report_and_segmentation_beats_all_background(finished_run):
     for stage in stages[:-1]:
         assert (run_dir / stage / ".hydra" / "config.yaml").is_file(), stage
     assert Path(report["folders"]["segmentation_checkpoint"]).is_relative_to(run_dir)
+    # No pixel label chose anything: both trained stages used their last weights, and the table says so.
+    assert report["uses_pixel_labels_for_selection"] is False
+    for stage in ("classifier", "segmentation"):
+        assert report["checkpoints"][stage]["checkpoint_selection"] == "last", stage
+    assert (
+        Path(report["checkpoints"]["classifier"]["checkpoint"])
+        == run_dir / "classifier" / "checkpoints" / "last.ckpt"
+    )
+    assert report["seeds"] == "cams"  # no attention accumulation: seeds=auto takes the CAMs
+    assert "no pixel label chose a checkpoint" in result.stdout
     # The printed table carries the three headline figures.
     for key in ("cam_miou", "pseudo_label_miou", "seg_miou"):
         assert f"{report[key]:.1f}" in result.stdout
@@ -160,6 +170,20 @@ def test_stage_overrides_resume_from_last_checkpoint_and_follow_the_experiment(t
         last.parent.mkdir(parents=True)
         last.touch()
         assert f"ckpt_path={last}" in pipeline.stage_overrides(stage)
+
+
+def test_seeds_auto_follow_the_classifier_attention_accumulation(tmp_path):
+    cams = STAGES[1]
+    assert "seeds=cams" in make_pipeline(tmp_path, []).stage_overrides(cams)
+    with pytest.raises(ValueError, match="seeds=max: the classifier left no attention accumulation"):
+        make_pipeline(tmp_path, ["seeds=max"]).stage_overrides(cams)
+    attention = tmp_path / "classifier" / "attention"
+    attention.mkdir(parents=True)
+    (attention / "index.json").write_text("{}")
+    overrides = make_pipeline(tmp_path, []).stage_overrides(cams)
+    assert {"seeds=attention", f"attention_dir={attention}", "scales=[1.0]"} <= set(overrides)
+    assert "seeds=cams" in make_pipeline(tmp_path, ["seeds=cams"]).stage_overrides(cams)
+    assert "seeds=max" in make_pipeline(tmp_path, ["seeds=max"]).stage_overrides(cams)
 
 
 def test_an_existing_classifier_run_replaces_the_classifier_stage(tmp_path):
