@@ -605,3 +605,53 @@ def reference_tta_logits(
                 views.append(logits[0])
         outputs.append(sum(views) / len(views))
     return torch.stack(outputs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# memory, continued: k-means inertia and greedy k-means++ second-centre probabilities, one item at a time.
+# ----------------------------------------------------------------------------------------------------------
+def reference_kmeans_inertia(
+    points: torch.Tensor, valid: torch.Tensor, centres: torch.Tensor, centre_valid: torch.Tensor
+) -> list[float]:
+    """Per group, the sum over valid points of the squared distance to the nearest valid centre, in Python
+    floats. points (G,N,D), valid (G,N), centres (G,K,D), centre_valid (G,K) -> G floats (inf when a group
+    has valid points but no valid centre)."""
+    inertias = []
+    for g in range(points.shape[0]):
+        usable_centres = [centres[g, k] for k in range(centres.shape[1]) if bool(centre_valid[g, k])]
+        total = 0.0
+        for n in range(points.shape[1]):
+            if bool(valid[g, n]):
+                distances = [float(((points[g, n] - centre) ** 2).sum()) for centre in usable_centres]
+                total += min(distances, default=math.inf)
+        inertias.append(total)
+    return inertias
+
+
+def reference_greedy_plusplus_second_centre(
+    points: Sequence[Sequence[float]], first: int, num_candidates: int
+) -> list[float]:
+    """Probability that each point becomes the second k-means++ centre once ``first`` is the first one.
+
+    Enumerates every ordered tuple of ``num_candidates`` independent draws, each point n != first drawn with
+    probability D(n)^2 / sum D^2 (D: distance to the first centre); the tuple's winner is the candidate whose
+    addition leaves the smallest sum over all points of the squared distance to the nearest centre, the
+    earliest draw on ties. num_candidates=1 is plain k-means++."""
+    import itertools
+
+    def squared(a: Sequence[float], b: Sequence[float]) -> float:
+        return sum((x - y) ** 2 for x, y in zip(a, b, strict=True))
+
+    closest = [squared(point, points[first]) for point in points]
+    total = sum(closest)
+    draw_probability = [value / total for value in closest]
+    result = [0.0] * len(points)
+    for draws in itertools.product(range(len(points)), repeat=num_candidates):
+        probability = math.prod(draw_probability[n] for n in draws)
+        if probability == 0.0:
+            continue
+        potentials = [
+            sum(min(closest[m], squared(points[m], points[c])) for m in range(len(points))) for c in draws
+        ]
+        result[draws[potentials.index(min(potentials))]] += probability
+    return result

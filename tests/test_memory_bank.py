@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rca_lightning.memory import RegionalMemoryBank, kmeans_init_indices
+from rca_lightning.memory import RegionalMemoryBank, batched_kmeans, kmeans_init_indices
 from tests.references import reference_enqueue, reference_kmeans
 
 
@@ -83,10 +83,20 @@ def test_buffers_round_trip_through_state_dict() -> None:
     assert moved.queue.dtype == torch.float64 and moved.pointer.dtype == torch.long
 
 
-def test_refresh_prototypes_is_seeded_and_matches_reference_kmeans() -> None:
+def test_refresh_prototypes_with_one_random_start_matches_reference_kmeans() -> None:
     generator = torch.Generator().manual_seed(1)
     banks = [
-        RegionalMemoryBank(4, 3, queue_length=8, num_prototypes=3, kmeans_iters=4, seed=5) for _ in range(2)
+        RegionalMemoryBank(
+            4,
+            3,
+            queue_length=8,
+            num_prototypes=3,
+            kmeans_iters=4,
+            kmeans_init="random",
+            kmeans_restarts=1,
+            seed=5,
+        )
+        for _ in range(2)
     ]
     embeddings = torch.randn(20, 3, generator=generator)
     class_ids = torch.tensor([0] * 9 + [1] * 2 + [2] * 9)  # class 1 has fewer entries than K, class 3 none
@@ -101,6 +111,25 @@ def test_refresh_prototypes_is_seeded_and_matches_reference_kmeans() -> None:
     init_indices = kmeans_init_indices(valid, 3, torch.Generator().manual_seed(5 + 2))
     expected, _ = reference_kmeans(banks[0].queue.double(), valid, 3, 4, init_indices)
     torch.testing.assert_close(prototypes.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_refresh_prototypes_defaults_to_kmeans_plusplus_with_restarts() -> None:
+    generator = torch.Generator().manual_seed(6)
+    bank = RegionalMemoryBank(3, 4, queue_length=30, num_prototypes=4, seed=2)
+    assert (bank.kmeans_init, bank.kmeans_restarts, bank.kmeans_iters) == ("k-means++", 10, 10)
+    assert "kmeans_init='k-means++', kmeans_restarts=10" in repr(bank)
+    bank.enqueue(torch.randn(70, 4, generator=generator), torch.randint(0, 3, (70,), generator=generator))
+    prototypes, prototype_valid = bank.refresh_prototypes(seed_offset=1)
+    expected, expected_valid = batched_kmeans(
+        bank.queue,
+        bank.valid_slots(),
+        4,
+        10,
+        torch.Generator().manual_seed(3),
+        init="k-means++",
+        num_restarts=10,
+    )
+    assert torch.equal(prototypes, expected) and torch.equal(prototype_valid, expected_valid)
 
 
 def test_unwritten_slots_never_reach_the_prototypes() -> None:
@@ -123,3 +152,7 @@ def test_enqueue_rejects_bad_input() -> None:
         RegionalMemoryBank(3, 2, update="momentum")
     with pytest.raises(ValueError, match="momentum"):
         RegionalMemoryBank(3, 2, momentum=1.0)
+    with pytest.raises(ValueError, match="kmeans_init"):
+        RegionalMemoryBank(3, 2, kmeans_init="kmeans")
+    with pytest.raises(ValueError, match="kmeans_restarts"):
+        RegionalMemoryBank(3, 2, kmeans_restarts=0)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from rca_lightning.memory.kmeans import batched_kmeans
+from rca_lightning.memory.kmeans import KMEANS_INITS, batched_kmeans
 
 _UPDATE_RULES = ("ema", "replace")
 
@@ -30,6 +30,10 @@ class RegionalMemoryBank(nn.Module):
             when the slot was already written; an unwritten slot simply takes the embedding).
         momentum: EMA momentum, in [0, 1).
         kmeans_iters: Lloyd iterations of ``refresh_prototypes``.
+        kmeans_init: seeding of ``refresh_prototypes``'s k-means, "k-means++" (greedy, as scikit-learn's
+            ``KMeans`` in the public release) or "random" (distinct uniformly random written slots).
+        kmeans_restarts: independent k-means starts per class (scikit-learn's ``n_init``); each class keeps
+            the start with the lowest inertia.
         seed: base seed of ``refresh_prototypes``.
     """
 
@@ -48,6 +52,11 @@ class RegionalMemoryBank(nn.Module):
         update: str = "ema",
         momentum: float = 0.99,
         kmeans_iters: int = 10,
+        kmeans_init: str = "k-means++",
+        # 10 starts, scikit-learn's n_init in the test against its inertia: on well-separated mixtures 3 still
+        # left a seed 27% above it, 10 none. All starts run batched; a refresh (once per epoch) of a 20 x 500
+        # x 256 bank takes ~0.2 s on 2 CPU cores, nothing next to a training epoch.
+        kmeans_restarts: int = 10,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -65,6 +74,12 @@ class RegionalMemoryBank(nn.Module):
                 raise ValueError(f"RegionalMemoryBank: {name} must be >= 1, got {value}")
         if kmeans_iters < 0:
             raise ValueError(f"RegionalMemoryBank: kmeans_iters must be >= 0, got {kmeans_iters}")
+        if kmeans_init not in KMEANS_INITS:
+            raise ValueError(
+                f"RegionalMemoryBank: kmeans_init must be one of {KMEANS_INITS}, got {kmeans_init!r}"
+            )
+        if kmeans_restarts < 1:
+            raise ValueError(f"RegionalMemoryBank: kmeans_restarts must be >= 1, got {kmeans_restarts}")
         self.num_classes = num_classes
         self.dim = dim
         self.queue_length = queue_length
@@ -72,6 +87,8 @@ class RegionalMemoryBank(nn.Module):
         self.update = update
         self.momentum = momentum
         self.kmeans_iters = kmeans_iters
+        self.kmeans_init = kmeans_init
+        self.kmeans_restarts = kmeans_restarts
         self.seed = seed
         self.register_buffer("queue", torch.zeros(num_classes, queue_length, dim))  # (C, L, D)
         self.register_buffer("pointer", torch.zeros(num_classes, dtype=torch.long))  # (C,)
@@ -82,7 +99,9 @@ class RegionalMemoryBank(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, dim={self.dim}, queue_length={self.queue_length}, "
-            f"num_prototypes={self.num_prototypes}, update={self.update!r}, momentum={self.momentum}"
+            f"num_prototypes={self.num_prototypes}, update={self.update!r}, momentum={self.momentum}, "
+            f"kmeans_iters={self.kmeans_iters}, kmeans_init={self.kmeans_init!r}, "
+            f"kmeans_restarts={self.kmeans_restarts}"
         )
 
     def valid_slots(self) -> Tensor:
@@ -183,6 +202,8 @@ class RegionalMemoryBank(nn.Module):
             self.num_prototypes,
             num_iters=self.kmeans_iters,
             generator=generator,
+            init=self.kmeans_init,
+            num_restarts=self.kmeans_restarts,
         )
         self.prototypes.copy_(centres)
         self.prototype_valid.copy_(centre_valid)
