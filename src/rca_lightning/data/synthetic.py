@@ -37,7 +37,7 @@ from PIL import Image
 
 from rca_lightning.data.voc_classes import IGNORE_INDEX, voc_palette
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 1
 COMPLETE_MARKER = ".synthetic_complete.json"
 CLASS_NAMES_FILE = "class_names.txt"
 JPEG_QUALITY = 92
@@ -514,12 +514,8 @@ class SyntheticVOCGenerator:
             else:  # irregular smooth blob, flat or speckled
                 count = 24
                 angles = np.linspace(0, 2 * np.pi, count, endpoint=False)
-                # Radii smoothed around the outline (circularly): a lumpy blob, never a spiky star-like
-                # outline, so no distractor looks like an object of a class.
-                radii = rng.uniform(0.5, 1.3, count)
-                kernel = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
-                wobble = sum(w * np.roll(radii, shift) for w, shift in zip(kernel, range(-2, 3), strict=True))
-                radius = wobble * rng.uniform(0.04, 0.14) * size
+                wobble = cv2.GaussianBlur(rng.uniform(0.5, 1.3, (1, count)).astype(np.float32), (1, 5), 0)
+                radius = wobble[0] * rng.uniform(0.04, 0.14) * size
                 centre = rng.uniform(0, size, 2)
                 points = centre + radius[:, None] * np.stack([np.cos(angles), np.sin(angles)], 1)
                 blob = np.zeros((size, size), np.uint8)
