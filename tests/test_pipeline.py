@@ -14,6 +14,7 @@ from PIL import Image
 
 from rca_lightning.cli.pipeline import STAGES, Pipeline
 from rca_lightning.pseudo.cam_writer import cam_file_is_complete
+from rca_lightning.report.figure_grid import LEGEND_LINE_HEIGHT
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR, TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
 from tests.test_train_end_to_end import all_background_miou
@@ -92,7 +93,7 @@ def test_pipeline_report_and_segmentation_beats_all_background(finished_run):
         assert f"{report[key]:.1f}" in result.stdout
     # The figure grid: 4 rows of 5 panels, also logged by the csv logger.
     grid = np.array(Image.open(run_dir / "figures" / "grid.png"))
-    assert grid.shape == (14 + 4 * 162, 5 * 162, 3)
+    assert grid.shape == (14 + 4 * 162 + LEGEND_LINE_HEIGHT, 5 * 162, 3)  # titles, 4 rows, the legend
     assert list((run_dir / "csv" / "images" / "pipeline" / "figures").glob("*.png"))
 
 

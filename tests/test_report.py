@@ -1,15 +1,12 @@
-"""The pipeline report: figures gathered from the stage files, the printed table, the figure grid."""
+"""The pipeline report: figures gathered from the stage files, the printed table, the weak classes."""
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from rca_lightning.data.voc_classes import voc_palette
-from rca_lightning.report import build_report, cam_overlay, colourise_mask, figure_grid, format_report
-from rca_lightning.report.figure_grid import GAP, TITLE_HEIGHT
+from rca_lightning.report import build_report, format_report, weak_classes
 
 CLASSES = ["disc", "square"]
 
@@ -98,6 +95,8 @@ def test_build_report_gathers_percentages_from_the_stage_files(tmp_path):
     }
     assert report["checkpoints"]["segmentation"]["checkpoint"] == "s.ckpt"
     assert "no pixel label chose a checkpoint" in table
+    assert report["weak_classes"] == {} and report["weak_class_iou"] == 5.0
+    assert "no class below 5 IoU at any stage" in table and "!" not in table
 
 
 def test_report_says_when_pixel_labels_chose_a_checkpoint(tmp_path):
@@ -120,35 +119,31 @@ def test_build_report_names_the_missing_stage_file(tmp_path):
         build_report(tmp_path / "classifier", dirs, {})
 
 
-def test_cam_overlay_tints_each_pixel_with_its_strongest_class():
-    image = np.full((1, 3, 3), 100, np.uint8)
-    cams = np.array([[[1.0, 0.2, 0.0]], [[0.5, 0.6, 0.0]]], np.float32)  # classes 0 and 2
-    overlay = cam_overlay(image, cams, np.array([0, 2]), strength=0.5)
-    palette = voc_palette().astype(np.float64)
-    expected = [
-        100 * 0.5 + palette[1] * 0.5,  # class 0 wins with score 1
-        100 * 0.7 + palette[3] * 0.3,  # class 2 wins with score 0.6
-        np.full(3, 100.0),  # no score: the image
-    ]
-    assert np.array_equal(overlay[0], np.rint(np.stack(expected)).astype(np.uint8))
-    assert np.array_equal(cam_overlay(image, cams[:0], np.array([], np.int64)), image)
+def test_report_flags_classes_below_5_iou_at_some_stage(tmp_path):
+    dirs = write_stage_files(tmp_path)
+    eval_file = dirs["pseudo_mask_eval"] / "eval.json"
+    evaluation = json.loads(eval_file.read_text())
+    evaluation["pseudo_masks"]["per_class_iou"]["disc"] = 0.02  # 2 %: below 5 at the pseudo-label stage
+    eval_file.write_text(json.dumps(evaluation))
+    report = build_report(tmp_path / "classifier", dirs, {})
+    # square (None, 50, None) and background stay unflagged; disc carries all three stages' values.
+    assert report["weak_classes"] == {"disc": {"cam": 30.0, "pseudo_label": pytest.approx(2.0), "seg": 20.0}}
+    assert json.loads(json.dumps(report))["weak_classes"]["disc"]["seg"] == 20.0  # report.json keeps it
+
+    table = format_report(report)
+    assert "classes below 5 IoU: disc (cam 30.0, pseudo 2.0, seg 20.0)" in table
+    rows = {line.split()[0]: line for line in table.splitlines() if line.split()}
+    assert "!disc" in rows and "square" in rows and "!square" not in rows and "background" in rows
 
 
-def test_colourise_mask_uses_the_voc_palette_with_ignore():
-    mask = np.array([[0, 1, 255]], np.uint8)
-    assert np.array_equal(colourise_mask(mask)[0], voc_palette()[[0, 1, 255]])
-
-
-def test_figure_grid_places_fitted_panels_under_titles():
-    tall = np.zeros((20, 10, 3), np.uint8)  # fitted to 8 x 4, padded white
-    wide = np.full((5, 10, 3), 7, np.uint8)
-    grid = figure_grid([[tall, wide], [wide, tall]], ["a", "b"], panel_size=8)
-    step = 8 + GAP
-    assert grid.shape == (TITLE_HEIGHT + 2 * step, 2 * step, 3)
-    first = grid[TITLE_HEIGHT : TITLE_HEIGHT + 8, :8]
-    assert (first[:, :4] == 0).all() and (first[:, 4:] == 255).all()
-    second = grid[TITLE_HEIGHT : TITLE_HEIGHT + 8, step : step + 8]
-    assert (second[:4] == 7).all() and (second[4:] == 255).all()
-    assert (grid[:TITLE_HEIGHT] < 255).any()  # the titles are drawn
-    with pytest.raises(ValueError, match="2 panels"):
-        figure_grid([[tall]], ["a", "b"])
+def test_weak_classes_skips_absent_classes_and_flags_zero():
+    per_class_iou = {
+        "cam": {"background": 70.0, "ring": 0.4, "star": None, "cross": 12.0},
+        "pseudo_label": {"background": 60.0, "ring": 0.0, "star": None, "cross": 4.99},
+        "seg": {"background": 80.0, "star": None, "cross": 30.0},  # ring: no value at all
+    }
+    assert weak_classes(per_class_iou) == {
+        "ring": {"cam": 0.4, "pseudo_label": 0.0, "seg": None},
+        "cross": {"cam": 12.0, "pseudo_label": 4.99, "seg": 30.0},
+    }
+    assert weak_classes(per_class_iou, below=0.1) == {"ring": {"cam": 0.4, "pseudo_label": 0.0, "seg": None}}

@@ -36,7 +36,7 @@ class CAMImageLoggerCallback(Callback):
 
     Rank zero only; images go to every logger of the run through :func:`rca_lightning.utils.log_images`
     (wandb images, TensorBoard images, PNG files beside the CSV logs). Two groups per validation:
-    ``val/cam_overlay`` (each pixel tinted with its strongest tagged class, by its score) and
+    ``val/cam_overlay`` (turbo heat map of the tagged classes' top score; captions name the classes) and
     ``val/pseudo_mask`` (the CAM pseudo mask at the last validation's best background threshold, beside
     the ground truth; VOC colours). The images are read once; reading them draws no random number that
     training would otherwise draw, so resumed runs stay exact.
@@ -99,7 +99,7 @@ class CAMImageLoggerCallback(Callback):
             rgb, scores.numpy(), labels.numpy(), pseudo_masks, masks.numpy(), batch["image_id"], strict=True
         ):
             tagged = np.flatnonzero(image_labels > 0)  # (K,)
-            overlays.append(cam_overlay(image, image_scores[tagged], tagged))
+            overlays.append(cam_overlay(image, image_scores[tagged]))
             mask_pairs.append(np.concatenate([colourise_mask(pseudo), colourise_mask(truth)], axis=1))
             captions.append(f"{image_id}: {', '.join(class_names[c] for c in tagged) or 'no class'}")
         step = trainer.global_step

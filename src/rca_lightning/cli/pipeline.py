@@ -28,9 +28,9 @@ from rca_lightning.cli.pseudo import pseudo
 from rca_lightning.cli.seg import segment
 from rca_lightning.cli.stage_settings import datamodule_for, read_settings
 from rca_lightning.cli.train import train
-from rca_lightning.report.figure_grid import figure_grid
+from rca_lightning.report.figure_selection import pick_figure_images
 from rca_lightning.report.pipeline_report import build_report, format_report
-from rca_lightning.report.report_figures import GRID_TITLES, grid_rows, load_segmentation_model, write_grid
+from rca_lightning.report.report_figures import load_segmentation_model, pipeline_figure, write_grid
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.image_logging import log_images
 from rca_lightning.utils.instantiate import instantiate_loggers
@@ -198,19 +198,20 @@ class Pipeline:
         write_json_atomically(self.state_path, self.state)
 
     def write_figures(self, report: dict) -> Path:
-        """``figures/grid.png`` for the first images of the CAM split, also logged to the run's loggers."""
+        """``figures/grid.png`` for CAM-split images that cover many classes, also logged to the loggers."""
         settings = read_settings(self.cams_dir, "rca-cams")
         dataset = datamodule_for(self.cfg.data, settings["dataset"]).make_dataset(settings["split"])
-        image_ids = dataset.image_ids[: self.cfg.report.figure_images]
-        rows = grid_rows(
+        image_ids = pick_figure_images(dataset.image_ids, dataset.labels, self.cfg.report.figure_images)
+        grid = pipeline_figure(
             image_ids,
             [dataset.image_path(image_id) for image_id in image_ids],
             [dataset.mask_path(image_id) for image_id in image_ids],
             self.cams_dir,
             self.masks_dir,
             load_segmentation_model(self.folder("segmentation")),
+            dataset.class_names,
+            self.cfg.report.panel_size,
         )
-        grid = figure_grid(rows, GRID_TITLES, self.cfg.report.panel_size)
         path = write_grid(grid, self.run_dir / "figures" / "grid.png")
         loggers = instantiate_loggers(self.cfg.get("logger"))
         scalars = {f"pipeline/{key}": report[key] for key in ("cam_miou", "pseudo_label_miou", "seg_miou")}

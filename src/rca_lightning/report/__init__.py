@@ -1,6 +1,16 @@
 """The pipeline's report: headline figures of every stage, the printed table, the figure grid."""
 
-from rca_lightning.report.figure_grid import cam_overlay, colourise_mask, figure_grid
-from rca_lightning.report.pipeline_report import build_report, format_report
+from rca_lightning.report.figure_grid import cam_overlay, colourise_mask, figure_grid, legend_strip
+from rca_lightning.report.figure_selection import pick_figure_images
+from rca_lightning.report.pipeline_report import build_report, format_report, weak_classes
 
-__all__ = ["build_report", "cam_overlay", "colourise_mask", "figure_grid", "format_report"]
+__all__ = [
+    "build_report",
+    "cam_overlay",
+    "colourise_mask",
+    "figure_grid",
+    "format_report",
+    "legend_strip",
+    "pick_figure_images",
+    "weak_classes",
+]

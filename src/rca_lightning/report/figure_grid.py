@@ -1,16 +1,24 @@
-"""Pictures of the pipeline's outputs: masks in the VOC colours, CAM overlays, and a titled grid of panels."""
+"""Pictures of the pipeline's outputs: masks in the VOC colours, CAM heat maps, a titled grid, a legend."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
-from rca_lightning.data.voc_classes import voc_palette
+from rca_lightning.data.voc_classes import IGNORE_INDEX, voc_palette
 
 TITLE_HEIGHT = 14
 GAP = 2
+LEGEND_LINE_HEIGHT = 16
+SWATCH_SIZE = 10
+COLOUR_BAR_WIDTH = 60
+BLACK, WHITE = (0, 0, 0), (255, 255, 255)
+
+# (text, row, column): a name drawn centred on a pixel of a panel.
+PanelLabel = tuple[str, float, float]
 
 
 def colourise_mask(mask: np.ndarray) -> np.ndarray:
@@ -18,29 +26,80 @@ def colourise_mask(mask: np.ndarray) -> np.ndarray:
     return voc_palette()[mask.astype(np.uint8)]
 
 
-def cam_overlay(
-    image: np.ndarray, cams: np.ndarray, classes: np.ndarray, strength: float = 0.7
-) -> np.ndarray:
-    """Each pixel tinted with the colour of its strongest tagged class, as much as that class's score.
+def turbo_colours(scores: np.ndarray) -> np.ndarray:
+    """Scores in [0, 1] of any 2-D shape (S1, S2) -> (S1, S2, 3) uint8 RGB in the turbo colour map."""
+    levels = np.rint(np.clip(scores, 0, 1) * 255).astype(np.uint8)
+    return cv2.applyColorMap(levels, cv2.COLORMAP_TURBO)[..., ::-1]  # OpenCV gives BGR
+
+
+def cam_overlay(image: np.ndarray, cams: np.ndarray, *, strength: float = 0.6) -> np.ndarray:
+    """The image under a turbo heat map of its tagged classes' strongest CAM score, opaque as the score.
+
+    Each pixel blends the turbo colour of ``s = max_k cams[k]`` over the image with weight
+    ``strength * s``: where no tagged class scores, the pixel is the image's, untouched.
 
     Args:
         image: (H, W, 3) uint8 RGB.
         cams: (K, H, W) scores in [0, 1] of the image's K tagged classes.
-        classes: (K,) their 0-based foreground indices (colour of class c: VOC palette entry c + 1).
-        strength: tint weight at score 1.
+        strength: weight of the heat colour at score 1.
 
     Returns:
         (H, W, 3) uint8.
     """
-    if len(classes) == 0:
+    if len(cams) == 0:
         return image.copy()
-    top = cams.argmax(0)  # (H, W) position among the K classes
-    weight = strength * cams.max(0)[..., None]  # (H, W, 1)
-    colour = voc_palette()[np.asarray(classes)[top] + 1].astype(np.float32)  # (H, W, 3)
-    return np.rint(image * (1 - weight) + colour * weight).astype(np.uint8)
+    score = np.clip(cams.max(0), 0, 1)  # (H, W)
+    weight = strength * score[..., None]  # (H, W, 1)
+    return np.rint(image * (1 - weight) + turbo_colours(score) * weight).astype(np.uint8)
 
 
-def _fit(panel: np.ndarray, size: int) -> np.ndarray:
+def cam_peaks(cams: np.ndarray) -> np.ndarray:
+    """(K, H, W) scores -> (K, 2) int64 (row, column) of each map's highest score (the first one on ties)."""
+    flat_peaks = cams.reshape(len(cams), cams.shape[1] * cams.shape[2]).argmax(1)  # (K,)
+    return np.stack(np.unravel_index(flat_peaks, cams.shape[1:]), axis=1).astype(np.int64)
+
+
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default()
+
+
+def _overlaps(box: tuple[int, int, int, int], others: Sequence[tuple[int, int, int, int]]) -> bool:
+    left, top, right, bottom = box
+    return any(
+        left < o_right and o_left < right and top < o_bottom and o_top < bottom
+        for o_left, o_top, o_right, o_bottom in others
+    )
+
+
+def label_panel(panel: np.ndarray, labels: Sequence[PanelLabel]) -> np.ndarray:
+    """A copy of the panel with each label's text centred on its pixel, white edged in black, kept inside.
+
+    A label that would cover an earlier one moves down a line at a time while it fits in the panel.
+
+    Args:
+        panel: (H, W, 3) uint8 RGB.
+        labels: (text, row, column) of each name.
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    canvas = Image.fromarray(panel)
+    draw, font = ImageDraw.Draw(canvas), _font()
+    height, width = panel.shape[:2]
+    placed: list[tuple[int, int, int, int]] = []  # drawn text boxes (left, top, right, bottom)
+    for text, row, column in labels:  # a few labels per panel
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font, stroke_width=1)
+        text_width, text_height = right - left, bottom - top
+        x = int(np.clip(column - text_width / 2, 0, max(0, width - text_width)))
+        y = int(np.clip(row - text_height / 2, 0, max(0, height - text_height)))
+        while _overlaps((x, y, x + text_width, y + text_height), placed) and y + 2 * text_height <= height:
+            y += text_height
+        placed.append((x, y, x + text_width, y + text_height))
+        draw.text((x - left, y - top), text, fill=WHITE, font=font, stroke_width=1, stroke_fill=BLACK)
+    return np.asarray(canvas)
+
+
+def fit_panel(panel: np.ndarray, size: int) -> np.ndarray:
     """Scale a panel to fit a size x size square (nearest, so masks keep their colours), padded white."""
     height, width = panel.shape[:2]
     scale = size / max(height, width)
@@ -71,12 +130,65 @@ def figure_grid(
     for r, row in enumerate(rows):
         for c, panel in enumerate(row):
             top = TITLE_HEIGHT + r * step
-            grid[top : top + panel_size, c * step : c * step + panel_size] = _fit(panel, panel_size)
+            grid[top : top + panel_size, c * step : c * step + panel_size] = fit_panel(panel, panel_size)
     canvas = Image.fromarray(grid)
     draw = ImageDraw.Draw(canvas)
     for c, title in enumerate(titles):
-        draw.text((c * step + 2, 1), title, fill=(0, 0, 0))
+        draw.text((c * step + 2, 1), title, fill=BLACK)
     return np.asarray(canvas)
 
 
-__all__ = ["cam_overlay", "colourise_mask", "figure_grid"]
+def legend_strip(mask_values: Sequence[int], class_names: Sequence[str], width: int) -> np.ndarray:
+    """A white strip naming the colours of a figure: the CAM heat scale, then a swatch per mask value.
+
+    Items run left to right and wrap onto further lines of ``LEGEND_LINE_HEIGHT`` pixels.
+
+    Args:
+        mask_values: the mask values to explain (0 background, 1..C classes, 255 ignore).
+        class_names: name of every mask value 0..C (``"background"`` first).
+        width: width of the strip in pixels (the figure's).
+
+    Returns:
+        (L * LEGEND_LINE_HEIGHT, width, 3) uint8, L lines.
+    """
+    font, palette = _font(), voc_palette()
+    values = sorted({int(value) for value in mask_values})
+    names = ["ignore" if value == IGNORE_INDEX else class_names[value] for value in values]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    heat_label = "CAM score 0"
+    # Each item: its left part (heat label and bar, or swatch), its text, a gap.
+    widths = [measure.textlength(heat_label, font=font) + COLOUR_BAR_WIDTH + 28] + [
+        SWATCH_SIZE + 4 + measure.textlength(name, font=font) + 12 for name in names
+    ]
+    positions, x, line = [], 2, 0
+    for item_width in widths:  # a new line when an item would cross the right edge
+        if x > 2 and x + item_width > width:
+            x, line = 2, line + 1
+        positions.append((x, line * LEGEND_LINE_HEIGHT))
+        x += int(item_width)
+    canvas = Image.new("RGB", (width, (line + 1) * LEGEND_LINE_HEIGHT), WHITE)
+    draw = ImageDraw.Draw(canvas)
+    offset = (LEGEND_LINE_HEIGHT - SWATCH_SIZE) // 2
+    (x, y), *swatch_positions = positions
+    draw.text((x, y + 2), heat_label, fill=BLACK, font=font)
+    bar_left = x + int(draw.textlength(heat_label, font=font)) + 3
+    bar = turbo_colours(np.tile(np.linspace(0, 1, COLOUR_BAR_WIDTH), (SWATCH_SIZE, 1)))  # (S, BAR, 3)
+    canvas.paste(Image.fromarray(bar), (bar_left, y + offset))
+    draw.text((bar_left + COLOUR_BAR_WIDTH + 3, y + 2), "1", fill=BLACK, font=font)
+    for value, name, (x, y) in zip(values, names, swatch_positions, strict=True):
+        box = (x, y + offset, x + SWATCH_SIZE - 1, y + offset + SWATCH_SIZE - 1)
+        draw.rectangle(box, fill=tuple(int(c) for c in palette[value]), outline=(128, 128, 128))
+        draw.text((x + SWATCH_SIZE + 4, y + 2), name, fill=BLACK, font=font)
+    return np.asarray(canvas)
+
+
+__all__ = [
+    "cam_overlay",
+    "cam_peaks",
+    "colourise_mask",
+    "figure_grid",
+    "fit_panel",
+    "label_panel",
+    "legend_strip",
+    "turbo_colours",
+]

@@ -14,6 +14,11 @@ from omegaconf import OmegaConf
 
 from rca_lightning.utils.checkpoint_selection import uses_pixel_labels
 
+WEAK_CLASS_IOU = 5.0
+"""A class with an IoU (%) below this at some stage is flagged as weak in the report."""
+STAGE_LABELS = {"cam": "cam", "pseudo_label": "pseudo", "seg": "seg"}
+"""The report's per-stage IoU keys and their short names in the printed table."""
+
 
 def _read_json(path: Path) -> dict:
     if not path.is_file():
@@ -37,6 +42,27 @@ def _checkpoint_record(checkpoint: str | None, selection: str) -> dict:
     }
 
 
+def weak_classes(
+    per_class_iou: dict[str, dict[str, float | None]], below: float = WEAK_CLASS_IOU
+) -> dict[str, dict[str, float | None]]:
+    """The classes whose IoU falls below ``below`` at some stage, with their IoU at every stage.
+
+    Args:
+        per_class_iou: stage (``cam``, ``pseudo_label``, ``seg``) -> class -> IoU (%), None where the class
+            is absent from both prediction and ground truth (never flagged).
+        below: the IoU (%) under which a class is weak.
+
+    Returns:
+        class -> stage -> IoU (None where that stage has no value), in the order of the CAM stage's classes.
+    """
+    flagged = {}
+    for name in per_class_iou["cam"]:
+        values = {stage: per_class_iou[stage].get(name) for stage in STAGE_LABELS}
+        if any(value is not None and value < below for value in values.values()):
+            flagged[name] = values
+    return flagged
+
+
 def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_seconds: dict[str, float]) -> dict:
     """Gather the report of a finished pipeline run.
 
@@ -50,6 +76,8 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
         ``seeds`` (what the CAM files hold: cams, attention or max), ``cam_miou`` (those seeds' mIoU),
         ``cam_threshold``, ``pseudo_label_miou``, ``pseudo_ignored_fraction``, ``seg_miou``,
         ``classifier_val_cam_miou``, ``per_class_iou`` ({cam, pseudo_label, seg} -> class -> IoU),
+        ``weak_class_iou`` (``WEAK_CLASS_IOU``) and ``weak_classes`` (class -> stage -> IoU of the classes
+        below it at some stage),
         ``stage_seconds``, ``checkpoints`` (for the classifier and the segmentation network: the file used
         and how it was chosen), ``uses_pixel_labels_for_selection`` (whether any of those choices used
         pixel labels), and where things are (``folders``, ``dataset``, ``cam_split``, ``seg_split``).
@@ -73,6 +101,11 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
             segmentation.get("checkpoint"), segmentation.get("checkpoint_selection", "last")
         ),
     }
+    per_class_iou = {
+        "cam": _percent(cam_eval["per_class_iou"]),
+        "pseudo_label": _percent(mask_eval["per_class_iou"]),
+        "seg": _seg_per_class(seg_metrics, class_names),
+    }
     return {
         "uses_pixel_labels_for_selection": any(
             record["uses_pixel_labels"] for record in checkpoints.values()
@@ -86,11 +119,9 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
         "pseudo_label_miou_ignored_as_background": 100 * mask_eval["miou_ignored_as_background"],
         "seg_miou": seg_metrics["test/seg_mIoU"],
         "classifier_val_cam_miou": classifier["metrics"].get("val/cam_mIoU"),
-        "per_class_iou": {
-            "cam": _percent(cam_eval["per_class_iou"]),
-            "pseudo_label": _percent(mask_eval["per_class_iou"]),
-            "seg": _seg_per_class(seg_metrics, class_names),
-        },
+        "per_class_iou": per_class_iou,
+        "weak_class_iou": WEAK_CLASS_IOU,
+        "weak_classes": weak_classes(per_class_iou),
         "stage_seconds": dict(stage_seconds),
         "cam_split": cam_eval["split"],
         "seg_split": seg_config.data.val_split,
@@ -108,8 +139,20 @@ def _cell(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _weak_line(report: dict) -> str:
+    below = f"{report['weak_class_iou']:g} IoU"
+    flagged = report["weak_classes"]
+    if not flagged:
+        return f"no class below {below} at any stage"
+    described = []
+    for name, values in flagged.items():
+        stages = ", ".join(f"{STAGE_LABELS[stage]} {_cell(value)}" for stage, value in values.items())
+        described.append(f"{name} ({stages})")
+    return f"classes below {below}: " + ", ".join(described)
+
+
 def format_report(report: dict) -> str:
-    """The report as plain text: stages, per-class IoU, whether pixel labels chose a checkpoint."""
+    """The report as plain text: stages, per-class IoU (``!`` marks a weak class), checkpoint choices."""
     seconds = report["stage_seconds"]
     checkpoints = report["checkpoints"]
     classifier_choice = checkpoints["classifier"]["checkpoint_selection"]
@@ -149,8 +192,10 @@ def format_report(report: dict) -> str:
     per_class = report["per_class_iou"]
     lines += ["", f"{'IoU (%)':<20} {'CAM':>8} {'pseudo':>8} {'seg':>8}"]
     for name in per_class["cam"]:
-        values = (per_class[kind].get(name) for kind in ("cam", "pseudo_label", "seg"))
-        lines.append(f"{name:<20} " + " ".join(f"{_cell(v):>8}" for v in values))
+        values = (per_class[stage].get(name) for stage in STAGE_LABELS)
+        marker = "!" if name in report["weak_classes"] else " "
+        lines.append(f"{marker}{name:<19} " + " ".join(f"{_cell(v):>8}" for v in values))
+    lines.append(_weak_line(report))
     chosen_by_pixels = [stage for stage, record in checkpoints.items() if record["uses_pixel_labels"]]
     lines.append("")
     lines.append(
@@ -161,4 +206,4 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["build_report", "format_report"]
+__all__ = ["WEAK_CLASS_IOU", "build_report", "format_report", "weak_classes"]

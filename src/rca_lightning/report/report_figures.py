@@ -1,4 +1,8 @@
-"""``figures/grid.png`` of a pipeline run: image / ground truth / CAM / pseudo mask / prediction per row."""
+"""``figures/grid.png`` of a pipeline run: image / ground truth / CAM / pseudo mask / prediction per row.
+
+The CAM column is a turbo heat map of the strongest tagged class with each tagged class named at its peak;
+the masks are in the VOC colours, named by a legend under the grid.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,15 @@ from PIL import Image
 from rca_lightning.lit.seg_module import SegLitModule
 from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file
 from rca_lightning.pseudo.pseudo_mask_writer import mask_path
-from rca_lightning.report.figure_grid import cam_overlay, colourise_mask
+from rca_lightning.report.figure_grid import (
+    cam_overlay,
+    cam_peaks,
+    colourise_mask,
+    figure_grid,
+    fit_panel,
+    label_panel,
+    legend_strip,
+)
 from rca_lightning.utils.atomic import write_bytes_atomically
 
 GRID_TITLES = ("image", "ground truth", "CAM", "pseudo mask", "prediction")
@@ -42,6 +54,38 @@ def predict_mask(model: SegLitModule, image: np.ndarray) -> np.ndarray:
     return scores[0].argmax(0).to(torch.uint8).numpy()
 
 
+def cam_panel(
+    image: np.ndarray, classes: np.ndarray, cams: np.ndarray, class_names: Sequence[str], panel_size: int
+) -> np.ndarray:
+    """The CAM heat map of an image fitted to a square panel, each tagged class named at its peak.
+
+    Tagged classes whose CAM is zero everywhere are named at the bottom (``no CAM: ...``).
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        classes: (K,) 0-based foreground indices of the image's tagged classes.
+        cams: (K, H, W) their scores in [0, 1].
+        class_names: the C foreground class names.
+        panel_size: side of the square panel in pixels.
+
+    Returns:
+        (panel_size, panel_size, 3) uint8.
+    """
+    panel = fit_panel(cam_overlay(image, cams), panel_size)
+    scale = panel_size / max(image.shape[:2])
+    peaks = (cam_peaks(cams) + 0.5) * scale  # (K, 2) panel coordinates of each class's peak
+    fires = cams.max(axis=(1, 2), initial=0) > 0  # (K,)
+    labels = [
+        (class_names[c], row, column)
+        for c, (row, column), active in zip(classes, peaks, fires, strict=True)
+        if active
+    ]
+    silent = [class_names[c] for c in classes[~fires]]
+    if silent:
+        labels.append(("no CAM: " + ", ".join(silent), panel_size, panel_size / 2))
+    return label_panel(panel, labels)
+
+
 def grid_rows(
     image_ids: Sequence[str],
     image_paths: Sequence[Path],
@@ -49,31 +93,82 @@ def grid_rows(
     cams_dir: Path,
     masks_dir: Path,
     model: SegLitModule,
-) -> list[list[np.ndarray]]:
-    """One row of five RGB panels per image (a handful of images: a plain loop)."""
-    rows = []
+    class_names: Sequence[str],
+    panel_size: int,
+) -> tuple[list[list[np.ndarray]], list[int]]:
+    """One row of five RGB panels per image (a handful of images: a plain loop).
+
+    Returns:
+        The rows, and the sorted mask values the ground truth, pseudo masks and predictions show.
+    """
+    rows, masks = [], []
     for image_id, image_path, truth_path in zip(image_ids, image_paths, ground_truth_paths, strict=True):
         image = np.array(Image.open(image_path).convert("RGB"))
         truth = np.asarray(Image.open(truth_path)) if truth_path.is_file() else np.full(image.shape[:2], 255)
         classes, cams = load_cam_file(cam_path(cams_dir, image_id))
         pseudo_mask = np.asarray(Image.open(mask_path(masks_dir, image_id)))
+        prediction = predict_mask(model, image)
+        masks += [truth, pseudo_mask, prediction]
         rows.append(
             [
                 image,
                 colourise_mask(truth),
-                cam_overlay(image, cams, classes),
+                cam_panel(image, classes, cams, class_names, panel_size),
                 colourise_mask(pseudo_mask),
-                colourise_mask(predict_mask(model, image)),
+                colourise_mask(prediction),
             ]
         )
-    return rows
+    values = np.unique(np.concatenate([mask.ravel() for mask in masks])) if masks else np.zeros(0, int)
+    return rows, values.tolist()
+
+
+def pipeline_figure(
+    image_ids: Sequence[str],
+    image_paths: Sequence[Path],
+    ground_truth_paths: Sequence[Path],
+    cams_dir: Path,
+    masks_dir: Path,
+    model: SegLitModule,
+    class_names: Sequence[str],
+    panel_size: int,
+) -> np.ndarray:
+    """The grid of :func:`grid_rows` under ``GRID_TITLES``, above a legend of its colours.
+
+    Args:
+        image_ids: the images, one row each.
+        image_paths: their RGB files.
+        ground_truth_paths: their class masks (a missing file shows as ignore).
+        cams_dir: the CAM files' folder.
+        masks_dir: the pseudo masks' folder.
+        model: the segmentation network, in eval mode.
+        class_names: the C foreground class names (mask value ``i + 1`` is ``class_names[i]``).
+        panel_size: side of one square panel in pixels.
+
+    Returns:
+        (H, 5 * (panel_size + GAP), 3) uint8.
+    """
+    rows, mask_values = grid_rows(
+        image_ids, image_paths, ground_truth_paths, cams_dir, masks_dir, model, class_names, panel_size
+    )
+    grid = figure_grid(rows, GRID_TITLES, panel_size)
+    legend = legend_strip(mask_values, ["background", *class_names], grid.shape[1])
+    return np.concatenate([grid, legend])
 
 
 def write_grid(grid: np.ndarray, path: Path) -> Path:
+    """Write the (H, W, 3) uint8 figure to ``path`` as a PNG, atomically; returns ``path``."""
     buffer = io.BytesIO()
     Image.fromarray(grid).save(buffer, format="PNG")
     write_bytes_atomically(path, buffer.getvalue())
     return path
 
 
-__all__ = ["GRID_TITLES", "grid_rows", "load_segmentation_model", "predict_mask", "write_grid"]
+__all__ = [
+    "GRID_TITLES",
+    "cam_panel",
+    "grid_rows",
+    "load_segmentation_model",
+    "pipeline_figure",
+    "predict_mask",
+    "write_grid",
+]
