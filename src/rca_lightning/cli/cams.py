@@ -18,7 +18,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from rca_lightning.cli.stage_settings import claim_output_folder, datamodule_for, dataset_record
 from rca_lightning.pseudo.cam_inference import CAMDataModule, CAMPredictor
@@ -26,6 +26,7 @@ from rca_lightning.pseudo.cam_prediction_writer import CAMWriter
 from rca_lightning.pseudo.seed_sources import SeedSource, check_seed_kind
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.resolvers import register_resolvers
+from rca_lightning.utils.safe_loading import load_checkpoint, load_run_config
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -73,20 +74,21 @@ def resolve_training_run(cfg: DictConfig) -> TrainingRun:
         selection = summary.get("checkpoint_selection", "last")
     model_cfg = cfg.model
     run_config = train_dir / ".hydra" / "config.yaml"
-    if run_config.is_file():  # the model the checkpoint was trained with
-        model_cfg = OmegaConf.load(run_config).model
+    if run_config.is_file():  # the model the checkpoint was trained with, built only from allowed classes
+        model_cfg = load_run_config(run_config).model
     else:
         log.warning("%s not found; building the model from the composed config", run_config)
     return TrainingRun(checkpoint, selection, model_cfg, summary.get("dataset"))
 
 
 def load_classifier(model_cfg: DictConfig, checkpoint: Path, class_names: list[str]) -> torch.nn.Module:
-    """Instantiate the classifier and load the checkpoint's weights (memory bank buffers included)."""
+    """Instantiate the classifier and load the checkpoint's weights (memory bank buffers included).
+
+    The checkpoint is read with ``weights_only=True`` (``load_checkpoint``): nothing in it is called.
+    """
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} not found (ckpt_path / train_dir)")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or "state_dict" not in state:
-        raise ValueError(f"{checkpoint}: expected a Lightning checkpoint with a 'state_dict' entry")
+    state = load_checkpoint(checkpoint)
     trained_names = state.get("hyper_parameters", {}).get("class_names")
     if trained_names is not None and list(trained_names) != list(class_names):
         raise ValueError(

@@ -9,6 +9,7 @@ segmentation network from their last checkpoint, CAMs and pseudo masks image by 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -184,17 +185,35 @@ class Pipeline:
         return (self.folder(stage.name) / stage.done_file).is_file()
 
     def run_stage(self, stage: Stage) -> None:
+        """Run ``stage`` unless it is done; its ``seconds`` in the state file add up every attempt.
+
+        The state records when an attempt starts, so an attempt that never reached the end (killed, or
+        stopped by an error) is counted when the stage is next visited: from its start to the last
+        modification of a file in the stage's folder.
+        """
+        entry = self.state["stages"].get(stage.name, {})
+        seconds = entry.get("seconds", 0.0)
+        if "attempt_started" in entry:
+            seconds += max(0.0, last_modification(self.folder(stage.name)) - entry["attempt_started"])
+            self.record_stage_seconds(stage, seconds)
         if self.is_done(stage):
             log.info("Stage %s: finished earlier, skipped", stage.name)
             return
         log.info("Stage %s: running (outputs in %s)", stage.name, self.folder(stage.name))
         cfg = self.compose_stage(stage)
+        self.record_stage_seconds(stage, seconds, attempt_started=time.time())
         start = time.perf_counter()
         stage.run(cfg)
-        seconds = time.perf_counter() - start
-        # An interrupted and resumed stage counts the time of every attempt.
-        previous = self.state["stages"].get(stage.name, {}).get("seconds", 0.0)
-        self.state["stages"][stage.name] = {"seconds": previous + seconds}
+        self.record_stage_seconds(stage, seconds + time.perf_counter() - start)
+
+    def record_stage_seconds(
+        self, stage: Stage, seconds: float, attempt_started: float | None = None
+    ) -> None:
+        """Write ``stage``'s seconds so far (and the start time of the attempt now running) to the state."""
+        entry = {"seconds": seconds}
+        if attempt_started is not None:
+            entry["attempt_started"] = attempt_started
+        self.state["stages"][stage.name] = entry
         write_json_atomically(self.state_path, self.state)
 
     def write_figures(self, report: dict) -> Path:
@@ -240,6 +259,16 @@ class Pipeline:
         print(format_report(report), flush=True)
         log.info("Report: %s", self.run_dir / "report.json")
         return report
+
+
+def last_modification(folder: Path) -> float:
+    """The latest modification time (``time.time()`` scale) of ``folder`` and everything under it."""
+    latest = folder.stat().st_mtime if folder.exists() else 0.0
+    for root, directories, files in os.walk(folder):
+        for name in [*directories, *files]:
+            with contextlib.suppress(OSError):  # removed meanwhile
+                latest = max(latest, os.stat(os.path.join(root, name), follow_symlinks=False).st_mtime)
+    return latest
 
 
 def run_pipeline(overrides: Sequence[str] = (), run_dir: str | os.PathLike = "pipeline_run") -> dict:

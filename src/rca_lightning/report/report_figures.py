@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from PIL import Image
 
 from rca_lightning.lit.seg_module import SegLitModule
@@ -30,18 +29,22 @@ from rca_lightning.report.figure_grid import (
     legend_strip,
 )
 from rca_lightning.utils.atomic import write_bytes_atomically
+from rca_lightning.utils.safe_loading import load_checkpoint, load_run_config
 
 GRID_TITLES = ("image", "ground truth", "CAM", "pseudo mask", "prediction")
 
 
 def load_segmentation_model(segmentation_dir: Path) -> SegLitModule:
-    """The network of a finished ``rca-seg`` folder (its config and evaluated checkpoint), in eval mode."""
+    """The network of a finished ``rca-seg`` folder (its config and evaluated checkpoint), in eval mode.
+
+    The config may build only allowed classes and the checkpoint is read with ``weights_only=True``
+    (``rca_lightning.utils.safe_loading``): nothing in the folder's files is called.
+    """
     summary = json.loads((segmentation_dir / "metrics.json").read_text())
     checkpoint = summary.get("checkpoint") or segmentation_dir / "checkpoints" / "last.ckpt"
-    cfg = OmegaConf.load(segmentation_dir / ".hydra" / "config.yaml")
+    cfg = load_run_config(segmentation_dir / ".hydra" / "config.yaml")
     model = instantiate(cfg.seg_model)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["state_dict"])
+    model.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
     return model.eval()
 
 

@@ -1,32 +1,116 @@
-"""Atomic file writes: a reader never sees a half-written output."""
+"""Atomic file writes: a reader never sees a half-written output, and a killed writer leaves no litter.
+
+A write goes to a temporary file beside its target, named ``.<target name>.atomic-<16 hex digits>.tmp``,
+which is renamed over the target once it is complete. A process killed mid-write cannot remove its
+temporary file, so the next writes into the same folder do: the first write of a process into a folder
+(and then at most one a minute) removes the stray temporary files there, i.e. those that
+
+- match that name pattern (of any target: an epoch's checkpoint is written only once),
+- are not locked: a writer holds ``flock`` on its temporary file from creating it until it is renamed
+  or removed, and the kernel drops the lock when the writer dies, however it dies (``SIGKILL``
+  included). A lock, unlike a process id in the name, is not fooled by process ids reused, nor by
+  other PID namespaces (containers) sharing the folder,
+- and have not been modified for ``STALE_AFTER_SECONDS``: this covers the instant between a writer
+  creating its file and locking it, and, on network file systems whose locks do not reach other hosts,
+  keeps a temporary file another host is writing unless that writer has stalled for so long.
+
+Where the file system has no ``flock`` the temporary files are left alone. Files are created with the
+usual mode (``0o666`` less the process's umask, as ``open()`` would make them), not ``mkstemp``'s
+``0o600``.
+"""
+
+from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
-import tempfile
+import re
+import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+STALE_AFTER_SECONDS = 60.0
+_TEMPORARY_MARKER = ".atomic-"
+_TEMPORARY_NAME = re.compile(r"\..+\.atomic-[0-9a-f]{16}\.tmp")
+# Folder -> time.monotonic() of this process's last sweep of it.
+_last_sweep_of_folder: dict[Path, float] = {}
+
+
+def temporary_path(path: Path) -> Path:
+    """A new temporary file name for ``path``, in its folder."""
+    return path.with_name(f".{path.name}{_TEMPORARY_MARKER}{secrets.token_hex(8)}.tmp")
+
+
+def remove_stray_temporaries(folder: Path) -> list[Path]:
+    """Remove the atomic writer's temporary files in ``folder`` whose writer is gone (module docstring).
+
+    Returns:
+        The removed files.
+    """
+    removed = []
+    now = time.time()
+    with os.scandir(folder) as entries:
+        candidates = [Path(entry.path) for entry in entries if _TEMPORARY_NAME.fullmatch(entry.name)]
+    for candidate in candidates:
+        try:
+            with open(candidate, "rb") as held:
+                if now - os.fstat(held.fileno()).st_mtime < STALE_AFTER_SECONDS:
+                    continue
+                fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(candidate)
+        except OSError:  # locked by a live writer, renamed or removed meanwhile, or no flock here
+            continue
+        removed.append(candidate)
+    return removed
+
+
+def _sweep_now_and_then(folder: Path) -> None:
+    """``remove_stray_temporaries`` at the first write of this process into ``folder``, then at most once
+    per ``STALE_AFTER_SECONDS`` (a folder of per-image files is written thousands of times)."""
+    last_sweep = _last_sweep_of_folder.get(folder)
+    if last_sweep is None or time.monotonic() - last_sweep >= STALE_AFTER_SECONDS:
+        _last_sweep_of_folder[folder] = time.monotonic()
+        with contextlib.suppress(OSError):  # housekeeping: an unreadable folder does not stop the write
+            remove_stray_temporaries(folder)
+
+
+def _create_locked_temporary(path: Path) -> tuple[int, Path]:
+    """Create and ``flock`` a new temporary file for ``path``; returns its descriptor and name."""
+    while True:
+        temporary = temporary_path(path)
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue
+        with contextlib.suppress(OSError):  # no flock on this file system: the file is then never swept
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return descriptor, temporary
 
 
 @contextlib.contextmanager
 def atomic_output(path: Path) -> Iterator[BinaryIO]:
     """Open a temporary file beside ``path`` for writing; on success flush it to disk and rename it to
-    ``path`` (one ``os.replace`` on the same file system), on error remove it and leave ``path`` as it was."""
+    ``path`` (one ``os.replace`` on the same file system), on error remove it and leave ``path`` as it was.
+
+    Stray temporary files of killed writers in the folder are removed first (module docstring).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as f:
+    _sweep_now_and_then(path.parent)
+    descriptor, temporary = _create_locked_temporary(path)
+    with os.fdopen(descriptor, "wb") as f:  # closing it releases the lock, after the rename
         try:
             yield f
             f.flush()
             os.fsync(f.fileno())
+            os.replace(temporary, path)
         except BaseException:
-            f.close()
-            os.unlink(f.name)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
             raise
-    os.replace(f.name, path)
 
 
 def write_bytes_atomically(path: Path, content: bytes) -> None:

@@ -1,7 +1,8 @@
-"""Checkpoint files written atomically in their own folder."""
+"""Checkpoint files written atomically in their own folder and read without unpickling code."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,11 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from rca_lightning.utils.atomic import atomic_output
+from rca_lightning.utils.safe_loading import load_checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` whose local checkpoints appear whole or not at all.
+    """``TorchCheckpointIO`` whose local checkpoints appear whole or not at all, and load as weights only.
 
     Lightning's own writer serialises the checkpoint into memory, writes it to a file in the system's
     temporary folder and moves that into place, which is a copy (not a rename) whenever the temporary
@@ -21,6 +23,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ``torch.save`` into a temporary file in the checkpoint's folder, flushes it to disk and renames it over
     the target (``os.replace``), so a run killed while saving leaves the previous checkpoint intact and no
     partial file under the checkpoint's name. Remote URLs (``s3://`` ...) go through Lightning's writer.
+
+    Every checkpoint the trainer reads (``fit`` / ``test`` / ``predict`` with ``ckpt_path``) is loaded with
+    ``weights_only=True`` whatever Lightning's version defaults to (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
+    included): local files through ``safe_loading.load_checkpoint``, remote ones through Lightning's reader.
+    Only a caller that passes ``weights_only=False`` itself gets a full unpickling.
     Plugged in with ``Trainer(plugins=[AtomicCheckpointIO()])`` (``trainer.plugins`` in the config).
     """
 
@@ -34,6 +41,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"AtomicCheckpointIO: storage_options is not supported for local path {path}")
         with atomic_output(Path(path)) as f:
             torch.save(checkpoint, f)
+
+    def load_checkpoint(
+        self,
+        path: _PATH,
+        map_location: Callable | None = lambda storage, location: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        if weights_only is False:  # the caller's own choice, for a file it trusts
+            return super().load_checkpoint(path, map_location, weights_only=False)
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location, weights_only=True)
+        return load_checkpoint(path, map_location)
 
 
 __all__ = ["AtomicCheckpointIO"]

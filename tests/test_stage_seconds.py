@@ -1,0 +1,44 @@
+"""``rca-pipeline``'s stage seconds count every attempt, including one killed before it recorded them."""
+
+import json
+import os
+
+from omegaconf import OmegaConf
+
+from rca_lightning.cli.pipeline import STATE_FILE, Stage
+from tests.test_pipeline import make_pipeline
+
+KILLED_ATTEMPT_SECONDS = 5.0
+
+
+class KilledMidStage(BaseException):
+    """Stands for a kill: nothing after the stage's run executes."""
+
+
+def test_a_killed_attempt_is_counted_up_to_its_last_write(tmp_path, monkeypatch):
+    def killed_attempt(cfg) -> None:
+        state = json.loads((tmp_path / STATE_FILE).read_text())  # on disk before the stage runs
+        started = state["stages"]["cams"]["attempt_started"]
+        partial = tmp_path / "cams" / "maps" / "image_1.npz"
+        partial.parent.mkdir(parents=True)
+        partial.write_bytes(b"written")
+        os.utime(partial, (started + KILLED_ATTEMPT_SECONDS, started + KILLED_ATTEMPT_SECONDS))
+        raise KilledMidStage
+
+    def finishing_attempt(cfg) -> None:
+        (tmp_path / "cams" / "cams.json").write_text("{}")
+
+    for attempt in (killed_attempt, finishing_attempt):
+        pipeline = make_pipeline(tmp_path, [])  # a new process: the state as the file has it
+        monkeypatch.setattr(pipeline, "compose_stage", lambda stage: OmegaConf.create())
+        stage = Stage("cams", "cams", "cams.json", attempt)
+        try:
+            pipeline.run_stage(stage)
+        except KilledMidStage:
+            pass
+
+    [entry] = json.loads((tmp_path / STATE_FILE).read_text())["stages"].values()
+    assert set(entry) == {"seconds"}
+    assert KILLED_ATTEMPT_SECONDS <= entry["seconds"] < KILLED_ATTEMPT_SECONDS + 5
+    make_pipeline(tmp_path, []).run_stage(stage)  # done: skipped, the seconds stay
+    assert json.loads((tmp_path / STATE_FILE).read_text())["stages"]["cams"] == entry
