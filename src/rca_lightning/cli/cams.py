@@ -25,6 +25,7 @@ from rca_lightning.pseudo.cam_inference import CAMDataModule, CAMPredictor
 from rca_lightning.pseudo.cam_prediction_writer import CAMWriter
 from rca_lightning.pseudo.seed_sources import SeedSource, check_seed_kind
 from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
 from rca_lightning.utils.safe_loading import load_checkpoint, load_run_config
 
@@ -153,6 +154,7 @@ def cams(cfg: DictConfig) -> tuple[dict, dict]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="cams")
 def main(cfg: DictConfig) -> None:
+    silence_known_noise()
     cams(cfg)
 
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from rca_lightning.cli.stage_settings import datamodule_for, read_settings, seed_settings, seeds_and_dataset
 from rca_lightning.pseudo.cam_evaluation import evaluate_cams, evaluate_masks, sweep_thresholds
 from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict, dict]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    silence_known_noise()
     evaluate(cfg)
 
 

@@ -35,6 +35,7 @@ from rca_lightning.report.report_figures import load_segmentation_model, pipelin
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.image_logging import log_images
 from rca_lightning.utils.instantiate import instantiate_loggers
+from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
@@ -293,6 +294,7 @@ def run_pipeline(overrides: Sequence[str] = (), run_dir: str | os.PathLike = "pi
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
 def main(cfg: DictConfig) -> float | None:
+    silence_known_noise()
     hydra_cfg = HydraConfig.get()
     pipeline = Pipeline(
         cfg,

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from rca_lightning.cli.stage_settings import claim_output_folder, seed_settings, seeds_and_dataset
 from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskRule, write_pseudo_masks
 from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ def pseudo(cfg: DictConfig) -> tuple[dict, dict]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pseudo")
 def main(cfg: DictConfig) -> None:
+    silence_known_noise()
     pseudo(cfg)
 
 

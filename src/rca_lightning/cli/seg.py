@@ -16,6 +16,7 @@ from rca_lightning.data.voc_classes import voc_palette
 from rca_lightning.utils.atomic import write_bytes_atomically, write_json_atomically
 from rca_lightning.utils.checkpoint_selection import check_selection, selected_checkpoint, uses_pixel_labels
 from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="seg_train")
 def main(cfg: DictConfig) -> float | None:
+    silence_known_noise()
     metrics, _ = segment(cfg)
     return metrics.get(cfg.get("optimized_metric"))
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.checkpoint_selection import check_selection, selected_checkpoint, uses_pixel_labels
 from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def main(cfg: DictConfig) -> float | None:
     A sweep needs the value, so a multirun job that never logged the metric fails; a single run without
     it (e.g. no validation) only warns.
     """
+    silence_known_noise()
     metrics, _ = train(cfg)
     name = cfg.get("optimized_metric")
     if name is None:

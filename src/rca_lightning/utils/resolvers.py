@@ -31,11 +31,17 @@ def sqlite_url(path: str) -> str:
     return f"sqlite:///{database}"
 
 
+def cpus_at_most(count: int) -> int:
+    """``count``, or fewer when this machine has fewer CPUs (loader workers beyond the CPUs only contend)."""
+    return max(0, min(int(count), os.cpu_count() or 1))
+
+
 def register_resolvers() -> None:
     """Register ``${len:...}`` (length of a list, e.g. the number of class names), ``${wandb_offline:}``
     (true when no wandb API key is available, so the wandb logger runs offline) and ``${sqlite_url:path}``
     (an SQLite URL whose folder exists, for Optuna's storage), ``${checkpoint_monitor:selection}`` and
-    ``${checkpoint_top_k:selection}`` (the monitored checkpoint of a ``checkpoint=`` choice). Idempotent."""
+    ``${checkpoint_top_k:selection}`` (the monitored checkpoint of a ``checkpoint=`` choice) and
+    ``${cpus_at_most:n}`` (n, capped at the CPU count). Idempotent."""
     if not OmegaConf.has_resolver("len"):
         OmegaConf.register_new_resolver("len", len)
     if not OmegaConf.has_resolver("wandb_offline"):
@@ -46,3 +52,5 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("checkpoint_monitor", checkpoint_monitor)
     if not OmegaConf.has_resolver("checkpoint_top_k"):
         OmegaConf.register_new_resolver("checkpoint_top_k", checkpoint_top_k)
+    if not OmegaConf.has_resolver("cpus_at_most"):
+        OmegaConf.register_new_resolver("cpus_at_most", cpus_at_most)
