@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from rca_lightning import MemoryBankCallback, RCALitModule
@@ -136,7 +137,7 @@ def test_image_without_foreground_class_gives_finite_losses(compose_train_config
 
 def test_mismatched_bank_width_is_rejected(compose_train_config):
     cfg = compose_train_config("model.memory_bank.dim=7")
-    with pytest.raises(Exception, match="memory_bank.dim"):
+    with pytest.raises(InstantiationException, match="memory_bank.dim"):
         instantiate(cfg.model)
 
 
@@ -196,9 +197,9 @@ def test_project_default_trains_aggregation_as_new_layers_without_bias_decay(com
 
 
 def test_aggregation_multipliers_come_from_aggregation_lr_only(compose_train_config):
-    with pytest.raises(Exception, match="aggregation_lr"):
+    with pytest.raises(InstantiationException, match="aggregation_lr"):
         instantiate(compose_train_config("+model.lr_multipliers.aggregation_weight=1.0").model)
-    with pytest.raises(Exception, match="aggregation_lr: expected one of"):
+    with pytest.raises(InstantiationException, match="aggregation_lr: expected one of"):
         instantiate(compose_train_config("model.aggregation_lr=extra").model)
 
 

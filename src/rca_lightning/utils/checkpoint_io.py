@@ -27,7 +27,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Every checkpoint the trainer reads (``fit`` / ``test`` / ``predict`` with ``ckpt_path``) is loaded with
     ``weights_only=True`` whatever Lightning's version defaults to (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
     included): local files through ``safe_loading.load_checkpoint``, remote ones through Lightning's reader.
-    Only a caller that passes ``weights_only=False`` itself gets a full unpickling.
+    There is no way around it: a checkpoint that needs a full unpickling is refused.
     Plugged in with ``Trainer(plugins=[AtomicCheckpointIO()])`` (``trainer.plugins`` in the config).
     """
 
@@ -48,8 +48,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         map_location: Callable | None = lambda storage, location: storage,
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
-        if weights_only is False:  # the caller's own choice, for a file it trusts
-            return super().load_checkpoint(path, map_location, weights_only=False)
         if "://" in str(path):
             return super().load_checkpoint(path, map_location, weights_only=True)
         return load_checkpoint(path, map_location)
