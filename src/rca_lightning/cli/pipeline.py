@@ -31,7 +31,12 @@ from rca_lightning.cli.stage_settings import datamodule_for, read_settings
 from rca_lightning.cli.train import train
 from rca_lightning.report.figure_selection import pick_figure_images
 from rca_lightning.report.pipeline_report import build_report, format_report
-from rca_lightning.report.report_figures import load_segmentation_model, pipeline_figure, write_grid
+from rca_lightning.report.report_figures import (
+    grid_rows,
+    load_segmentation_model,
+    pipeline_figure,
+    write_grid,
+)
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.image_logging import log_images
 from rca_lightning.utils.instantiate import instantiate_loggers
@@ -222,7 +227,7 @@ class Pipeline:
         settings = read_settings(self.cams_dir, "rca-cams")
         dataset = datamodule_for(self.cfg.data, settings["dataset"]).make_dataset(settings["split"])
         image_ids = pick_figure_images(dataset.image_ids, dataset.labels, self.cfg.report.figure_images)
-        grid = pipeline_figure(
+        rows, mask_values = grid_rows(
             image_ids,
             [dataset.image_path(image_id) for image_id in image_ids],
             [dataset.mask_path(image_id) for image_id in image_ids],
@@ -232,6 +237,7 @@ class Pipeline:
             dataset.class_names,
             self.cfg.report.panel_size,
         )
+        grid = pipeline_figure(rows, mask_values, dataset.class_names, self.cfg.report.panel_size)
         path = write_grid(grid, self.run_dir / "figures" / "grid.png")
         loggers = instantiate_loggers(self.cfg.get("logger"))
         scalars = {f"pipeline/{key}": report[key] for key in ("cam_miou", "pseudo_label_miou", "seg_miou")}

@@ -126,33 +126,19 @@ def grid_rows(
 
 
 def pipeline_figure(
-    image_ids: Sequence[str],
-    image_paths: Sequence[Path],
-    ground_truth_paths: Sequence[Path],
-    cams_dir: Path,
-    masks_dir: Path,
-    model: SegLitModule,
-    class_names: Sequence[str],
-    panel_size: int,
+    rows: list[list[np.ndarray]], mask_values: Sequence[int], class_names: Sequence[str], panel_size: int
 ) -> np.ndarray:
-    """The grid of :func:`grid_rows` under ``GRID_TITLES``, above a legend of its colours.
+    """The rows of :func:`grid_rows` under ``GRID_TITLES``, above a legend of the mask colours they show.
 
     Args:
-        image_ids: the images, one row each.
-        image_paths: their RGB files.
-        ground_truth_paths: their class masks (a missing file shows as ignore).
-        cams_dir: the CAM files' folder.
-        masks_dir: the pseudo masks' folder.
-        model: the segmentation network, in eval mode.
+        rows: the panels, five per image (:func:`grid_rows`).
+        mask_values: the mask values the panels show (:func:`grid_rows`).
         class_names: the C foreground class names (mask value ``i + 1`` is ``class_names[i]``).
         panel_size: side of one square panel in pixels.
 
     Returns:
         (H, 5 * (panel_size + GAP), 3) uint8.
     """
-    rows, mask_values = grid_rows(
-        image_ids, image_paths, ground_truth_paths, cams_dir, masks_dir, model, class_names, panel_size
-    )
     grid = figure_grid(rows, GRID_TITLES, panel_size)
     legend = legend_strip(mask_values, ["background", *class_names], grid.shape[1])
     return np.concatenate([grid, legend])
