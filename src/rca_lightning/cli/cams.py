@@ -20,6 +20,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from rca_lightning.cli.console import run_console_script
 from rca_lightning.cli.stage_settings import claim_output_folder, datamodule_for, dataset_record
 from rca_lightning.pseudo.cam_inference import CAMDataModule, CAMPredictor
 from rca_lightning.pseudo.cam_prediction_writer import CAMWriter
@@ -153,9 +154,14 @@ def cams(cfg: DictConfig) -> tuple[dict, dict]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="cams")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     silence_known_noise()
     cams(cfg)
+
+
+def main() -> None:
+    """The console script: user errors end in one line and exit status 2."""
+    run_console_script(hydra_main)
 
 
 if __name__ == "__main__":

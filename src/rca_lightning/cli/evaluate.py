@@ -16,6 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from rca_lightning.cli.console import run_console_script
 from rca_lightning.cli.stage_settings import datamodule_for, read_settings, seed_settings, seeds_and_dataset
 from rca_lightning.pseudo.cam_evaluation import evaluate_cams, evaluate_masks, sweep_thresholds
 from rca_lightning.utils.atomic import write_json_atomically
@@ -86,9 +87,14 @@ def evaluate(cfg: DictConfig) -> tuple[dict, dict]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     silence_known_noise()
     evaluate(cfg)
+
+
+def main() -> None:
+    """The console script: user errors end in one line and exit status 2."""
+    run_console_script(hydra_main)
 
 
 if __name__ == "__main__":

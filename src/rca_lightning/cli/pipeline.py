@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rca_lightning.cli.cams import cams
+from rca_lightning.cli.console import run_console_script
 from rca_lightning.cli.evaluate import evaluate
 from rca_lightning.cli.pseudo import pseudo
 from rca_lightning.cli.seg import segment
@@ -299,7 +300,7 @@ def run_pipeline(overrides: Sequence[str] = (), run_dir: str | os.PathLike = "pi
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     silence_known_noise()
     hydra_cfg = HydraConfig.get()
     pipeline = Pipeline(
@@ -309,6 +310,11 @@ def main(cfg: DictConfig) -> float | None:
         run_dir=Path(hydra_cfg.runtime.output_dir),
     )
     return pipeline.run()["seg_miou"]
+
+
+def main() -> None:
+    """The console script: user errors end in one line and exit status 2."""
+    run_console_script(hydra_main)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from rca_lightning.cli.console import run_console_script
 from rca_lightning.cli.stage_settings import claim_output_folder, seed_settings, seeds_and_dataset
 from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskRule, write_pseudo_masks
 from rca_lightning.utils.atomic import write_json_atomically
@@ -88,9 +89,14 @@ def pseudo(cfg: DictConfig) -> tuple[dict, dict]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pseudo")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     silence_known_noise()
     pseudo(cfg)
+
+
+def main() -> None:
+    """The console script: user errors end in one line and exit status 2."""
+    run_console_script(hydra_main)
 
 
 if __name__ == "__main__":

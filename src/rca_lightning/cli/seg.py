@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from rca_lightning.cli.console import run_console_script
 from rca_lightning.data.voc_classes import voc_palette
 from rca_lightning.utils.atomic import write_bytes_atomically, write_json_atomically
 from rca_lightning.utils.checkpoint_selection import check_selection, selected_checkpoint, uses_pixel_labels
@@ -114,10 +115,15 @@ def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="seg_train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     silence_known_noise()
     metrics, _ = segment(cfg)
     return metrics.get(cfg.get("optimized_metric"))
+
+
+def main() -> None:
+    """The console script: user errors end in one line and exit status 2."""
+    run_console_script(hydra_main)
 
 
 if __name__ == "__main__":

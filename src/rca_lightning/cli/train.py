@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from rca_lightning.cli.console import run_console_script
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.checkpoint_selection import check_selection, selected_checkpoint, uses_pixel_labels
 from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
@@ -77,7 +78,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     """Train; return the value of ``optimized_metric`` (None when that setting is null), for sweepers.
 
     A sweep needs the value, so a multirun job that never logged the metric fails; a single run without
@@ -95,6 +96,11 @@ def main(cfg: DictConfig) -> float | None:
         log.warning(message)
         return None
     return metrics[name]
+
+
+def main() -> None:
+    """The console script: user errors end in one line and exit status 2."""
+    run_console_script(hydra_main)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,106 @@
+"""How the console scripts end: a user error is one line on stderr and exit status 2.
+
+Hydra prints a (trimmed) traceback for every exception and exits 1. The console scripts ask Hydra to hand
+every exception on (``HYDRA_FULL_ERROR``) and decide here: a :class:`~rca_lightning.utils.errors.UserError`
+anywhere in the exception's cause chain, or a settings error found while composing the configuration, is
+printed as ``<script>: error: <message>`` and the script exits 2; anything else is a bug, printed with its
+traceback (exit 1). ``HYDRA_FULL_ERROR=1`` set by the user shows every traceback, as Hydra does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra.errors import CompactHydraException, ConfigCompositionException, OverrideParseException
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, ValidationError
+
+from rca_lightning.utils.errors import UserError
+
+FULL_ERROR_VARIABLE = "HYDRA_FULL_ERROR"
+USER_ERROR_STATUS = 2
+# Settings errors Hydra or OmegaConf raise while composing or resolving the configuration.
+SETTINGS_ERRORS = (
+    CompactHydraException,
+    ConfigCompositionException,
+    OverrideParseException,
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+    ValidationError,
+)
+
+
+def user_error_in(error: BaseException) -> BaseException | None:
+    """The user error that caused ``error`` (itself or one in its ``__cause__`` / ``__context__`` chain)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (UserError, *SETTINGS_ERRORS)):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line.
+
+    A DataLoader worker's error arrives re-raised with the worker's traceback in its message; the line that
+    counts is then the last one (``module.Type: message``), without the type. OmegaConf appends
+    ``full_key:`` / ``object_type=`` lines; the first line carries the message and the key is kept.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if "Original Traceback" in str(error):
+        return lines[-1].split(": ", 1)[-1]
+    message = lines[0]
+    key = next((line.split(":", 1)[1].strip() for line in lines[1:] if line.startswith("full_key:")), "")
+    if key and key not in message:
+        message = f"{key}: {message}"
+    options = _listed_options(lines)
+    if options:
+        message = f"{message} (available: {', '.join(options)})"
+    cause = error.__cause__
+    if isinstance(error, ConfigCompositionException) and cause is not None and str(cause).strip():
+        message = f"{message} {str(cause).strip().splitlines()[0]}"
+    return message
+
+
+def _listed_options(lines: list[str]) -> list[str]:
+    """The choices Hydra lists under "Available options in 'group':" when a config group has no such entry."""
+    start = next((i for i, line in enumerate(lines) if line.startswith("Available options")), None)
+    if start is None:
+        return []
+    options = []
+    for line in lines[start + 1 :]:
+        if line.startswith("Config search path") or line.endswith(":"):
+            break
+        options.append(line)
+    return options
+
+
+def run_console_script(hydra_main: Callable[[], object]) -> None:
+    """Run a ``@hydra.main`` function as a console script: user errors in one line with exit status 2."""
+    if os.environ.get(FULL_ERROR_VARIABLE) == "1":
+        hydra_main()
+        return
+    os.environ[FULL_ERROR_VARIABLE] = "1"  # Hydra re-raises instead of printing; decided below
+    try:
+        hydra_main()
+    except Exception as error:  # noqa: BLE001 - every exception ends the script here, each its own way
+        script = Path(sys.argv[0]).name or "rca"
+        user_error = user_error_in(error)
+        if user_error is None:
+            traceback.print_exc()
+            sys.exit(1)
+        print(f"{script}: error: {one_line(user_error)}", file=sys.stderr)
+        sys.exit(USER_ERROR_STATUS)
+    finally:
+        os.environ.pop(FULL_ERROR_VARIABLE, None)
+
+
+__all__ = ["run_console_script", "user_error_in", "one_line"]
