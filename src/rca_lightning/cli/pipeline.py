@@ -43,6 +43,7 @@ from rca_lightning.utils.image_logging import log_images
 from rca_lightning.utils.instantiate import instantiate_loggers
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
+from rca_lightning.utils.settings_check import check_overrides
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -292,6 +293,7 @@ def run_pipeline(overrides: Sequence[str] = (), run_dir: str | os.PathLike = "pi
     config_dir = Path(__file__).resolve().parent.parent / "conf"
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         cfg = compose("pipeline", overrides=list(overrides), return_hydra_config=True)
+        check_overrides("pipeline", list(overrides), composed=cfg)  # what SettingsCheck does in a job
         choices = dict(cfg.hydra.runtime.choices)
         with open_dict(cfg):
             cfg.paths.output_dir = str(run_dir)

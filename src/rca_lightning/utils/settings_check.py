@@ -1,0 +1,330 @@
+"""Command-line overrides checked against the configuration they override, before a job reads anything.
+
+Hydra refuses an unknown key (struct mode) but takes any value: ``trainer.max_epochs=abc`` composes, and the
+run fails much later, deep inside Lightning. :func:`check_overrides` compares every value override with the
+setting it replaces, in the configuration composed with the same config-group choices (``model=cam``,
+``experiment=...``) and no value overrides, and raises :class:`~rca_lightning.utils.errors.InvalidSetting`
+naming the first wrong one::
+
+    trainer.max_epochs: expected an integer or null (default 30), got 'abc'
+
+What a setting accepts:
+
+* the type of the argument it feeds, when its node has a ``_target_`` whose signature annotates it (and the
+  annotation accepts the default, so it is what the config means): ``trainer.devices`` takes an integer, a
+  string or a list, ``trainer.limit_train_batches`` an integer, a number or null;
+* else the type of its default: an integer takes an integer (not ``true``, not ``1.5``); a number takes an
+  integer or a number; ``true``/``false`` only a boolean; a string takes a string or a number (Hydra reads
+  ``2012`` as a number); a list a list; a mapping a mapping; a null, ``???`` or an interpolation that does not
+  resolve here takes anything, and so does a null given by the user (the value that turns a setting off).
+
+A value the user gives as an interpolation (``trainer.max_epochs=${seed}``) is judged by what it resolves to.
+A key added with ``+`` / ``++`` under a ``_target_`` node must be an argument of that target
+(``+trainer.foo=1``: ``lightning.Trainer`` has no argument ``foo``). ``hydra.*`` keys are left to Hydra's own
+schema. :class:`SettingsCheck`, registered in ``conf/hydra/default.yaml``, runs the check at the start of
+every job of every console script; ``rca-pipeline`` also checks each stage's ``stages.<stage>`` list.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import inspect
+import os
+import typing
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import PurePath
+from types import NoneType, UnionType
+from typing import Any
+
+from hydra import compose
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType, ValueType
+from hydra.experimental.callback import Callback
+from hydra.utils import get_object
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from rca_lightning.utils.errors import InvalidSetting
+
+# Stands for "no type to compare with": a ``???`` default, an interpolation that does not resolve.
+_ANYTHING = object()
+# How settings are read here: a missing or unresolvable one is :data:`_ANYTHING`, not an error.
+_LENIENT = {"throw_on_missing": False, "throw_on_resolution_failure": False}
+_SEQUENCES = (
+    list,
+    tuple,
+    set,
+    frozenset,
+    collections.abc.Sequence,
+    collections.abc.MutableSequence,
+    collections.abc.Iterable,
+    collections.abc.Collection,
+)
+_MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
+# How an argument of a class type is given in a config.
+_BUILT = "a mapping with _target_"
+
+
+def check_overrides(
+    config_name: str,
+    overrides: Sequence[str],
+    checked: Sequence[str] | None = None,
+    composed: DictConfig | None = None,
+    source: str = "",
+) -> None:
+    """Raise :class:`InvalidSetting` for the first override whose value does not fit the setting it changes.
+
+    Needs an initialised Hydra (inside a job, or ``initialize_config_dir``): it composes ``config_name``.
+
+    Args:
+        config_name: the primary config (``train``, ``seg_train``, ...).
+        overrides: every override the config is composed with; their config-group choices make the
+            reference configuration.
+        checked: the overrides to check (default: every one of ``overrides``).
+        composed: ``config_name`` already composed with ``overrides`` and its ``hydra`` node (a job's
+            config); composed here when not given, which also refuses unknown keys and groups.
+        source: where the overrides come from, put before the message (``stages.segmentation``).
+    """
+    if checked is not None and not checked:
+        return
+    if composed is None:
+        composed = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    groups = set(composed.hydra.runtime.choices)
+
+    def is_choice(override: Override) -> bool:  # a package (seg_data@data=voc) only goes with a group
+        return override.key_or_group in groups or override.package is not None
+
+    parser = OverridesParser.create()
+    choices = [o.input_line for o in parser.parse_overrides(list(overrides)) if is_choice(o)]
+    reference = compose(config_name, overrides=choices)
+    for override in parser.parse_overrides(list(overrides if checked is None else checked)):
+        if not is_choice(override):
+            try:
+                _check_one(override, reference, composed)
+            except InvalidSetting as error:
+                if not source:
+                    raise
+                raise InvalidSetting(f"{source}: {error}") from None
+
+
+def _check_one(override: Override, reference: DictConfig, composed: DictConfig) -> None:
+    """Raise :class:`InvalidSetting` when ``override`` (a value override) does not fit ``reference``."""
+    key = override.key_or_group
+    if override.is_delete() or override.value_type != ValueType.ELEMENT or key.startswith("hydra."):
+        return  # deletion, sweep (launchers expand them into jobs), or a key Hydra's schema types itself
+    value = override.value()
+    if isinstance(value, str) and "${" in value:
+        value = _plain(OmegaConf.select(composed, key, default=_ANYTHING, **_LENIENT))
+        if value is _ANYTHING:
+            return
+    parent_key, _, name = key.rpartition(".")
+    target_name, target = _target_of(composed, parent_key)
+    added = override.type in (OverrideType.ADD, OverrideType.FORCE_ADD) and not _exists(
+        reference, parent_key, name
+    )
+    if added and target is not None and not name.startswith("_") and not _takes(target, name):
+        raise InvalidSetting(f"{key}: {target_name} has no argument {name!r} (given as +{key})")
+    default = _plain(OmegaConf.select(reference, key, default=_ANYTHING, **_LENIENT))
+    annotation = _annotation(target, name) if target is not None else _ANYTHING
+    if annotation is not _ANYTHING and (default is _ANYTHING or _accepts(annotation, default)):
+        if _accepts(annotation, value):
+            return
+        expected = _describe(annotation)
+    elif value is None or default is None or default is _ANYTHING or _fits_default(default, value):
+        return
+    else:
+        expected = _describe(type(default))
+    given = "" if default is _ANYTHING else f" (default {_short(default)})"
+    raise InvalidSetting(f"{key}: expected {expected}{given}, got {_short(value)}")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain Python (containers resolved), :data:`_ANYTHING` when something in it does not
+    resolve."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        try:
+            return OmegaConf.to_container(value, resolve=True)
+        except Exception:  # noqa: BLE001 - an interpolation inside that does not resolve here
+            return _ANYTHING
+    return value
+
+
+def _exists(config: DictConfig, parent_key: str, name: str) -> bool:
+    parent = OmegaConf.select(config, parent_key, **_LENIENT) if parent_key else config
+    if isinstance(parent, DictConfig):
+        return name in parent or OmegaConf.is_missing(parent, name)
+    return isinstance(parent, ListConfig) and name.isdigit() and int(name) < len(parent)
+
+
+def _target_of(config: DictConfig, node_key: str) -> tuple[str, Callable | None]:
+    """The ``_target_`` of the node at ``node_key`` and what it names; None when it has none or it does not
+    import."""
+    node = OmegaConf.select(config, node_key, **_LENIENT) if node_key else config
+    target = OmegaConf.select(node, "_target_", **_LENIENT) if isinstance(node, DictConfig) else None
+    if not isinstance(target, str):
+        return "", None
+    try:
+        found = get_object(target)
+    except Exception:  # noqa: BLE001 - instantiation reports an unknown target in its own words
+        return target, None
+    return target, found if callable(found) else None
+
+
+def _parameters(target: Callable) -> dict[str, inspect.Parameter] | None:
+    try:
+        return dict(inspect.signature(target).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature
+        return None
+
+
+def _takes(target: Callable, name: str) -> bool:
+    """Whether ``target`` takes a keyword argument ``name`` (anything, when its signature is unknown)."""
+    parameters = _parameters(target)
+    if parameters is None or name in parameters:
+        return True
+    return any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def _annotation(target: Callable, name: str) -> Any:
+    """The type annotation of ``target``'s argument ``name``; :data:`_ANYTHING` when there is none to use."""
+    function = target.__init__ if inspect.isclass(target) else target
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001 - a name only imported for type checkers, a syntax of a newer Python
+        return _ANYTHING
+    return hints.get(name, _ANYTHING)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fits_default(default: Any, value: Any) -> bool:
+    """Whether ``value`` has the type of ``default`` (a plain, non-null value)."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return _is_number(value)
+    if isinstance(default, str):
+        return isinstance(value, str) or _is_number(value)
+    if isinstance(default, list):
+        return isinstance(value, list)
+    if isinstance(default, dict):
+        return isinstance(value, dict)
+    return True
+
+
+def _accepts(annotation: Any, value: Any, numbers_as_text: bool = True) -> bool:
+    """Whether a setting of value ``value`` (plain Python, as Hydra parses it) fits ``annotation``.
+
+    A string takes a number too (Hydra reads ``2012`` as one), unless ``numbers_as_text`` is False.
+    A class the value cannot be (a Lightning ``Accelerator``, an ``nn.Module``) takes a mapping: a
+    ``_target_`` config builds it. What this cannot judge (``Any``, a type variable, a callable) takes
+    anything.
+    """
+    origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is None or annotation is NoneType:
+        return value is None
+    if origin in (typing.Union, UnionType):
+        # A number where the argument also takes numbers is judged as one: devices=1.5 is no device name.
+        as_text = numbers_as_text and not any(argument in (int, float) for argument in arguments)
+        return any(_accepts(argument, value, as_text) for argument in arguments)
+    if origin is typing.Literal:
+        return any(type(value) is type(choice) and value == choice for choice in arguments)
+    if origin is not None and origin in _SEQUENCES:
+        if not isinstance(value, list):
+            return False
+        if origin is tuple and arguments and arguments[-1] is not Ellipsis:
+            return len(value) == len(arguments) and all(map(_accepts, arguments, value))
+        return not arguments or all(_accepts(arguments[0], item) for item in value)
+    if origin is not None and origin in _MAPPINGS:
+        if not isinstance(value, dict):
+            return False
+        return len(arguments) != 2 or all(_accepts(arguments[1], item) for item in value.values())
+    if origin is not None or not isinstance(annotation, type) or annotation is object:
+        return True  # Callable[...], type[...], Any, a TypeVar, a string left unresolved
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return _is_number(value)
+    if annotation is str or issubclass(annotation, (PurePath, os.PathLike)):
+        return isinstance(value, str) or (numbers_as_text and _is_number(value))
+    if annotation in _SEQUENCES:
+        return isinstance(value, list)
+    if annotation in _MAPPINGS:
+        return isinstance(value, dict)
+    return isinstance(value, dict)
+
+
+def _describe(annotation: Any) -> str:
+    """``annotation`` in words: "an integer or null", "a list, a string or an integer".
+
+    A class a setting can only be through a ``_target_`` mapping (``lr: float | Tensor``) is left out of the
+    words unless nothing else is left.
+    """
+    words: list[str] = []
+    for word in _words(annotation):
+        if word not in words:
+            words.append(word)
+    if len(words) > 1 and _BUILT in words:
+        words.remove(_BUILT)
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _words(annotation: Any) -> list[str]:
+    origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is None or annotation is NoneType:
+        return ["null"]
+    if origin in (typing.Union, UnionType):
+        return [word for argument in arguments for word in _words(argument)]
+    if origin is typing.Literal:
+        return [repr(choice) for choice in arguments]
+    if origin in _SEQUENCES and arguments and arguments[-1] is not Ellipsis and origin is not tuple:
+        return [f"a list (items: {_describe(arguments[0])})"]
+    if origin in _SEQUENCES or annotation in _SEQUENCES:
+        return ["a list"]
+    if origin in _MAPPINGS or annotation in _MAPPINGS:
+        return ["a mapping"]
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if annotation in names:
+        return [names[annotation]]
+    if isinstance(annotation, type) and issubclass(annotation, (PurePath, os.PathLike)):
+        return ["a path"]
+    return [_BUILT]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``value`` as the message shows it: ``null``, ``true``, ``'abc'``, ``[1, 2]``, cut at ``limit``."""
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+class SettingsCheck(Callback):
+    """Hydra callback: :func:`check_overrides` on the job's command-line overrides, before the job runs.
+
+    Hydra 1.3 turns an exception raised by a callback into a warning (``Callback SettingsCheck.on_job_start
+    raised ...``) and runs the job anyway. So, just before raising, the check makes that warning an error:
+    it is raised while Hydra handles the :class:`InvalidSetting`, which stays its ``__context__``, where the
+    console scripts find it (one line, exit status 2). Any other failure of the check stays a warning.
+    """
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_overrides(config.hydra.job.config_name, list(config.hydra.overrides.task), composed=config)
+        except InvalidSetting:
+            warnings.filterwarnings(
+                "error", message=rf"Callback {type(self).__name__}\.on_job_start raised", category=UserWarning
+            )
+            raise
+
+
+__all__ = ["SettingsCheck", "check_overrides"]
