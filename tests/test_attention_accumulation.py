@@ -25,6 +25,7 @@ from rca_lightning.callbacks.attention_accumulation import (
 )
 from rca_lightning.data import build_train_transform
 from rca_lightning.data.transforms import crop_window
+from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 from tests.references import reference_accumulate, reference_paste_crop
 
 NUM_IMAGES, NUM_CLASSES, RESOLUTION = 7, 3, 8
@@ -301,13 +302,15 @@ def test_two_ranks_writing_disjoint_images_match_one_process(tmp_path):
 def test_opening_a_file_of_another_dataset_is_an_error(tmp_path):
     make_callback(tmp_path)
     other = make_callback(tmp_path, create=False)
-    with pytest.raises(ValueError, match="image ids"):
+    with pytest.raises(InvalidData, match="image ids that differ from the training dataset's"):
         other.open_storage(image_ids=IMAGE_IDS[::-1])
-    with pytest.raises(ValueError, match="resolution"):
+    with pytest.raises(InvalidData, match=r"index.json: resolution \d+, expected the callback's 4"):
         AttentionAccumulationCallback(tmp_path / "run", resolution=4).open_storage()
-    with pytest.raises(FileNotFoundError, match=INDEX_FILE):
+    with pytest.raises(
+        MissingInput, match=f"{INDEX_FILE} not found: expected an attention-accumulation folder"
+    ):
         AttentionAccumulationCallback(tmp_path / "nowhere").open_storage()
-    with pytest.raises(ValueError, match="min_probability"):
+    with pytest.raises(InvalidSetting, match=r"min_probability: expected a value in \[0, 1\], got 2.0"):
         AttentionAccumulationCallback(tmp_path, min_probability=2.0)
 
 
@@ -368,7 +371,7 @@ def test_fit_leaves_a_file_keyed_by_the_split_and_resume_continues_it(compose_tr
     assert index["complete"] and index["epochs_done"] == 2
     seed = attention_seed(tmp_path / "first", image_ids[seen[0]], (20, 30))
     assert seed.shape == (len(class_names), 20, 30) and 0 <= seed.min() and seed.max() <= 1
-    with pytest.raises(ValueError, match="no image"):
+    with pytest.raises(InvalidData, match="no image 'not_an_image'"):
         attention_seed(tmp_path / "first", "not_an_image", (4, 4))
 
     # Resume from the end of epoch 2 into a new run folder: the checkpoint's maps are recreated there and
@@ -390,7 +393,7 @@ def test_fit_leaves_a_file_keyed_by_the_split_and_resume_continues_it(compose_tr
 
 def test_incomplete_file_is_refused_as_seeds(tmp_path):
     make_callback(tmp_path)
-    with pytest.raises(ValueError, match="complete is false"):
+    with pytest.raises(InvalidData, match="complete is false .*; expected true"):
         load_accumulated_attention(tmp_path / "run")
     ids, names, attention = load_accumulated_attention(tmp_path / "run", require_complete=False)
     assert ids == IMAGE_IDS and names == CLASS_NAMES and not attention.any()

@@ -15,6 +15,7 @@ from PIL import Image
 from rca_lightning.pseudo.cam_evaluation import evaluate_cams, evaluate_masks, sweep_thresholds
 from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file
 from rca_lightning.pseudo.pseudo_mask_writer import mask_path, save_palette_png
+from rca_lightning.utils.errors import InvalidData, MissingInput
 from tests.references import reference_cam_sweep, reference_mask_scores
 from tests.stage_helpers import make_dataset_with_cams, make_training_run
 
@@ -99,7 +100,7 @@ def test_mask_scores_match_reference_and_count_ignored_pixels(dataset_with_cams,
     bad = np.zeros_like(masks[0].numpy())
     bad[0, 0] = 7
     save_palette_png(mask_path(tmp_path / "masks", ids[0]), bad)
-    with pytest.raises(ValueError, match=f"{ids[0]}.png: value 7"):
+    with pytest.raises(InvalidData, match=f"{ids[0]}.png: value 7, expected class indices 0..3 or 255"):
         evaluate_masks(
             tmp_path / "masks", ids, [dataset.mask_path(i) for i in ids], CLASS_NAMES, progress=False
         )
@@ -109,7 +110,7 @@ def test_missing_cam_file_is_named(dataset_with_cams):
     dataset, cams_dir = dataset_with_cams
     ids = dataset.image_ids
     cam_path(cams_dir, ids[1]).unlink()
-    with pytest.raises(FileNotFoundError, match=f"1 of 12 CAM files.*{ids[1]}.npz"):
+    with pytest.raises(MissingInput, match=f"1 of 12 CAM files.*{ids[1]}.npz"):
         evaluate_cams(cams_dir, ids, [dataset.mask_path(i) for i in ids], CLASS_NAMES, progress=False)
 
 

@@ -13,6 +13,7 @@ from rca_lightning.cli.cams import cams
 from rca_lightning.data import VOCSegmentationDataset
 from rca_lightning.pseudo.cam_inference import multiscale_cams, tagged_class_scores
 from rca_lightning.pseudo.cam_writer import cam_file_is_complete, cam_path, load_cam_file, save_cam_file
+from rca_lightning.utils.errors import InvalidData, InvalidSetting
 from tests.references import reference_multiscale_cams
 from tests.stage_helpers import compose_config, load_trained_model, make_training_run
 
@@ -78,7 +79,7 @@ def test_cam_file_round_trip_and_corrupt_files(tmp_path, dtype):
 
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated half-way
     assert not cam_file_is_complete(path)
-    with pytest.raises(ValueError, match="2007_000032.npz"):
+    with pytest.raises(InvalidData, match="2007_000032.npz: not a readable CAM file"):
         load_cam_file(path)
     # An image with no tag keeps its size with zero maps.
     save_cam_file(path, np.zeros(0, np.int64), np.zeros((0, 7, 9)))
@@ -137,5 +138,5 @@ def test_rca_cams_writes_each_image_and_resumes(training_run, tmp_path):
     assert cams(cams_config(training_run, output_dir))[0]["written"] == 0
 
     # Resuming with other settings into the same folder is refused, naming the settings file.
-    with pytest.raises(ValueError, match="settings.json"):
+    with pytest.raises(InvalidSetting, match=r"settings.json records other settings for \['scales'\]"):
         cams(cams_config(training_run, output_dir, "scales=[1.0]"))

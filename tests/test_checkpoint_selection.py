@@ -16,6 +16,7 @@ from rca_lightning.utils.checkpoint_selection import (
     checkpoint_top_k,
     uses_pixel_labels,
 )
+from rca_lightning.utils.errors import InvalidSetting
 from tests.stage_helpers import compose_config
 
 
@@ -43,7 +44,7 @@ def test_selection_table():
         True,
         True,
     ]
-    with pytest.raises(ValueError, match="checkpoint='best'"):
+    with pytest.raises(InvalidSetting, match=r"checkpoint='best': expected one of \['last', 'best_map', "):
         check_selection("best")
 
 

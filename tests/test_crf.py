@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from rca_lightning.pseudo.crf import DenseCRF
+from rca_lightning.utils.errors import InvalidSetting
 
 
 def two_region_image(height: int = 32, width: int = 32) -> np.ndarray:
@@ -75,5 +76,5 @@ def test_bgr_channel_order_is_the_rgb_crf_of_the_reversed_image(seed: int):
 
 
 def test_unknown_channel_order_is_rejected():
-    with pytest.raises(ValueError, match="channel_order: expected one of"):
+    with pytest.raises(InvalidSetting, match=r"channel_order: expected one of \['rgb', 'bgr'\], got 'hsv'"):
         DenseCRF(channel_order="hsv")

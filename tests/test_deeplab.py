@@ -8,6 +8,7 @@ from rca_lightning.models import TimmBackbone
 from rca_lightning.models.deeplab_v2 import ASPPv2, DeepLabV2
 from rca_lightning.models.deeplab_v3plus import ASPPv3, DeepLabV3Plus
 from rca_lightning.models.multi_level_backbone import TimmMultiLevelBackbone
+from rca_lightning.utils.errors import InvalidSetting
 from tests.references import reference_dilated_conv3x3
 
 NUM_CLASSES = 3  # foreground; the nets predict background + 3
@@ -111,13 +112,17 @@ def test_frozen_backbone_norm_keeps_statistics_and_leaves_the_groups() -> None:
 
 
 def test_multi_level_backbone_rejects_bad_settings() -> None:
-    with pytest.raises(ValueError, match="output_stride=4"):
+    with pytest.raises(InvalidSetting, match=r"output_stride=4 is not supported for backbone 'resnet18'"):
         TimmMultiLevelBackbone("resnet18", output_stride=4)
-    with pytest.raises(ValueError, match="vgg16"):
+    with pytest.raises(
+        InvalidSetting, match="name: expected a timm backbone with multi-level features, got 'vgg16'"
+    ):
         TimmMultiLevelBackbone("vgg16")
-    with pytest.raises(ValueError, match="low_level_stride=3"):
+    with pytest.raises(
+        InvalidSetting, match=r"low_level_stride=3 .*'resnet18'; expected one of \[2, 4, 8, 16\]"
+    ):
         TimmMultiLevelBackbone("resnet18", low_level_stride=3)
-    with pytest.raises(ValueError, match="num_classes=0"):
+    with pytest.raises(InvalidSetting, match="num_classes: expected at least one foreground class, got 0"):
         DeepLabV2(TimmBackbone("resnet18", 8), 0)
 
 

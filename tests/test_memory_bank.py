@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from rca_lightning.memory import RegionalMemoryBank, batched_kmeans, kmeans_init_indices
+from rca_lightning.utils.errors import InvalidSetting
 from tests.references import reference_enqueue, reference_kmeans
 
 
@@ -148,11 +149,13 @@ def test_enqueue_rejects_bad_input() -> None:
         bank.enqueue(torch.zeros(2, 2), torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="embeddings must be"):
         bank.enqueue(torch.zeros(2, 3), torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match="update"):
+    with pytest.raises(InvalidSetting, match=r"update: expected one of \['ema', 'replace'\], got 'momentum'"):
         RegionalMemoryBank(3, 2, update="momentum")
-    with pytest.raises(ValueError, match="momentum"):
+    with pytest.raises(InvalidSetting, match=r"momentum: expected a value in \[0, 1\), got 1.0"):
         RegionalMemoryBank(3, 2, momentum=1.0)
-    with pytest.raises(ValueError, match="kmeans_init"):
+    with pytest.raises(InvalidSetting, match="kmeans_init: expected one of .*, got 'kmeans'"):
         RegionalMemoryBank(3, 2, kmeans_init="kmeans")
-    with pytest.raises(ValueError, match="kmeans_restarts"):
+    with pytest.raises(InvalidSetting, match="kmeans_restarts: expected an integer >= 1, got 0"):
         RegionalMemoryBank(3, 2, kmeans_restarts=0)
+    with pytest.raises(InvalidSetting, match="queue_length: expected an integer >= 1, got 0"):
+        RegionalMemoryBank(3, 2, queue_length=0)

@@ -15,6 +15,7 @@ from rca_lightning.models import (
     SemanticAggregation,
     TimmBackbone,
 )
+from rca_lightning.utils.errors import InvalidSetting, MissingInput
 from tests.references import reference_per_class_heads, reference_semantic_aggregation
 
 NUM_CLASSES = 3
@@ -45,13 +46,13 @@ def test_resnet_backbone_output_stride(output_stride: int) -> None:
 
 @pytest.mark.parametrize(("name", "output_stride"), [("resnet18", 4), ("resnet18", 12), ("vgg16", 16)])
 def test_backbone_rejects_unsupported_stride(name: str, output_stride: int) -> None:
-    with pytest.raises(ValueError, match=rf"output_stride={output_stride}.*'{name}'.*allowed") as error:
+    with pytest.raises(InvalidSetting, match=rf"output_stride={output_stride}.*'{name}'.*allowed") as error:
         TimmBackbone(name, output_stride=output_stride)
     assert "\n" not in str(error.value)
 
 
 def test_backbone_rejects_unknown_name() -> None:
-    with pytest.raises(ValueError, match="name: unknown timm backbone 'resnet_does_not_exist'"):
+    with pytest.raises(InvalidSetting, match="name: unknown timm backbone 'resnet_does_not_exist'; expected"):
         TimmBackbone("resnet_does_not_exist")
 
 
@@ -96,7 +97,9 @@ def test_backbone_checkpoint_nested_under_model_loads_silently(tmp_path, recwarn
 
 
 def test_backbone_missing_checkpoint_names_the_file(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="checkpoint_path: .*nope.pt"):
+    with pytest.raises(
+        MissingInput, match="checkpoint_path: .*nope.pt not found: expected a backbone weight file"
+    ):
         TimmBackbone("resnet18", checkpoint_path=tmp_path / "nope.pt")
 
 
@@ -140,7 +143,7 @@ def test_per_class_heads_do_not_mix_classes() -> None:
 
 
 def test_heads_reject_bad_sizes() -> None:
-    with pytest.raises(ValueError, match="depth: expected a positive integer, got 0"):
+    with pytest.raises(InvalidSetting, match="depth: expected a positive integer, got 0"):
         PerClassHeads(4, 3, 2, depth=0)
 
 
@@ -211,7 +214,7 @@ def test_aggregation_rejects_bad_prototype_shapes() -> None:
         aggregation(features, torch.randn(3, 4, 7))
     with pytest.raises(ValueError, match="prototype_valid: expected shape"):
         aggregation(features, torch.randn(3, 4, 5), torch.ones(3, 2, dtype=torch.bool))
-    with pytest.raises(ValueError, match="attention: expected one of"):
+    with pytest.raises(InvalidSetting, match="attention: expected one of"):
         SemanticAggregation(6, 5, 4, attention="cosine")
 
 
@@ -249,7 +252,7 @@ def test_rca_net_shapes_and_finiteness(options: dict) -> None:
 
 
 def test_rca_net_backbone_source_needs_projection_of_backbone_width() -> None:
-    with pytest.raises(ValueError, match=r"projection_dim: expected 512 .* got 12"):
+    with pytest.raises(InvalidSetting, match=r"projection_dim: expected 512 .* got 12"):
         tiny_net(embedding_source="backbone", projection_dim=12)
 
 
@@ -358,13 +361,15 @@ def test_normal_init_redraws_new_conv_weights_only() -> None:
 
 def test_rca_net_rejects_bad_options() -> None:
     backbone = TimmBackbone("resnet18")
-    with pytest.raises(ValueError, match="head: expected one of"):
+    with pytest.raises(InvalidSetting, match=r"head: expected one of \['per_class', 'shared'\], got 'dense'"):
         RCANet(backbone, NUM_CLASSES, head="dense")
-    with pytest.raises(ValueError, match="embedding_source: expected one of"):
+    with pytest.raises(InvalidSetting, match="embedding_source: expected one of"):
         RCANet(backbone, NUM_CLASSES, embedding_source="memory")
-    with pytest.raises(ValueError, match="backbone: expected a module with an int `out_channels`"):
+    with pytest.raises(InvalidSetting, match="backbone: expected a module with an int `out_channels`"):
         RCANet(nn.Identity(), NUM_CLASSES)
-    with pytest.raises(ValueError, match="init: expected one of"):
+    with pytest.raises(InvalidSetting, match="init: expected one of"):
         RCANet(backbone, NUM_CLASSES, init="xavier")
-    with pytest.raises(ValueError, match="init_std"):
+    with pytest.raises(InvalidSetting, match="init_std: expected a positive number, got 0.0"):
         RCANet(backbone, NUM_CLASSES, init_std=0.0)
+    with pytest.raises(InvalidSetting, match="head_depth: expected a positive integer, got 0"):
+        RCANet(backbone, NUM_CLASSES, head_depth=0)

@@ -15,6 +15,7 @@ from PIL import Image
 from rca_lightning.cli.pipeline import STAGES, Pipeline
 from rca_lightning.pseudo.cam_writer import cam_file_is_complete
 from rca_lightning.report.figure_grid import LEGEND_LINE_HEIGHT
+from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR, TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
 from tests.test_train_end_to_end import all_background_miou
@@ -176,7 +177,7 @@ def test_stage_overrides_resume_from_last_checkpoint_and_follow_the_experiment(t
 def test_seeds_auto_follow_the_classifier_attention_accumulation(tmp_path):
     cams = STAGES[1]
     assert "seeds=cams" in make_pipeline(tmp_path, []).stage_overrides(cams)
-    with pytest.raises(ValueError, match="seeds=max: the classifier left no attention accumulation"):
+    with pytest.raises(InvalidSetting, match="seeds=max: the classifier left no attention accumulation"):
         make_pipeline(tmp_path, ["seeds=max"]).stage_overrides(cams)
     attention = tmp_path / "classifier" / "attention"
     attention.mkdir(parents=True)

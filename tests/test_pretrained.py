@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from rca_lightning.models import TimmBackbone
 from rca_lightning.models.backbone import PretrainedWeightsUnavailableError
+from rca_lightning.utils.errors import InvalidData
 
 
 @pytest.fixture
@@ -108,12 +109,12 @@ def test_safetensors_checkpoint_with_prefix_loads(tmp_path, recwarn):
 def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"blocks.0.weight": torch.zeros(3)}, path)
-    with pytest.raises(ValueError, match=r"checkpoint_path: none of the 1 keys of .*other\.pth"):
+    with pytest.raises(InvalidData, match=r"checkpoint_path: none of the 1 keys of .*other\.pth"):
         TimmBackbone("resnet18", checkpoint_path=path)
     resnet34 = timm.create_model("resnet34", features_only=True, out_indices=(-1,)).state_dict()
     torch.save(resnet34, path)  # same key names as resnet50's for many tensors, other shapes
     with pytest.raises(
-        ValueError, match=r"other\.pth has \d+ tensors whose shape differs from backbone 'resnet50'"
+        InvalidData, match=r"other\.pth has \d+ tensors whose shape differs from backbone 'resnet50'"
     ):
         TimmBackbone("resnet50", checkpoint_path=path)
 
@@ -121,7 +122,7 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
 def test_unreadable_checkpoint_names_the_file(tmp_path):
     path = tmp_path / "broken.pth"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match=r"checkpoint_path: cannot read .*broken\.pth"):
+    with pytest.raises(InvalidData, match=r"checkpoint_path: cannot read .*broken\.pth"):
         TimmBackbone("resnet18", checkpoint_path=path)
 
 

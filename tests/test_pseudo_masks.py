@@ -22,6 +22,7 @@ from rca_lightning.pseudo.pseudo_masks import (
     crf_pseudo_mask,
     saliency_pseudo_mask,
 )
+from rca_lightning.utils.errors import MissingInput
 from tests.references import reference_saliency_mask
 from tests.stage_helpers import compose_config, make_dataset_with_cams
 
@@ -143,7 +144,7 @@ def test_missing_cam_files_are_named(dataset_with_cams, tmp_path):
     dataset, cams_dir = dataset_with_cams
     (cams_dir / f"{dataset.image_ids[3]}.npz").unlink()
     items = [(i, str(dataset.image_path(i))) for i in dataset.image_ids]
-    with pytest.raises(FileNotFoundError, match=f"1 of 12 CAM files.*{dataset.image_ids[3]}"):
+    with pytest.raises(MissingInput, match=f"1 of 12 CAM files.*{dataset.image_ids[3]}"):
         write_pseudo_masks(items, PseudoMaskRule(cams_dir, tmp_path / "out"), num_workers=0, progress=False)
 
 

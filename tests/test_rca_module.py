@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 
 from rca_lightning import MemoryBankCallback, RCALitModule
 from rca_lightning.callbacks.attention_accumulation import ATTENTION_FILE
+from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR
 
@@ -79,7 +80,7 @@ def test_plain_cam_baseline_never_touches_the_bank(compose_train_config):
 def test_rca_without_the_callback_is_a_clear_error(compose_train_config):
     cfg = compose_train_config()
     datamodule, module, options = build(cfg, max_epochs=1)
-    with pytest.raises(ValueError, match="needs a MemoryBankCallback"):
+    with pytest.raises(InvalidSetting, match="callbacks: .* needs a MemoryBankCallback"):
         L.Trainer(**options).fit(module, datamodule=datamodule)
 
 
@@ -137,8 +138,10 @@ def test_image_without_foreground_class_gives_finite_losses(compose_train_config
 
 def test_mismatched_bank_width_is_rejected(compose_train_config):
     cfg = compose_train_config("model.memory_bank.dim=7")
-    with pytest.raises(InstantiationException, match="memory_bank.dim"):
+    with pytest.raises(InstantiationException, match="memory_bank.dim") as error:
         instantiate(cfg.model)
+    assert isinstance(error.value.__cause__, InvalidSetting)
+    assert str(error.value.__cause__) == "memory_bank.dim: expected net.embedding_dim (16), got 7"
 
 
 # ------------------------------------------------------------------------------ the release's optimiser

@@ -7,6 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from rca_lightning.report import build_report, format_report, weak_classes
+from rca_lightning.utils.errors import MissingInput
 
 CLASSES = ["disc", "square"]
 
@@ -115,7 +116,7 @@ def test_report_says_when_pixel_labels_chose_a_checkpoint(tmp_path):
 def test_build_report_names_the_missing_stage_file(tmp_path):
     dirs = write_stage_files(tmp_path)
     (dirs["pseudo_mask_eval"] / "eval.json").unlink()
-    with pytest.raises(FileNotFoundError, match="pseudo_mask_eval/eval.json"):
+    with pytest.raises(MissingInput, match="pseudo_mask_eval/eval.json not found: expected the summary"):
         build_report(tmp_path / "classifier", dirs, {})
 
 

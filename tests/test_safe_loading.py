@@ -15,6 +15,7 @@ from rca_lightning.cli.cams import load_classifier, resolve_training_run
 from rca_lightning.cli.train import train
 from rca_lightning.report.report_figures import load_segmentation_model
 from rca_lightning.utils.checkpoint_io import AtomicCheckpointIO
+from rca_lightning.utils.errors import InvalidData, MissingInput
 from rca_lightning.utils.safe_loading import check_config_targets, load_checkpoint, load_run_config
 from tests.stage_helpers import TINY_STAGE_DATA, compose_config
 
@@ -55,16 +56,16 @@ def test_crafted_checkpoints_run_nothing_in_either_loader(tmp_path, payload_clas
         tmp_path / "seg" / "checkpoints" / "last.ckpt", payload_class(marker)
     )
     with pytest.raises(
-        ValueError, match=r"last\.ckpt: refuses to unpickle .* \(weights_only=True\)"
+        InvalidData, match=r"last\.ckpt: refuses to unpickle .* \(weights_only=True\)"
     ) as caught:
         load_classifier(OmegaConf.create({}), checkpoint, CLASS_NAMES)
     assert str(checkpoint) in str(caught.value) and "\n" not in str(caught.value)
     segmentation_dir = tmp_path / "seg"
     save_seg_config(segmentation_dir)
     (segmentation_dir / "metrics.json").write_text(json.dumps({"checkpoint": str(checkpoint)}))
-    with pytest.raises(ValueError, match=f"{checkpoint}: refuses to unpickle"):
+    with pytest.raises(InvalidData, match=f"{checkpoint}: refuses to unpickle"):
         load_segmentation_model(segmentation_dir)
-    with pytest.raises(ValueError, match=f"{checkpoint}: refuses to unpickle"):
+    with pytest.raises(InvalidData, match=f"{checkpoint}: refuses to unpickle"):
         AtomicCheckpointIO().load_checkpoint(checkpoint)  # what the trainer reads when resuming
     assert not marker.exists()
 
@@ -77,7 +78,7 @@ def test_resuming_training_from_a_crafted_checkpoint_runs_nothing(
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     marker = tmp_path / "created_by_the_checkpoint"
     checkpoint = write_crafted_checkpoint(tmp_path / "crafted.ckpt", TouchesWhenUnpickled(marker))
-    with pytest.raises(ValueError, match=f"{checkpoint}: refuses to unpickle"):
+    with pytest.raises(InvalidData, match=f"{checkpoint}: refuses to unpickle"):
         train(compose_train_config(f"ckpt_path={checkpoint}", "trainer.max_epochs=1"))
     assert not marker.exists()
 
@@ -85,12 +86,14 @@ def test_resuming_training_from_a_crafted_checkpoint_runs_nothing(
 def test_files_that_are_not_checkpoints_are_named(tmp_path):
     for name, content in [("notes.ckpt", b"not a checkpoint\n"), ("broken.ckpt", b"PK\x03\x04cut short")]:
         (tmp_path / name).write_bytes(content)
-        with pytest.raises(ValueError, match=f"{tmp_path / name}: not a readable torch checkpoint"):
+        with pytest.raises(InvalidData, match=f"{tmp_path / name}: not a readable torch checkpoint"):
             load_checkpoint(tmp_path / name)
     weights = tmp_path / "weights.pt"
     torch.save({"weight": torch.zeros(2)}, weights)
-    with pytest.raises(ValueError, match=f"{weights}: expected a Lightning checkpoint with a 'state_dict'"):
+    with pytest.raises(InvalidData, match=f"{weights}: expected a Lightning checkpoint with a 'state_dict'"):
         load_checkpoint(weights)
+    with pytest.raises(MissingInput, match=f"{tmp_path / 'absent.ckpt'} not found: expected a checkpoint"):
+        load_checkpoint(tmp_path / "absent.ckpt")
 
 
 def test_a_trained_classifier_with_attention_maps_loads_through_the_safe_loaders(
@@ -178,7 +181,7 @@ def test_run_folder_configs_naming_other_targets_are_refused_before_anything_run
     model_cfg = json.loads(json.dumps(model_cfg).replace("{marker}", str(marker)))
     config_file = write_training_run(tmp_path / "train", model_cfg, marker)
     expected = f"{config_file}: {key_path}._target_='{target}'"
-    with pytest.raises(ValueError, match=expected):
+    with pytest.raises(InvalidData, match=expected):
         resolve_training_run(OmegaConf.create({"train_dir": str(tmp_path / "train"), "model": {}}))
     segmentation_dir = tmp_path / "seg"
     (segmentation_dir / ".hydra").mkdir(parents=True)
@@ -187,7 +190,7 @@ def test_run_folder_configs_naming_other_targets_are_refused_before_anything_run
     (segmentation_dir / "metrics.json").write_text(
         json.dumps({"checkpoint": str(tmp_path / "train" / "last.ckpt")})
     )
-    with pytest.raises(ValueError, match=f"{seg_config}: seg_model"):
+    with pytest.raises(InvalidData, match=f"{seg_config}: seg_model"):
         load_segmentation_model(segmentation_dir)
     assert not marker.exists()
 

@@ -21,6 +21,7 @@ from rca_lightning.pseudo.pseudo_mask_writer import (
     write_pseudo_masks,
 )
 from rca_lightning.pseudo.seed_sources import SeedSource, attention_maps, combine_seeds
+from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 from tests.references import reference_cam_sweep
 from tests.stage_helpers import compose_config, make_dataset_with_cams
 
@@ -75,7 +76,7 @@ def test_attention_maps_are_bilinear_and_scaled_to_one(tmp_path):
     np.testing.assert_array_equal(out, attention_seed(folder, "a", (5, 7))[[2, 0]].numpy())
     np.testing.assert_allclose(attention_maps(folder, "b", np.array([1]), (4, 4)), 7 / 255, atol=1e-7)
     assert attention_maps(folder, "b", np.zeros(0, np.int64), (4, 5)).shape == (0, 4, 5)
-    with pytest.raises(ValueError, match="no image 'c'"):
+    with pytest.raises(InvalidData, match="no image 'c'"):
         attention_maps(folder, "c", np.array([0]), (4, 4))
 
 
@@ -109,7 +110,7 @@ def test_each_kind_gives_its_seeds(tiny_seeds):
     assert classes.tolist() == [0, 2]
     np.testing.assert_allclose(seeds[0], [[0.5, 0.5, 0.5, 0.5, 0.75, 1]] * 2, atol=1e-7)
     np.testing.assert_array_equal(seeds[1], np.full((2, 6), 0.25))
-    with pytest.raises(ValueError, match="CAMs of size"):
+    with pytest.raises(InvalidData, match=r"CAMs of size \(2, 6\), expected the image's \(3, 6\)"):
         SeedSource("max", cams_dir, folder).seeds("a", (3, 6))
     cams, attention = np.full((1, 2, 2), 0.5), np.array([[[0.25, 0.75], [0.5, 1.0]]])
     assert combine_seeds("cams", cams, None).tolist() == cams.tolist()
@@ -119,29 +120,38 @@ def test_each_kind_gives_its_seeds(tiny_seeds):
 
 def test_bad_settings_and_missing_seeds_are_named(tiny_seeds, tmp_path):
     cams_dir, folder = tiny_seeds
-    with pytest.raises(ValueError, match=r"seeds='crf'.*\['cams', 'attention', 'max'\]"):
+    with pytest.raises(InvalidSetting, match=r"seeds='crf'.*\['cams', 'attention', 'max'\]"):
         SeedSource("crf", cams_dir)
-    with pytest.raises(ValueError, match="seeds=attention needs attention_dir"):
+    with pytest.raises(InvalidSetting, match="seeds=attention needs attention_dir"):
         SeedSource("attention", cams_dir)
-    with pytest.raises(ValueError, match="seeds=max needs cams_dir"):
+    with pytest.raises(InvalidSetting, match="seeds=max needs cams_dir"):
         SeedSource("max", attention_dir=folder)
-    with pytest.raises(ValueError, match="seeds='sum'"):
+    with pytest.raises(InvalidSetting, match="seeds='sum'"):
         combine_seeds("sum", None, None)
     source = SeedSource("attention", attention_dir=folder)
     source.validate(["a", "b"], CLASS_NAMES)
-    with pytest.raises(ValueError, match=f"{folder}: 2 of 3 images are not in the accumulation, first: 'c'"):
+    with pytest.raises(InvalidData, match=f"{folder}: 2 of 3 images are not in the accumulation, first: 'c'"):
         source.validate(["a", "c", "d"], CLASS_NAMES)
-    with pytest.raises(ValueError, match=f"{folder}: the accumulation's class names"):
+    with pytest.raises(InvalidData, match=f"{folder}: the accumulation's class names"):
         source.validate(["a"], ["disc", "square", "star"])
-    with pytest.raises(FileNotFoundError, match="1 of 2 CAM files are missing.*b.npz"):
+    with pytest.raises(MissingInput, match=f"cams_dir={tmp_path / 'none'} not found"):
+        SeedSource("cams", tmp_path / "none").validate(["a"])
+    with pytest.raises(MissingInput, match="1 of 2 CAM files are missing.*b.npz"):
         SeedSource("max", cams_dir, folder).validate(["a", "b"], CLASS_NAMES)
     incomplete = make_accumulation(
         tmp_path / "half", ["a"], CLASS_NAMES, np.zeros((1, 3, 2, 2), np.uint8), False
     )
-    with pytest.raises(ValueError, match=f"{incomplete}.*complete is false"):
+    with pytest.raises(InvalidData, match=f"{incomplete}.*complete is false"):
         SeedSource("attention", attention_dir=incomplete).validate(["a"], CLASS_NAMES)
-    with pytest.raises(FileNotFoundError, match="attention-accumulation folder"):
+    with pytest.raises(
+        MissingInput, match=f"attention_dir={tmp_path / 'nothing'} not found: expected the folder"
+    ):
         SeedSource("attention", attention_dir=tmp_path / "nothing").validate(["a"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        MissingInput, match=f"attention_dir={tmp_path / 'empty'} holds no index.json: expected"
+    ):
+        SeedSource("attention", attention_dir=tmp_path / "empty").validate(["a"])
 
 
 def data_overrides(dataset) -> list[str]:
@@ -255,10 +265,10 @@ def test_stages_check_seeds_before_any_work(attention_run, tmp_path):
         ["seeds=max", f"cams_dir={cams_dir}", f"attention_dir={partial}"],
     ):
         cfg = compose_config("pseudo", tmp_path / "run", [*overrides, "progress=false"])
-        with pytest.raises(ValueError, match=f"{partial}: 1 of 12 images.*first: '{dataset.image_ids[0]}'"):
+        with pytest.raises(InvalidData, match=f"{partial}: 1 of 12 images.*first: '{dataset.image_ids[0]}'"):
             pseudo(cfg)
         assert not (tmp_path / "run").exists()
-    with pytest.raises(ValueError, match="seeds='mean': expected one of"):
+    with pytest.raises(InvalidSetting, match="seeds='mean': expected one of"):
         evaluate(compose_config("eval", tmp_path / "eval", ["seeds=mean", f"cams_dir={cams_dir}"]))
     # rca-cams wrote attention seeds already: combining them again is refused, reading them is not.
     settings = json.loads((cams_dir / "settings.json").read_text())
@@ -266,7 +276,7 @@ def test_stages_check_seeds_before_any_work(attention_run, tmp_path):
     cfg = compose_config(
         "eval", tmp_path / "eval", ["seeds=max", f"cams_dir={cams_dir}", f"attention_dir={folder}"]
     )
-    with pytest.raises(ValueError, match="already seeds=attention seeds; seeds=max"):
+    with pytest.raises(InvalidSetting, match="already seeds=attention seeds; seeds=max"):
         evaluate(cfg)
     cfg = compose_config("eval", tmp_path / "eval", [f"cams_dir={cams_dir}", "progress=false"])
     assert evaluate(cfg)[1]["cams"]["seeds"] == "cams"
@@ -288,5 +298,5 @@ def test_cam_writer_writes_the_seeds_of_its_kind(tmp_path, kind):
         expected = np.maximum(expected, 0.5)
     assert classes.tolist() == [1]
     np.testing.assert_allclose(written[0], expected, atol=1e-3)  # float16 storage
-    with pytest.raises(ValueError, match="seeds=max needs attention_dir"):
+    with pytest.raises(InvalidSetting, match="seeds=max needs attention_dir"):
         CAMWriter(tmp_path / "cams", seeds="max")

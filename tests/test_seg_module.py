@@ -22,6 +22,7 @@ from rca_lightning.data import SyntheticVOCGenerator, VOCSegmentationDataset
 from rca_lightning.data.pseudo_mask_datamodule import PseudoMaskDataModule
 from rca_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rca_lightning.lit.seg_module import SegLitModule
+from rca_lightning.utils.errors import InvalidSetting
 from tests.references import reference_confusion, reference_miou, reference_tta_logits
 
 NUM_CLASSES = 3
@@ -195,11 +196,11 @@ def test_crf_hook_gets_the_image_and_probabilities_and_its_output_is_used() -> N
 
 
 def test_bad_settings_name_themselves() -> None:
-    with pytest.raises(ValueError, match="net.num_classes=3"):
+    with pytest.raises(InvalidSetting, match=r"num_classes: expected net.num_classes \(3\), got 4"):
         SegLitModule(ToyNet(), sgd, num_classes=4)
-    with pytest.raises(ValueError, match="tta_scales"):
+    with pytest.raises(InvalidSetting, match=r"tta_scales: expected one or more positive scales, got \[\]"):
         make_module(tta_scales=[])
-    with pytest.raises(ValueError, match="class_names"):
+    with pytest.raises(InvalidSetting, match=r"class_names: expected num_classes \(3\) names, got 1"):
         make_module(class_names=["a"])
 
 

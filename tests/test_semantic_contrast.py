@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from rca_lightning.losses import SemanticContrastLoss, per_class_contrast
 from rca_lightning.losses.semantic_contrast import mixup_contrast_loss, sample_mixup
+from rca_lightning.utils.errors import InvalidSetting
 from tests.references import (
     reference_mixup_contrast_loss,
     reference_per_class_contrast,
@@ -195,8 +196,10 @@ def test_zero_region_embedding_stays_finite() -> None:
 
 def test_bad_arguments_raise() -> None:
     memory, memory_valid, _ = _memory(0)
-    with pytest.raises(ValueError, match="temperature"):
+    with pytest.raises(InvalidSetting, match="temperature: expected a value > 0, got 0.0"):
         SemanticContrastLoss(temperature=0.0)
+    with pytest.raises(InvalidSetting, match="mixup_alpha: expected a value > 0 or null, got -1"):
+        SemanticContrastLoss(mixup_alpha=-1)
     with pytest.raises(ValueError, match="both lambdas and partners"):
         SemanticContrastLoss()(
             torch.randn(2, 6),
@@ -294,7 +297,7 @@ def test_release_settings_match_the_release_reference_in_value_and_gradient(temp
 
 
 def test_release_settings_are_validated() -> None:
-    with pytest.raises(ValueError, match="mixup_order"):
+    with pytest.raises(InvalidSetting, match=r"mixup_order: expected one of \[.*\], got 'mix'"):
         SemanticContrastLoss(mixup_order="mix")
-    with pytest.raises(ValueError, match="denominator_floor"):
+    with pytest.raises(InvalidSetting, match="denominator_floor: expected a value > 0 or null, got 0.0"):
         SemanticContrastLoss(denominator_floor=0.0)

@@ -277,8 +277,20 @@ def test_prepare_voc_converts_a_deeplab_list_and_reports_what_is_missing(voc_roo
     assert (tmp_path / "cls_labels.npy").is_file()
 
     (voc_root / "SegmentationClassAug/2011_003276.png").unlink()
-    assert prepare_voc([str(voc_root)]) == 1
-    assert "1 of 4 masks listed in" in capsys.readouterr().err
+    capsys.readouterr()
+    assert prepare_voc([str(voc_root)]) == 2
+    error_lines = capsys.readouterr().err.splitlines()
+    assert len(error_lines) == 1 and error_lines[0].startswith("rca-prepare-voc: error: VOC layout under")
+    assert "1 of 4 masks listed in" in error_lines[0]
+    assert prepare_voc([str(tmp_path / "nowhere")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"rca-prepare-voc: error: root {tmp_path / 'nowhere'} not found: expected the VOC2012 folder\n"
+    )
+    assert prepare_voc([str(voc_root), "--split-list", str(tmp_path / "absent.txt")]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"rca-prepare-voc: error: --split-list {tmp_path / 'absent.txt'} not found"
+    )
 
 
 @pytest.mark.slow

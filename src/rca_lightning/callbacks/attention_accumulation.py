@@ -26,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.distributed import gather_padded_batch
+from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 
 ATTENTION_FILE = "attention.npy"
 WRITTEN_FILE = "written.npy"
@@ -129,11 +130,11 @@ class AttentionAccumulationCallback(Callback):
     ) -> None:
         super().__init__()
         if int(start_epoch) != start_epoch or start_epoch < 0:
-            raise ValueError(f"start_epoch={start_epoch!r}: expected a non-negative integer")
+            raise InvalidSetting(f"start_epoch: expected a non-negative integer, got {start_epoch!r}")
         if int(resolution) != resolution or resolution < 1:
-            raise ValueError(f"resolution={resolution!r}: expected a positive integer")
+            raise InvalidSetting(f"resolution: expected a positive integer, got {resolution!r}")
         if not 0.0 <= min_probability <= 1.0:
-            raise ValueError(f"min_probability={min_probability!r}: expected a value in [0, 1]")
+            raise InvalidSetting(f"min_probability: expected a value in [0, 1], got {min_probability!r}")
         self.output_dir = Path(output_dir)
         self.start_epoch = int(start_epoch)
         self.resolution = int(resolution)
@@ -191,20 +192,23 @@ class AttentionAccumulationCallback(Callback):
         index = _read_index(directory)
         index_path = directory / INDEX_FILE
         if index["resolution"] != self.resolution:
-            raise ValueError(
-                f"{index_path}: resolution {index['resolution']}, callback has {self.resolution}"
+            raise InvalidData(
+                f"{index_path}: resolution {index['resolution']}, expected the callback's {self.resolution}"
             )
         if image_ids is not None and list(image_ids) != index["image_ids"]:
-            raise ValueError(f"{index_path}: image ids differ from the training dataset's (other split?)")
+            raise InvalidData(
+                f"{index_path}: {len(index['image_ids'])} image ids that differ from the training dataset's "
+                f"{len(image_ids)} (another split?); expected the same ids in the same order"
+            )
         if class_names is not None and list(class_names) != index["class_names"]:
-            raise ValueError(
-                f"{index_path}: class names {index['class_names']} differ from {list(class_names)}"
+            raise InvalidData(
+                f"{index_path}: class names {index['class_names']}, expected {list(class_names)}"
             )
         self._attention = np.lib.format.open_memmap(directory / ATTENTION_FILE, mode="r+")
         self._written = np.lib.format.open_memmap(directory / WRITTEN_FILE, mode="r+")
         expected = (len(index["image_ids"]), len(index["class_names"]), self.resolution, self.resolution)
         if self._attention.shape != expected or self._written.shape != expected[:2]:
-            raise ValueError(
+            raise InvalidData(
                 f"{directory / ATTENTION_FILE}: shape {self._attention.shape}, expected {expected}"
             )
 
@@ -222,9 +226,9 @@ class AttentionAccumulationCallback(Callback):
         """Write a checkpoint's maps into the freshly created (all-zero) file."""
         written = restored["written"].numpy()  # (N, C)
         if written.shape != self._written.shape:
-            raise ValueError(
-                f"AttentionAccumulationCallback: the checkpoint's maps are for {written.shape} "
-                f"(images, classes), the training dataset has {self._written.shape}"
+            raise InvalidData(
+                f"AttentionAccumulationCallback: the checkpoint's maps are for {tuple(written.shape)} "
+                f"(images, classes), expected the training dataset's {tuple(self._written.shape)}"
             )
         rows, classes = np.nonzero(written)
         self._attention[rows, classes] = restored["maps"].numpy()
@@ -437,12 +441,12 @@ class AttentionAccumulationCallback(Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict.get("resolution", self.resolution) != self.resolution:
-            raise ValueError(
-                f"AttentionAccumulationCallback: checkpoint has resolution {state_dict['resolution']}, "
-                f"callback has {self.resolution}"
+            raise InvalidData(
+                f"AttentionAccumulationCallback: the checkpoint's resolution is {state_dict['resolution']}, "
+                f"expected the callback's {self.resolution}"
             )
         if "written" not in state_dict:
-            raise ValueError(
+            raise InvalidData(
                 "AttentionAccumulationCallback: the checkpoint holds no accumulated maps (written by an "
                 "older version); expected 'written' and 'maps' in its callback state"
             )
@@ -453,10 +457,13 @@ class AttentionAccumulationCallback(Callback):
 def _read_index(directory: Path) -> dict:
     index_path = Path(directory) / INDEX_FILE
     if not index_path.is_file():
-        raise FileNotFoundError(f"{index_path} not found (expected an attention-accumulation folder)")
-    index = json.loads(index_path.read_text())
+        raise MissingInput(f"{index_path} not found: expected an attention-accumulation folder")
+    try:
+        index = json.loads(index_path.read_text())
+    except ValueError as error:
+        raise InvalidData(f"{index_path}: not valid JSON ({error})") from error
     if index.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
+        raise InvalidData(
             f"{index_path}: format_version {index.get('format_version')!r}, expected {FORMAT_VERSION}"
         )
     return index
@@ -471,7 +478,7 @@ def _cached_index(index_path: str, modified_ns: int) -> tuple[dict, dict[str, in
 def _index_and_rows(directory: Path) -> tuple[dict, dict[str, int]]:
     index_path = Path(directory) / INDEX_FILE
     if not index_path.is_file():
-        raise FileNotFoundError(f"{index_path} not found (expected an attention-accumulation folder)")
+        raise MissingInput(f"{index_path} not found: expected an attention-accumulation folder")
     return _cached_index(str(index_path.resolve()), index_path.stat().st_mtime_ns)
 
 
@@ -490,7 +497,9 @@ def load_accumulated_attention(
     directory = Path(directory)
     index, _ = _index_and_rows(directory)
     if require_complete and not index["complete"]:
-        raise ValueError(f"{directory / INDEX_FILE}: complete is false (training did not finish writing it)")
+        raise InvalidData(
+            f"{directory / INDEX_FILE}: complete is false (training did not finish writing it); expected true"
+        )
     attention = np.load(directory / ATTENTION_FILE, mmap_mode="r")
     return list(index["image_ids"]), list(index["class_names"]), attention
 
@@ -513,7 +522,7 @@ def attention_seed(
     _, _, attention = load_accumulated_attention(directory, require_complete)
     _, rows = _index_and_rows(directory)
     if image_id not in rows:
-        raise ValueError(
+        raise InvalidData(
             f"{directory / INDEX_FILE}: no image {image_id!r} among {len(rows)} accumulated images"
         )
     maps = torch.from_numpy(np.array(attention[rows[image_id]], np.float32))  # (C, S, S)

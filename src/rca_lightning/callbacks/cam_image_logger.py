@@ -11,6 +11,7 @@ from torch.utils.data import default_collate
 from rca_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rca_lightning.pseudo.cam_scores import normalized_cam_scores
 from rca_lightning.report.figure_grid import cam_overlay, colourise_mask
+from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.image_logging import log_images
 
 OVERLAY_KEY = "val/cam_overlay"
@@ -49,11 +50,9 @@ class CAMImageLoggerCallback(Callback):
 
     def __init__(self, num_images: int = 4, every_n_epochs: int = 1, default_threshold: float = 0.3) -> None:
         super().__init__()
-        if num_images < 1 or every_n_epochs < 1:
-            raise ValueError(
-                f"CAMImageLoggerCallback: num_images={num_images} and every_n_epochs={every_n_epochs}; "
-                "expected positive integers"
-            )
+        for setting, value in (("num_images", num_images), ("every_n_epochs", every_n_epochs)):
+            if value < 1:
+                raise InvalidSetting(f"{setting}: expected a positive integer, got {value}")
         self.num_images = num_images
         self.every_n_epochs = every_n_epochs
         self.default_threshold = default_threshold

@@ -14,12 +14,13 @@ import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rca_lightning.cli.console import run_console_script
 from rca_lightning.cli.stage_settings import datamodule_for, read_settings, seed_settings, seeds_and_dataset
 from rca_lightning.pseudo.cam_evaluation import evaluate_cams, evaluate_masks, sweep_thresholds
 from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
 
@@ -27,8 +28,8 @@ log = logging.getLogger(__name__)
 register_resolvers()
 
 
-def _split_dataset(cfg: DictConfig, folder: Path, stage: str):
-    settings = read_settings(folder, stage)
+def _split_dataset(cfg: DictConfig, folder: Path, stage: str, setting: str):
+    settings = read_settings(folder, stage, setting)
     source = datamodule_for(cfg.data, settings["dataset"])
     return source.make_dataset(settings["split"], train=False), settings
 
@@ -37,12 +38,18 @@ def evaluate(cfg: DictConfig) -> tuple[dict, dict]:
     """Score what ``cfg`` names; returns flat metrics (``cams/miou``, ``pseudo/miou``, ...) and the report."""
     score_seeds = bool(cfg.get("cams_dir")) or cfg.seeds != "cams"
     if not score_seeds and not cfg.get("masks_dir"):
-        raise ValueError(
-            "rca-eval needs cams_dir=<rca-cams output> (or seeds=attention attention_dir=<accumulation>) "
-            "and/or masks_dir=<rca-pseudo output>"
+        raise InvalidSetting(
+            "cams_dir / masks_dir: expected cams_dir=<rca-cams output> (or seeds=attention "
+            "attention_dir=<accumulation>) and/or masks_dir=<rca-pseudo output>, got neither"
         )
+    thresholds = list(cfg.thresholds) if OmegaConf.is_list(cfg.thresholds) else None
+    if score_seeds and (thresholds is None or len(thresholds) != 3):
+        raise InvalidSetting(f"thresholds: expected [start, stop, step], got {cfg.thresholds}")
     report: dict = {}
+    if cfg.get("masks_dir"):  # the folder is checked before any scoring
+        read_settings(cfg.masks_dir, "rca-pseudo", "masks_dir")
     if score_seeds:
+        sweep = sweep_thresholds(*thresholds)
         seed_source, _, split, dataset = seeds_and_dataset(cfg)
         report["cams"] = {
             **seed_settings(seed_source),
@@ -52,14 +59,14 @@ def evaluate(cfg: DictConfig) -> tuple[dict, dict]:
                 dataset.image_ids,
                 [dataset.mask_path(image_id) for image_id in dataset.image_ids],
                 dataset.class_names,
-                thresholds=sweep_thresholds(*cfg.thresholds),
+                thresholds=sweep,
                 num_workers=cfg.num_workers,
                 progress=cfg.progress,
                 labels=dataset.labels,
             ),
         }
     if cfg.get("masks_dir"):
-        dataset, settings = _split_dataset(cfg, Path(cfg.masks_dir), "rca-pseudo")
+        dataset, settings = _split_dataset(cfg, Path(cfg.masks_dir), "rca-pseudo", "masks_dir")
         report["pseudo_masks"] = {
             "masks_dir": str(cfg.masks_dir),
             "split": settings["split"],

@@ -21,15 +21,18 @@ from pathlib import Path
 import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from hydra.errors import HydraException
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from rca_lightning.cli.cams import cams
-from rca_lightning.cli.console import run_console_script
+from rca_lightning.cli.console import one_line, run_console_script
 from rca_lightning.cli.evaluate import evaluate
 from rca_lightning.cli.pseudo import pseudo
 from rca_lightning.cli.seg import segment
 from rca_lightning.cli.stage_settings import datamodule_for, read_settings
 from rca_lightning.cli.train import train
+from rca_lightning.pseudo.seed_sources import SEED_KINDS
 from rca_lightning.report.figure_selection import pick_figure_images
 from rca_lightning.report.pipeline_report import build_report, format_report
 from rca_lightning.report.report_figures import (
@@ -39,6 +42,7 @@ from rca_lightning.report.report_figures import (
     write_grid,
 )
 from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.errors import InvalidSetting, MissingInput
 from rca_lightning.utils.image_logging import log_images
 from rca_lightning.utils.instantiate import instantiate_loggers
 from rca_lightning.utils.quiet import silence_known_noise
@@ -53,6 +57,9 @@ STATE_FILE = "pipeline_state.json"
 PIPELINE_KEYS = ("train_dir", "stages", "seg_experiment", "report", "seeds")
 # Where rca-train's online attention accumulation leaves its maps (callbacks/attention_accumulation.yaml).
 ATTENTION_FOLDER = "attention"
+ATTENTION_CALLBACK = "AttentionAccumulationCallback"
+# The pipeline's `seeds` choices: auto, or a kind every seed-reading stage takes.
+PIPELINE_SEEDS = ("auto", *SEED_KINDS)
 
 
 @dataclass(frozen=True)
@@ -115,8 +122,9 @@ class Pipeline:
     def classifier_dir(self) -> Path:
         return Path(self.cfg.train_dir) if self.cfg.get("train_dir") else self.folder("classifier")
 
-    def stage_overrides(self, stage: Stage) -> list[str]:
-        """The overrides ``stage``'s config is composed with (its own command line, as it were)."""
+    def stage_overrides(self, stage: Stage, seed_overrides: list[str] | None = None) -> list[str]:
+        """The overrides ``stage``'s config is composed with (its own command line, as it were); the cams
+        stage's seed overrides are ``seed_overrides`` when given, else :meth:`seed_overrides`."""
         folder = self.folder(stage.name)
         last = folder / "checkpoints" / "last.ckpt"
         if stage.name == "classifier":
@@ -130,7 +138,7 @@ class Pipeline:
                 *experiment,
                 f"train_dir={self.classifier_dir}",
                 f"cams_dir={self.cams_dir}",
-                *self.seed_overrides(),
+                *(self.seed_overrides() if seed_overrides is None else seed_overrides),
             ]
         if stage.name == "cam_eval":
             return [*self.data_overrides, f"cams_dir={self.cams_dir}"]
@@ -159,7 +167,7 @@ class Pipeline:
         if kind == "cams":
             return ["seeds=cams"]
         if not has_attention:
-            raise ValueError(
+            raise InvalidSetting(
                 f"seeds={kind}: the classifier left no attention accumulation in {attention_dir} "
                 "(train it with callbacks=[default,attention_accumulation])"
             )
@@ -174,6 +182,43 @@ class Pipeline:
     @property
     def masks_dir(self) -> Path:
         return self.folder("pseudo_masks") / "masks"
+
+    def check_settings(self) -> None:
+        """Before any stage runs: ``seeds``, ``train_dir`` and ``stages`` make sense, and every unfinished
+        stage's config composes, so that a typo in the last stage's overrides stops the run now, not after
+        hours of training."""
+        if self.cfg.seeds not in PIPELINE_SEEDS:
+            raise InvalidSetting(f"seeds={self.cfg.seeds!r}: expected one of {list(PIPELINE_SEEDS)}")
+        if self.cfg.get("train_dir"):
+            summary = self.classifier_dir / "metrics.json"
+            if not summary.is_file():
+                raise MissingInput(
+                    f"train_dir={self.classifier_dir}: {summary} not found; expected a finished rca-train run"
+                )
+        stages = check_stage_entries(self.cfg.get("stages") or {})
+        classifier_done = self.is_done(STAGES[0])
+        for stage in STAGES:
+            if self.is_done(stage):
+                continue
+            # Before the classifier ran, its config says whether it will leave attention (checked below).
+            seeds = None if classifier_done else []
+            try:
+                cfg = compose(
+                    stage.config_name,
+                    overrides=self.stage_overrides(stage, seeds) + [*stages.get(stage.name, [])],
+                )
+            except (HydraException, OmegaConfBaseException) as error:
+                raise InvalidSetting(f"stages.{stage.name}: {one_line(error)}") from error
+            own = [*stages.get(stage.name, [])]  # their values against the types of the stage's settings
+            overrides = self.stage_overrides(stage, seeds) + own
+            check_overrides(stage.config_name, overrides, own, source=f"stages.{stage.name}")
+            if stage.name == "classifier" and self.cfg.seeds in ("attention", "max"):
+                targets = [str(c.get("_target_", "")) for c in (cfg.get("callbacks") or {}).values() if c]
+                if not any(target.endswith(ATTENTION_CALLBACK) for target in targets):
+                    raise InvalidSetting(
+                        f"seeds={self.cfg.seeds}: the classifier would leave no attention accumulation; "
+                        "expected callbacks=[default,attention_accumulation] (or seeds=auto / cams)"
+                    )
 
     def compose_stage(self, stage: Stage) -> DictConfig:
         overrides = [*self.stage_overrides(stage), *self.cfg.stages.get(stage.name, [])]
@@ -253,6 +298,7 @@ class Pipeline:
 
     def run(self) -> dict:
         """Run every unfinished stage, then write and print the report; returns the report."""
+        self.check_settings()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for stage in STAGES:
             self.run_stage(stage)
@@ -268,6 +314,22 @@ class Pipeline:
         print(format_report(report), flush=True)
         log.info("Report: %s", self.run_dir / "report.json")
         return report
+
+
+def check_stage_entries(stages: object) -> DictConfig:
+    """``stages`` if it maps names of :data:`STAGES` to lists of override strings, else InvalidSetting."""
+    names = [stage.name for stage in STAGES]
+    if not isinstance(stages, DictConfig):
+        raise InvalidSetting(f"stages: expected a mapping of stage names {names} to lists, got {stages!r}")
+    for name, overrides in stages.items():
+        if name not in names:
+            raise InvalidSetting(f"stages.{name}: unknown stage; expected one of {names}")
+        if not isinstance(overrides, ListConfig) or not all(isinstance(o, str) for o in overrides):
+            raise InvalidSetting(
+                f"stages.{name}: expected a list of overrides like ['trainer.max_epochs=2'], "
+                f"got {overrides!r}"
+            )
+    return stages
 
 
 def last_modification(folder: Path) -> float:

@@ -24,6 +24,7 @@ from rca_lightning.cli.console import run_console_script
 from rca_lightning.cli.stage_settings import claim_output_folder, seed_settings, seeds_and_dataset
 from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskRule, write_pseudo_masks
 from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.errors import MissingInput
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
 
@@ -33,12 +34,12 @@ register_resolvers()
 
 def pseudo(cfg: DictConfig) -> tuple[dict, dict]:
     """Write the pseudo masks of the images of the seeds' split; returns the run's figures and objects."""
-    seed_source, record, split, dataset = seeds_and_dataset(cfg)
     saliency_dir = Path(cfg.saliency_dir) if cfg.get("saliency_dir") else None
     if saliency_dir is not None and not saliency_dir.is_dir():
-        raise FileNotFoundError(
-            f"saliency_dir {saliency_dir} is not a folder of <image_id>.png saliency maps"
+        raise MissingInput(
+            f"saliency_dir={saliency_dir} not found: expected a folder of <image_id>.png saliency maps"
         )
+    seed_source, record, split, dataset = seeds_and_dataset(cfg)
     crf = instantiate(cfg.crf) if cfg.get("crf") else None
     masks_dir = Path(cfg.masks_dir)
     rule = PseudoMaskRule(

@@ -15,7 +15,13 @@ from PIL import Image
 from rca_lightning.cli.console import run_console_script
 from rca_lightning.data.voc_classes import voc_palette
 from rca_lightning.utils.atomic import write_bytes_atomically, write_json_atomically
-from rca_lightning.utils.checkpoint_selection import check_selection, selected_checkpoint, uses_pixel_labels
+from rca_lightning.utils.checkpoint_selection import (
+    check_checkpoint_file,
+    check_selection,
+    selected_checkpoint,
+    uses_pixel_labels,
+)
+from rca_lightning.utils.errors import InvalidSetting, MissingInput
 from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
@@ -47,6 +53,18 @@ def write_predictions(batches: list[dict], folder: Path) -> int:
     return count
 
 
+def check_pseudo_masks_dir(folder: Path) -> None:
+    """MissingInput unless ``folder`` holds ``.png`` masks; checked before anything is built."""
+    if not folder.is_dir():
+        raise MissingInput(
+            f"pseudo_masks_dir={folder} not found: expected a folder of <image id>.png masks (rca-pseudo)"
+        )
+    if next(folder.glob("*.png"), None) is None:
+        raise MissingInput(
+            f"pseudo_masks_dir={folder} holds no .png file: expected <image id>.png masks (rca-pseudo)"
+        )
+
+
 def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     """Fit (``cfg.train``) and evaluate (``cfg.evaluate``) the segmentation stage described by ``cfg``.
 
@@ -59,10 +77,17 @@ def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     """
     selection = check_selection(cfg.get("checkpoint", "last"))
     if selection not in ("last", "best_val_miou"):
-        raise ValueError(f"checkpoint={selection}: rca-seg takes last or best_val_miou")
+        raise InvalidSetting(f"checkpoint={selection}: expected last or best_val_miou for rca-seg")
     if not cfg.train and not cfg.get("ckpt_path"):
-        raise ValueError("train=false evaluates a checkpoint: set ckpt_path=FILE (a rca-seg checkpoint)")
-    L.seed_everything(cfg.seed, workers=True)
+        raise InvalidSetting(
+            "ckpt_path: train=false evaluates a checkpoint; expected ckpt_path=FILE, got none"
+        )
+    check_checkpoint_file(cfg.get("ckpt_path"), "rca-seg")
+    if cfg.train:
+        check_pseudo_masks_dir(Path(cfg.pseudo_masks_dir))
+    # Lightning prints its "Seed set" line to stderr, past the job's log: logged here instead.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    log.info("Seed %d", cfg.seed)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.seg_model)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))

@@ -13,19 +13,24 @@ from omegaconf import DictConfig, OmegaConf
 from rca_lightning.data import VOCSegmentationDataset
 from rca_lightning.pseudo.seed_sources import SeedSource
 from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 
 SETTINGS_FILE = "settings.json"
 
 
-def read_settings(folder: str | Path, stage: str) -> dict:
-    """The ``settings.json`` a stage wrote in ``folder``; FileNotFoundError naming it when absent."""
+def read_settings(folder: str | Path, stage: str, setting: str | None = None) -> dict:
+    """The ``settings.json`` a stage wrote in ``folder`` (the value of ``setting``, named in errors);
+    MissingInput naming the folder or file when absent."""
     path = Path(folder) / SETTINGS_FILE
+    named = f"{setting}={folder}" if setting else str(folder)
+    if not Path(folder).is_dir():
+        raise MissingInput(f"{named} not found: expected a folder written by {stage}")
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: expected a folder written by {stage}")
+        raise MissingInput(f"{path} not found: expected {named} to be a folder written by {stage}")
     try:
         return json.loads(path.read_text())
     except ValueError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+        raise InvalidData(f"{path}: not valid JSON ({error}); expected the settings {stage} wrote") from error
 
 
 def claim_output_folder(folder: Path, settings: dict) -> None:
@@ -37,7 +42,7 @@ def claim_output_folder(folder: Path, settings: dict) -> None:
             key for key in set(recorded) | set(settings) if recorded.get(key) != settings.get(key)
         )
         if changed:
-            raise ValueError(
+            raise InvalidSetting(
                 f"{path} records other settings for {changed} (e.g. {changed[0]}: "
                 f"{recorded.get(changed[0])!r} vs {settings.get(changed[0])!r}); expected the same settings "
                 "to resume, or a new output folder"
@@ -76,11 +81,12 @@ def seeds_and_dataset(cfg: DictConfig) -> tuple[SeedSource, dict, str, VOCSegmen
     cams_dir = Path(cfg.cams_dir) if cfg.get("cams_dir") else None
     attention_dir = Path(cfg.attention_dir) if cfg.get("attention_dir") else None
     seed_source = SeedSource(cfg.seeds, cams_dir, attention_dir)
+    seed_source.check_folders()
     if cams_dir is not None:
-        cam_settings = read_settings(cams_dir, "rca-cams")
+        cam_settings = read_settings(cams_dir, "rca-cams", "cams_dir")
         recorded = cam_settings.get("seeds", "cams")
         if recorded != "cams" and seed_source.kind != "cams":
-            raise ValueError(
+            raise InvalidSetting(
                 f"{cams_dir / SETTINGS_FILE}: its files are already seeds={recorded} seeds; "
                 f"seeds={seed_source.kind} would combine them with attention again (use seeds=cams)"
             )

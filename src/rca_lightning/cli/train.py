@@ -20,7 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from rca_lightning.cli.console import run_console_script
 from rca_lightning.utils.atomic import write_json_atomically
-from rca_lightning.utils.checkpoint_selection import check_selection, selected_checkpoint, uses_pixel_labels
+from rca_lightning.utils.checkpoint_selection import (
+    check_checkpoint_file,
+    check_selection,
+    selected_checkpoint,
+    uses_pixel_labels,
+)
+from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
@@ -41,7 +47,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     ``uses_pixel_labels_for_selection``).
     """
     selection = check_selection(cfg.get("checkpoint", "last"))
-    L.seed_everything(cfg.seed, workers=True)
+    check_checkpoint_file(cfg.get("ckpt_path"), "rca-train")
+    # Lightning prints its "Seed set" line to stderr, past the job's log: logged here instead.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    log.info("Seed %d", cfg.seed)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
@@ -90,9 +99,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
     if name is None:
         return None
     if name not in metrics:
-        message = f"optimized_metric={name!r} was not logged; the run logged {sorted(metrics)}"
+        message = f"optimized_metric={name!r} was not logged; expected one of the run's {sorted(metrics)}"
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise ValueError(message)
+            raise InvalidSetting(message)
         log.warning(message)
         return None
     return metrics[name]

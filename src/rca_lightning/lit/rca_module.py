@@ -15,6 +15,7 @@ from rca_lightning.memory import RegionalMemoryBank, masked_average_pool, region
 from rca_lightning.metrics import CAMThresholdSweep
 from rca_lightning.models import RCANet, RCAOutput
 from rca_lightning.pseudo.cam_scores import normalized_cam_scores
+from rca_lightning.utils.errors import InvalidSetting
 
 # Learning-rate multipliers of the public code: pretrained weights 1x, their biases 2x, new layers 10x / 20x.
 DEFAULT_LR_MULTIPLIERS = {"backbone_weight": 1.0, "backbone_bias": 2.0, "new_weight": 10.0, "new_bias": 20.0}
@@ -76,18 +77,20 @@ class RCALitModule(LightningModule):
     ) -> None:
         super().__init__()
         if memory_bank.dim != net.embedding_dim:
-            raise ValueError(
-                f"memory_bank.dim ({memory_bank.dim}) must equal net.embedding_dim ({net.embedding_dim})"
+            raise InvalidSetting(
+                f"memory_bank.dim: expected net.embedding_dim ({net.embedding_dim}), got {memory_bank.dim}"
             )
         if len(class_names) != net.num_classes:
-            raise ValueError(f"class_names has {len(class_names)} names, net has {net.num_classes} classes")
+            raise InvalidSetting(
+                f"class_names: expected net.num_classes ({net.num_classes}) names, got {len(class_names)}"
+            )
         if aggregation_lr not in AGGREGATION_LR_SOURCES:
-            raise ValueError(
+            raise InvalidSetting(
                 f"aggregation_lr: expected one of {list(AGGREGATION_LR_SOURCES)}, got '{aggregation_lr}'"
             )
         aggregation_keys = sorted(key for key in lr_multipliers or {} if key.startswith("aggregation_"))
         if aggregation_keys:
-            raise ValueError(
+            raise InvalidSetting(
                 f"lr_multipliers: {aggregation_keys} are set by aggregation_lr ('new' or 'backbone'), "
                 "not given directly"
             )
@@ -126,9 +129,9 @@ class RCALitModule(LightningModule):
         if self.uses_memory_bank and not any(
             isinstance(c, MemoryBankCallback) for c in self.trainer.callbacks
         ):
-            raise ValueError(
-                "RCALitModule with contrast or aggregation on needs a MemoryBankCallback "
-                "in Trainer(callbacks=...)"
+            raise InvalidSetting(
+                "callbacks: RCALitModule with contrast or aggregation on needs a MemoryBankCallback "
+                "(callbacks.memory_bank), found none in Trainer(callbacks=...)"
             )
 
     def _classification_losses(self, output: RCAOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:

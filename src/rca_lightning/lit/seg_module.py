@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from rca_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rca_lightning.data.voc_classes import IGNORE_INDEX
 from rca_lightning.metrics import iou_from_confusion
+from rca_lightning.utils.errors import InvalidSetting
 
 # DeepLab-v2 recipe: pretrained backbone 1x, new layers 10x (their biases 20x).
 DEFAULT_LR_MULTIPLIERS = {"backbone_weight": 1.0, "backbone_bias": 1.0, "new_weight": 10.0, "new_bias": 20.0}
@@ -72,13 +73,17 @@ class SegLitModule(LightningModule):
         super().__init__()
         net_classes = getattr(net, "num_classes", num_classes)
         if net_classes != num_classes:
-            raise ValueError(f"num_classes={num_classes} but net.num_classes={net_classes}; expected equal")
+            raise InvalidSetting(f"num_classes: expected net.num_classes ({net_classes}), got {num_classes}")
         if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"class_names has {len(class_names)} names, expected num_classes={num_classes}")
+            raise InvalidSetting(
+                f"class_names: expected num_classes ({num_classes}) names, got {len(class_names)}"
+            )
         if not tta_scales or any(scale <= 0 for scale in tta_scales):
-            raise ValueError(f"tta_scales={list(tta_scales)!r}: expected one or more positive scales")
+            raise InvalidSetting(
+                f"tta_scales: expected one or more positive scales, got {list(tta_scales)!r}"
+            )
         if crf is not None and not callable(crf):
-            raise ValueError(
+            raise InvalidSetting(
                 f"crf: expected a callable (image, probs) -> probs or None, got {type(crf).__name__}"
             )
         # Plain Python values (not OmegaConf containers), so checkpoints load with weights_only=True.

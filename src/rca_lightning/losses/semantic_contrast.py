@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rca_lightning.utils.errors import InvalidSetting
+
 # Where the two region embeddings of a mix-up are L2-normalised: each before mixing (this project), or only
 # the mixture of the raw embeddings (the public code).
 MIXUP_ORDERS = ("normalise_then_mix", "mix_then_normalise")
@@ -246,14 +248,13 @@ class SemanticContrastLoss(nn.Module):
     ) -> None:
         super().__init__()
         if not temperature > 0:
-            raise ValueError(f"SemanticContrastLoss: temperature must be > 0, got {temperature}")
+            raise InvalidSetting(f"temperature: expected a value > 0, got {temperature}")
         if mixup_alpha is not None and not mixup_alpha > 0:
-            raise ValueError(f"SemanticContrastLoss: mixup_alpha must be > 0 or None, got {mixup_alpha}")
+            raise InvalidSetting(f"mixup_alpha: expected a value > 0 or null, got {mixup_alpha}")
         if mixup_order not in MIXUP_ORDERS:
-            raise ValueError(
-                f"SemanticContrastLoss: mixup_order must be one of {list(MIXUP_ORDERS)}, got '{mixup_order}'"
-            )
-        _check_denominator_floor(denominator_floor, "SemanticContrastLoss")
+            raise InvalidSetting(f"mixup_order: expected one of {list(MIXUP_ORDERS)}, got '{mixup_order}'")
+        if denominator_floor is not None and not denominator_floor > 0:
+            raise InvalidSetting(f"denominator_floor: expected a value > 0 or null, got {denominator_floor}")
         self.temperature = temperature
         self.mixup_alpha = mixup_alpha
         self.mixup_order = mixup_order

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from rca_lightning.memory.kmeans import KMEANS_INITS, batched_kmeans
+from rca_lightning.utils.errors import InvalidSetting
 
 _UPDATE_RULES = ("ema", "replace")
 
@@ -61,9 +62,9 @@ class RegionalMemoryBank(nn.Module):
     ) -> None:
         super().__init__()
         if update not in _UPDATE_RULES:
-            raise ValueError(f"RegionalMemoryBank: update must be one of {_UPDATE_RULES}, got {update!r}")
+            raise InvalidSetting(f"update: expected one of {list(_UPDATE_RULES)}, got {update!r}")
         if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"RegionalMemoryBank: momentum must be in [0, 1), got {momentum}")
+            raise InvalidSetting(f"momentum: expected a value in [0, 1), got {momentum}")
         for name, value in (
             ("num_classes", num_classes),
             ("dim", dim),
@@ -71,15 +72,13 @@ class RegionalMemoryBank(nn.Module):
             ("num_prototypes", num_prototypes),
         ):
             if value < 1:
-                raise ValueError(f"RegionalMemoryBank: {name} must be >= 1, got {value}")
+                raise InvalidSetting(f"{name}: expected an integer >= 1, got {value}")
         if kmeans_iters < 0:
-            raise ValueError(f"RegionalMemoryBank: kmeans_iters must be >= 0, got {kmeans_iters}")
+            raise InvalidSetting(f"kmeans_iters: expected an integer >= 0, got {kmeans_iters}")
         if kmeans_init not in KMEANS_INITS:
-            raise ValueError(
-                f"RegionalMemoryBank: kmeans_init must be one of {KMEANS_INITS}, got {kmeans_init!r}"
-            )
+            raise InvalidSetting(f"kmeans_init: expected one of {list(KMEANS_INITS)}, got {kmeans_init!r}")
         if kmeans_restarts < 1:
-            raise ValueError(f"RegionalMemoryBank: kmeans_restarts must be >= 1, got {kmeans_restarts}")
+            raise InvalidSetting(f"kmeans_restarts: expected an integer >= 1, got {kmeans_restarts}")
         self.num_classes = num_classes
         self.dim = dim
         self.queue_length = queue_length

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from rca_lightning.utils.errors import InvalidSetting
+
 ATTENTION_MODES = ("softmax", "linear")
 
 
@@ -33,7 +35,7 @@ class SemanticAggregation(nn.Module):
     ) -> None:
         super().__init__()
         if attention not in ATTENTION_MODES:
-            raise ValueError(f"attention: expected one of {list(ATTENTION_MODES)}, got '{attention}'")
+            raise InvalidSetting(f"attention: expected one of {list(ATTENTION_MODES)}, got '{attention}'")
         self.attention = attention
         self.prototype_dim = prototype_dim
         self.attention_dim = attention_dim

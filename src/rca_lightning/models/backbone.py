@@ -18,6 +18,8 @@ import timm
 import torch
 from torch import nn
 
+from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput, UserError
+
 VGG16_NAME = "vgg16"
 VGG16_OUTPUT_STRIDES = (8,)
 TIMM_OUTPUT_STRIDES = (8, 16, 32)
@@ -27,7 +29,7 @@ _HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
-class PretrainedWeightsUnavailableError(RuntimeError):
+class PretrainedWeightsUnavailableError(UserError, RuntimeError):
     """``pretrained=True`` but the weights are neither cached locally nor downloadable."""
 
 
@@ -99,7 +101,7 @@ class TimmBackbone(nn.Module):
         pretrained = bool(pretrained) and checkpoint_path is None
         if name == VGG16_NAME:
             if output_stride not in VGG16_OUTPUT_STRIDES:
-                raise ValueError(
+                raise InvalidSetting(
                     f"output_stride={output_stride} is not supported for backbone '{name}'; "
                     f"allowed: {list(VGG16_OUTPUT_STRIDES)}"
                 )
@@ -123,19 +125,19 @@ class TimmBackbone(nn.Module):
         """
         path = Path(checkpoint_path)
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint_path: backbone checkpoint not found: {path}")
+            raise MissingInput(f"checkpoint_path: {path} not found: expected a backbone weight file")
         state = _read_state_dict(path)
         for nested_key in ("state_dict", "model"):
             if isinstance(state, Mapping) and isinstance(state.get(nested_key), Mapping):
                 state = state[nested_key]
         if not isinstance(state, Mapping):
-            raise ValueError(
-                f"checkpoint_path: {path} does not hold a state dict (got {type(state).__name__})"
+            raise InvalidData(
+                f"checkpoint_path: {path} holds a {type(state).__name__}, expected a state dict"
             )
         state = {_strip_prefixes(key): value for key, value in state.items()}
         expected = self.encoder.state_dict()
         if not expected.keys() & state.keys():
-            raise ValueError(
+            raise InvalidData(
                 f"checkpoint_path: none of the {len(state)} keys of {path} "
                 f"(e.g. {_preview(list(state)[:3])}) match backbone '{self.name}' "
                 f"(e.g. {_preview(list(expected)[:3])}); expected timm or torchvision "
@@ -147,7 +149,7 @@ class TimmBackbone(nn.Module):
             if tuple(state[key].shape) != tuple(expected[key].shape)
         ]
         if wrong_shapes:
-            raise ValueError(
+            raise InvalidData(
                 f"checkpoint_path: {path} has {len(wrong_shapes)} tensors whose shape differs from backbone "
                 f"'{self.name}', first: {sorted(wrong_shapes)[0]}"
             )
@@ -239,21 +241,22 @@ def _hub_reachable() -> bool:
 
 
 def _read_state_dict(path: Path) -> object:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle, zip and weights_only errors have no common base class
-        raise ValueError(f"checkpoint_path: cannot read {path} as a torch state dict ({error})") from error
+    except Exception as error:  # pickle, zip, safetensors and weights_only errors have no common base class
+        reason = " ".join(str(error).split())
+        raise InvalidData(f"checkpoint_path: cannot read {path} as a torch state dict ({reason})") from error
 
 
 def _create_timm_features(name: str, output_stride: int, pretrained: bool) -> nn.Module:
     """Build ``timm.create_model(features_only=True)`` and check that the stride was honoured."""
     if not timm.is_model(name):
-        raise ValueError(f"name: unknown timm backbone '{name}' (see timm.list_models())")
-    unsupported = ValueError(
+        raise InvalidSetting(f"name: unknown timm backbone '{name}'; expected a name of timm.list_models()")
+    unsupported = InvalidSetting(
         f"output_stride={output_stride} is not supported for backbone '{name}'; "
         f"allowed: {list(TIMM_OUTPUT_STRIDES)} where timm supports them"
     )

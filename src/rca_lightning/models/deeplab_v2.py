@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rca_lightning.models.segmentation_net import SegmentationNet
+from rca_lightning.utils.errors import InvalidSetting
 
 
 class ASPPv2(nn.Module):
@@ -25,7 +26,7 @@ class ASPPv2(nn.Module):
     ) -> None:
         super().__init__()
         if not dilations:
-            raise ValueError("dilations: expected at least one dilation rate, got an empty list")
+            raise InvalidSetting("dilations: expected at least one dilation rate, got an empty list")
         self.branches = nn.ModuleList(
             nn.Conv2d(in_channels, num_outputs, kernel_size=3, padding=rate, dilation=rate)
             for rate in dilations

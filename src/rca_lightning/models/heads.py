@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rca_lightning.utils.errors import InvalidSetting
+
 
 def _check_head_sizes(num_classes: int, width: int, depth: int) -> None:
     for setting, value in (("num_classes", num_classes), ("width", width), ("depth", depth)):
         if value < 1:
-            raise ValueError(f"{setting}: expected a positive integer, got {value}")
+            raise InvalidSetting(f"{setting}: expected a positive integer, got {value}")
 
 
 class ConvHead(nn.Module):

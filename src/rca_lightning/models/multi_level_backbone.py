@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from rca_lightning.models.backbone import TIMM_OUTPUT_STRIDES, TimmBackbone, create_timm_model
+from rca_lightning.utils.errors import InvalidSetting
 
 
 class TimmMultiLevelBackbone(TimmBackbone):
@@ -42,8 +43,8 @@ class TimmMultiLevelBackbone(TimmBackbone):
         self.name = name
         self.output_stride = output_stride
         if not timm.is_model(name) or name.startswith("vgg"):
-            raise ValueError(f"name: '{name}' is not a timm backbone with multi-level features")
-        unsupported = ValueError(
+            raise InvalidSetting(f"name: expected a timm backbone with multi-level features, got '{name}'")
+        unsupported = InvalidSetting(
             f"output_stride={output_stride} is not supported for backbone '{name}'; "
             f"allowed: {list(TIMM_OUTPUT_STRIDES)} where timm supports them"
         )
@@ -59,9 +60,9 @@ class TimmMultiLevelBackbone(TimmBackbone):
         if reductions[-1] != output_stride:
             raise unsupported
         if low_level_stride not in reductions:
-            raise ValueError(
-                f"low_level_stride={low_level_stride} is not a feature stride of backbone '{name}' "
-                f"(its strides: {reductions})"
+            raise InvalidSetting(
+                f"low_level_stride={low_level_stride} is not a feature stride of backbone '{name}'; "
+                f"expected one of {sorted(set(reductions))}"
             )
         self.low_level_index = max(i for i, r in enumerate(reductions) if r == low_level_stride)
         channels = self.encoder.feature_info.channels()

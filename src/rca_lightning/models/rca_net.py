@@ -11,6 +11,7 @@ from rca_lightning.models.aggregation import SemanticAggregation
 from rca_lightning.models.heads import ConvHead, PerClassHeads
 from rca_lightning.models.parameter_groups import split_parameter_groups
 from rca_lightning.models.projection import ProjectionHead
+from rca_lightning.utils.errors import InvalidSetting
 
 HEAD_TYPES = ("per_class", "shared")
 EMBEDDING_SOURCES = ("projection", "backbone")
@@ -77,22 +78,29 @@ class RCANet(nn.Module):
     ) -> None:
         super().__init__()
         if init not in INIT_SCHEMES:
-            raise ValueError(f"init: expected one of {list(INIT_SCHEMES)}, got '{init}'")
+            raise InvalidSetting(f"init: expected one of {list(INIT_SCHEMES)}, got '{init}'")
         if not init_std > 0:
-            raise ValueError(f"init_std: expected a positive number, got {init_std}")
+            raise InvalidSetting(f"init_std: expected a positive number, got {init_std}")
         if head not in HEAD_TYPES:
-            raise ValueError(f"head: expected one of {list(HEAD_TYPES)}, got '{head}'")
+            raise InvalidSetting(f"head: expected one of {list(HEAD_TYPES)}, got '{head}'")
+        for setting, value in (
+            ("num_classes", num_classes),
+            ("head_width", head_width),
+            ("head_depth", head_depth),
+        ):
+            if value < 1:
+                raise InvalidSetting(f"{setting}: expected a positive integer, got {value}")
         if embedding_source not in EMBEDDING_SOURCES:
-            raise ValueError(
+            raise InvalidSetting(
                 f"embedding_source: expected one of {list(EMBEDDING_SOURCES)}, got '{embedding_source}'"
             )
         if not isinstance(getattr(backbone, "out_channels", None), int):
-            raise ValueError(
+            raise InvalidSetting(
                 f"backbone: expected a module with an int `out_channels`, got {type(backbone).__name__}"
             )
         feature_channels = backbone.out_channels
         if embedding_source == "backbone" and projection_dim != feature_channels:
-            raise ValueError(
+            raise InvalidSetting(
                 f"projection_dim: expected {feature_channels} (the backbone's channels) with "
                 f"embedding_source='backbone', since contrast queries are compared with stored raw features; "
                 f"got {projection_dim}"

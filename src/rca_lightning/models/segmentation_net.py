@@ -6,6 +6,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from rca_lightning.models.parameter_groups import split_parameter_groups
+from rca_lightning.utils.errors import InvalidSetting
 
 
 class SegmentationNet(nn.Module):
@@ -21,7 +22,7 @@ class SegmentationNet(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int, freeze_backbone_norm: bool = False) -> None:
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"num_classes={num_classes!r}: expected at least one foreground class")
+            raise InvalidSetting(f"num_classes: expected at least one foreground class, got {num_classes!r}")
         self.backbone = backbone
         self.num_classes = num_classes
         self.freeze_backbone_norm = freeze_backbone_norm

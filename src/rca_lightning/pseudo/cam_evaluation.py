@@ -24,20 +24,25 @@ from rca_lightning.data.voc_classes import IGNORE_INDEX
 from rca_lightning.metrics import CAMThresholdSweep, iou_from_confusion
 from rca_lightning.pseudo.pseudo_mask_writer import mask_path, read_mask_png
 from rca_lightning.pseudo.seed_sources import SeedSource, as_seed_source
+from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 
 
 def sweep_thresholds(start: float = 0.0, stop: float = 0.6, step: float = 0.01) -> torch.Tensor:
     """(T,) thresholds start, start + step, ..., stop (inclusive, without float drift)."""
     if step <= 0 or stop < start:
-        raise ValueError(f"thresholds=({start}, {stop}, {step}): expected start <= stop and step > 0")
+        raise InvalidSetting(
+            f"thresholds=[{start}, {stop}, {step}]: expected [start, stop, step] with start <= stop "
+            "and step > 0"
+        )
     count = round((stop - start) / step) + 1
     return (torch.arange(count, dtype=torch.float64) * step + start).float()
 
 
 def _check_same_size(prediction: np.ndarray, target: np.ndarray, source: Path, target_path: Path) -> None:
     if prediction.shape[-2:] != target.shape:
-        raise ValueError(
-            f"{source}: size {prediction.shape[-2:]} differs from ground truth {target_path} {target.shape}"
+        raise InvalidData(
+            f"{source}: size {prediction.shape[-2:]}, expected that of ground truth {target_path} "
+            f"{target.shape}"
         )
 
 
@@ -101,14 +106,17 @@ class _MaskAndTarget(Dataset):
         _check_same_size(mask, target, source, self.targets[index])
         invalid = (mask > self.num_classes) & (mask != IGNORE_INDEX)
         if invalid.any():
-            raise ValueError(f"{source}: value {int(mask[invalid][0])} outside 0..{self.num_classes} and 255")
+            raise InvalidData(
+                f"{source}: value {int(mask[invalid][0])}, expected class indices "
+                f"0..{self.num_classes} or 255"
+            )
         return torch.from_numpy(mask.astype(np.int64)), torch.from_numpy(target.astype(np.int64))
 
 
 def _check_files_exist(paths: Sequence[Path], what: str) -> None:
     missing = [path for path in paths if not Path(path).is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} of {len(paths)} {what} are missing, first: {missing[0]}")
+        raise MissingInput(f"{len(missing)} of {len(paths)} {what} are missing, first: {missing[0]}")
 
 
 def _per_class(iou: torch.Tensor, class_names: Sequence[str]) -> dict[str, float | None]:

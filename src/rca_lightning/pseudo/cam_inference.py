@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Subset
 
 from rca_lightning.data.transforms import build_eval_transform
 from rca_lightning.pseudo.cam_writer import pending_image_ids
+from rca_lightning.utils.errors import InvalidSetting
 
 DEFAULT_SCALES: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
 
@@ -94,7 +95,9 @@ class CAMPredictor(LightningModule):
     ) -> None:
         super().__init__()
         if not scales or any(float(scale) <= 0 for scale in scales):
-            raise ValueError(f"scales={list(scales)!r}: expected a non-empty list of positive factors")
+            raise InvalidSetting(
+                f"scales: expected a non-empty list of positive factors, got {list(scales)!r}"
+            )
         self.model = model
         self.scales = tuple(float(scale) for scale in scales)
         self.flip = flip

@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from rca_lightning.pseudo.cam_writer import CAM_DTYPES, cam_path, save_cam_file
 from rca_lightning.pseudo.seed_sources import attention_maps, check_seed_kind, combine_seeds
+from rca_lightning.utils.errors import InvalidSetting
 
 
 class CAMWriter(BasePredictionWriter):
@@ -44,9 +45,9 @@ class CAMWriter(BasePredictionWriter):
     ) -> None:
         super().__init__(write_interval="batch")
         if dtype not in CAM_DTYPES:
-            raise ValueError(f"dtype={dtype!r}: expected one of {CAM_DTYPES}")
+            raise InvalidSetting(f"cam_dtype={dtype!r}: expected one of {list(CAM_DTYPES)}")
         if check_seed_kind(seeds) != "cams" and attention_dir is None:
-            raise ValueError(f"seeds={seeds} needs attention_dir=<folder of an attention accumulation>")
+            raise InvalidSetting(f"seeds={seeds} needs attention_dir=<folder of an attention accumulation>")
         self.cams_dir = Path(cams_dir)
         self.dtype = dtype
         self.compress = compress

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rca_lightning.utils.atomic import write_bytes_atomically
+from rca_lightning.utils.errors import InvalidData
 
 CAM_DTYPES = ("float16", "uint8")
 
@@ -62,9 +63,12 @@ def load_cam_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path) as data:
             classes, cams = data["classes"], data["cams"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path}: not a readable CAM file ({error})") from error
+        reason = " ".join(str(error).split())
+        raise InvalidData(
+            f"{path}: not a readable CAM file ({reason}); expected one written by rca-cams"
+        ) from error
     if classes.ndim != 1 or cams.ndim != 3 or len(classes) != len(cams):
-        raise ValueError(
+        raise InvalidData(
             f"{path}: expected classes (K,) and cams (K, H, W), got {classes.shape} and {cams.shape}"
         )
     cams = cams.astype(np.float32) / 255.0 if cams.dtype == np.uint8 else cams.astype(np.float32)

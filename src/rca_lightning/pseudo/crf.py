@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rca_lightning.utils.errors import InvalidSetting
+
 CHANNEL_ORDERS = ("rgb", "bgr")
 
 
@@ -40,7 +42,7 @@ class DenseCRF:
 
     def __post_init__(self) -> None:
         if self.channel_order not in CHANNEL_ORDERS:
-            raise ValueError(
+            raise InvalidSetting(
                 f"channel_order: expected one of {list(CHANNEL_ORDERS)}, got '{self.channel_order}'"
             )
 

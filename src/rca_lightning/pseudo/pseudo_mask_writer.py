@@ -28,6 +28,7 @@ from rca_lightning.pseudo.pseudo_masks import (
 )
 from rca_lightning.pseudo.seed_sources import SeedSource, as_seed_source
 from rca_lightning.utils.atomic import write_bytes_atomically
+from rca_lightning.utils.errors import InvalidData, MissingInput
 
 
 def mask_path(masks_dir: str | os.PathLike, image_id: str) -> Path:
@@ -45,14 +46,20 @@ def save_palette_png(path: str | os.PathLike, mask: np.ndarray) -> None:
 
 
 def read_mask_png(path: str | os.PathLike) -> np.ndarray:
-    """(H, W) uint8 values of a palette or grey PNG; ValueError naming the file if it does not decode."""
+    """(H, W) uint8 values of a palette or grey PNG; InvalidData naming the file if it does not decode
+    (MissingInput if it does not exist)."""
+    if not Path(path).is_file():
+        raise MissingInput(f"{path} not found: expected a PNG mask")
     try:
         with Image.open(path) as png:
             if png.mode not in ("P", "L"):
-                raise ValueError(f"{path}: mode {png.mode!r}; expected a palette (P) or grey (L) PNG")
+                raise InvalidData(f"{path}: mode {png.mode!r}; expected a palette (P) or grey (L) PNG")
             return np.array(png, dtype=np.uint8)
     except OSError as error:
-        raise ValueError(f"{path}: cannot decode PNG ({error})") from error
+        reason = " ".join(str(error).split())
+        raise InvalidData(
+            f"{path}: cannot decode PNG ({reason}); expected a palette (P) or grey (L) PNG"
+        ) from error
 
 
 def mask_file_is_complete(path: str | os.PathLike) -> bool:
@@ -67,10 +74,14 @@ def mask_file_is_complete(path: str | os.PathLike) -> bool:
 
 
 def read_rgb_image(path: str | os.PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; ValueError naming the file if it does not decode."""
+    """(H, W, 3) uint8 RGB; InvalidData naming the file if it does not decode (MissingInput if absent)."""
+    if not Path(path).is_file():
+        raise MissingInput(f"{path} not found: expected an image file")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise ValueError(f"{path}: cannot decode image (missing, corrupt or not an image file)")
+        raise InvalidData(
+            f"{path}: cannot decode image (corrupt or not an image file); expected a JPEG or PNG"
+        )
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -124,12 +135,13 @@ class PseudoMaskRule:
             return channels_to_labels(scores.argmax(0), classes)
         saliency_file = Path(self.saliency_dir) / f"{image_id}.png"
         if not saliency_file.is_file():
-            raise FileNotFoundError(
-                f"saliency map {saliency_file} not found (saliency_dir={self.saliency_dir})"
+            raise MissingInput(
+                f"saliency map {saliency_file} not found: expected <image_id>.png in "
+                f"saliency_dir={self.saliency_dir}"
             )
         saliency = read_mask_png(saliency_file)
         if saliency.shape != image.shape[:2]:
-            raise ValueError(
+            raise InvalidData(
                 f"{saliency_file}: size {saliency.shape}, expected the image's {image.shape[:2]}"
             )
         return saliency_pseudo_mask(

@@ -30,14 +30,15 @@ from rca_lightning.callbacks.attention_accumulation import (
     load_accumulated_attention,
 )
 from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file
+from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 
 SEED_KINDS = ("cams", "attention", "max")
 
 
 def check_seed_kind(kind: str) -> str:
-    """``kind`` if it is one of :data:`SEED_KINDS`, else ValueError naming the setting and the choices."""
+    """``kind`` if it is one of :data:`SEED_KINDS`, else InvalidSetting naming the setting and the choices."""
     if kind not in SEED_KINDS:
-        raise ValueError(f"seeds={kind!r}: expected one of {list(SEED_KINDS)}")
+        raise InvalidSetting(f"seeds={kind!r}: expected one of {list(SEED_KINDS)}")
     return kind
 
 
@@ -95,7 +96,7 @@ def attention_maps(
     """
     rows, _, attention = _open_accumulation(Path(attention_dir))
     if image_id not in rows:
-        raise ValueError(f"{attention_dir}: no image {image_id!r} among the {len(rows)} accumulated images")
+        raise InvalidData(f"{attention_dir}: no image {image_id!r} among the {len(rows)} accumulated images")
     maps = torch.from_numpy(attention[rows[image_id]][np.asarray(classes, np.int64)].astype(np.float32))
     resized = F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
     return (resized / MAX_ATTENTION).clamp_(0.0, 1.0).numpy()  # (K, H, W)
@@ -121,12 +122,28 @@ class SeedSource:
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
         if self.kind != "attention" and self.cams_dir is None:
-            raise ValueError(f"seeds={self.kind} needs cams_dir=<folder of CAM files written by rca-cams>")
+            raise InvalidSetting(
+                f"seeds={self.kind} needs cams_dir=<folder of CAM files written by rca-cams>"
+            )
         if self.kind != "cams" and self.attention_dir is None:
-            raise ValueError(
+            raise InvalidSetting(
                 f"seeds={self.kind} needs attention_dir=<folder of an attention accumulation, "
                 "<rca-train run>/attention>"
             )
+
+    def check_folders(self) -> None:
+        """MissingInput unless the folders this kind reads exist (an accumulation with its index): a check
+        that needs no dataset, so a stage runs it first."""
+        if self.kind != "attention" and not self.cams_dir.is_dir():
+            raise MissingInput(
+                f"cams_dir={self.cams_dir} not found: expected a folder of CAM files written by rca-cams"
+            )
+        if self.kind != "cams":
+            expected = "expected the folder of an attention accumulation (<rca-train run>/attention)"
+            if not self.attention_dir.is_dir():
+                raise MissingInput(f"attention_dir={self.attention_dir} not found: {expected}")
+            if not (self.attention_dir / INDEX_FILE).is_file():
+                raise MissingInput(f"attention_dir={self.attention_dir} holds no {INDEX_FILE}: {expected}")
 
     def validate(self, image_ids: Sequence[str], class_names: Sequence[str] | None = None) -> None:
         """Check, before any work, that every image has its seeds.
@@ -136,27 +153,28 @@ class SeedSource:
             class_names: the dataset's C foreground classes; the accumulation's must equal them.
 
         Raises:
-            ValueError: an incomplete accumulation, other class names, an image missing from the
+            InvalidData: an incomplete accumulation, other class names, an image missing from the
                 accumulation.
-            FileNotFoundError: a missing CAM file or accumulation.
+            MissingInput: a missing CAM folder, CAM file or accumulation.
         """
+        self.check_folders()
         if self.kind != "attention":
             missing = [image_id for image_id in image_ids if not cam_path(self.cams_dir, image_id).is_file()]
             if missing:
-                raise FileNotFoundError(
+                raise MissingInput(
                     f"{len(missing)} of {len(image_ids)} CAM files are missing in {self.cams_dir}, first: "
                     f"{cam_path(self.cams_dir, missing[0])} (run rca-cams on this split first)"
                 )
         if self.kind != "cams":
             rows, names, _ = _open_accumulation(self.attention_dir)
             if class_names is not None and list(class_names) != names:
-                raise ValueError(
+                raise InvalidData(
                     f"{self.attention_dir}: the accumulation's class names {names} differ from the "
                     f"dataset's {list(class_names)}"
                 )
             missing = [image_id for image_id in image_ids if image_id not in rows]
             if missing:
-                raise ValueError(
+                raise InvalidData(
                     f"{self.attention_dir}: {len(missing)} of {len(image_ids)} images are not in the "
                     f"accumulation, first: {missing[0]!r} (expected the accumulation of this split's "
                     "training run)"
@@ -187,7 +205,7 @@ class SeedSource:
         source = cam_path(self.cams_dir, image_id)
         classes, cams = load_cam_file(source)
         if cams.shape[1:] != size:
-            raise ValueError(f"{source}: CAMs of size {cams.shape[1:]} but the image is {size}")
+            raise InvalidData(f"{source}: CAMs of size {cams.shape[1:]}, expected the image's {size}")
         attention = (
             attention_maps(self.attention_dir, image_id, classes, size) if self.kind == "max" else None
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from rca_lightning.utils.checkpoint_selection import uses_pixel_labels
+from rca_lightning.utils.errors import InvalidData, MissingInput
 
 WEAK_CLASS_IOU = 5.0
 """A class with an IoU (%) below this at some stage is flagged as weak in the report."""
@@ -22,8 +23,13 @@ STAGE_LABELS = {"cam": "cam", "pseudo_label": "pseudo", "seg": "seg"}
 
 def _read_json(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: expected the summary of a finished pipeline stage")
-    return json.loads(path.read_text())
+        raise MissingInput(f"{path} not found: expected the summary of a finished pipeline stage")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise InvalidData(
+            f"{path}: not valid JSON ({error}); expected the summary of a finished stage"
+        ) from error
 
 
 def _percent(per_class: dict[str, float | None]) -> dict[str, float | None]:
@@ -91,7 +97,7 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
     class_names = list(segmentation["dataset"]["class_names"])
     seg_metrics = segmentation["metrics"]
     if "test/seg_mIoU" not in seg_metrics:
-        raise ValueError(
+        raise InvalidData(
             f"{stage_dirs['segmentation'] / 'metrics.json'} has no test/seg_mIoU: the segmentation stage "
             "must run with evaluate=true"
         )

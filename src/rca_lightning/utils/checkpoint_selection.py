@@ -22,6 +22,8 @@ from pathlib import Path
 from lightning import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from rca_lightning.utils.errors import InvalidSetting, MissingInput
+
 MONITORS: dict[str, str | None] = {
     "last": None,
     "best_map": "val/mAP",
@@ -30,13 +32,25 @@ MONITORS: dict[str, str | None] = {
 }
 USES_PIXEL_LABELS = frozenset({"best_cam_miou", "best_val_miou"})
 LAST_CHECKPOINT_NAME = "last.ckpt"
+# The ckpt_path values Lightning's trainer resolves itself instead of reading a file of that name.
+LIGHTNING_CHECKPOINT_NAMES = frozenset({"last", "best", "hpc", "registry"})
 
 
 def check_selection(selection: str) -> str:
-    """``selection`` if it is one of :data:`MONITORS`, else ValueError naming the setting."""
+    """``selection`` if it is one of :data:`MONITORS`, else InvalidSetting naming the setting."""
     if selection not in MONITORS:
-        raise ValueError(f"checkpoint={selection!r}: expected one of {list(MONITORS)}")
+        raise InvalidSetting(f"checkpoint={selection!r}: expected one of {list(MONITORS)}")
     return selection
+
+
+def check_checkpoint_file(ckpt_path: str | None, stage: str) -> None:
+    """MissingInput unless ``ckpt_path`` (a stage's resume / evaluate file) is None, a file, a remote URL or
+    one of Lightning's names (``last``, ``best``, ``hpc``, ``registry``...), before anything is built."""
+    if not ckpt_path or "://" in str(ckpt_path) or str(ckpt_path) in LIGHTNING_CHECKPOINT_NAMES:
+        return
+    if str(ckpt_path).startswith("registry:") or Path(ckpt_path).is_file():
+        return
+    raise MissingInput(f"ckpt_path={ckpt_path} not found: expected a checkpoint file written by {stage}")
 
 
 def checkpoint_monitor(selection: str) -> str | None:
@@ -75,13 +89,15 @@ def selected_checkpoint(trainer: Trainer, selection: str) -> tuple[str | None, f
         if callback.monitor == monitor and callback.best_model_path:
             score = callback.best_model_score
             return callback.best_model_path, None if score is None else float(score)
-    raise ValueError(
-        f"checkpoint={selection}: no checkpoint monitoring {monitor} was saved (was validation run?)"
+    raise InvalidSetting(
+        f"checkpoint={selection}: no checkpoint monitoring {monitor} was saved; expected a validation run "
+        "(trainer.limit_val_batches > 0) and callbacks.model_checkpoint"
     )
 
 
 __all__ = [
     "MONITORS",
+    "check_checkpoint_file",
     "check_selection",
     "checkpoint_monitor",
     "checkpoint_top_k",

@@ -16,6 +16,8 @@ import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from rca_lightning.utils.errors import InvalidData, MissingInput
+
 # Packages whose classes a run-folder config may build: this project, and the libraries its own configs
 # and models are built from (optimisers, backbones, trainer, callbacks and loggers, metrics, augmentations).
 ALLOWED_TARGET_PACKAGES = ("rca_lightning", "torch", "timm", "lightning", "torchmetrics", "albumentations")
@@ -40,27 +42,29 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
         The checkpoint: a dict with at least a ``state_dict`` entry.
 
     Raises:
-        ValueError: the file holds anything else (a pickled object or function, which is never
+        InvalidData: the file holds anything else (a pickled object or function, which is never
             called), is not a torch file, or is not a Lightning checkpoint. The message names the file.
-        FileNotFoundError: there is no such file.
+        MissingInput: there is no such file.
     """
     expected = "expected a checkpoint written by rca-lightning"
+    if not Path(path).is_file():
+        raise MissingInput(f"{path} not found: {expected}")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         refused = _REFUSED_GLOBAL.search(str(error))
         if refused:
-            raise ValueError(
+            raise InvalidData(
                 f"{path}: refuses to unpickle {refused.group(1)} (weights_only=True); {expected}"
             ) from error
         unpickler_reason = _UNPICKLER_REASON.search(str(error))
         reason = unpickler_reason.group(1) if unpickler_reason else "the weights-only unpickler refused it"
-        raise ValueError(f"{path}: not a readable torch checkpoint ({reason}); {expected}") from error
+        raise InvalidData(f"{path}: not a readable torch checkpoint ({reason}); {expected}") from error
     except (RuntimeError, EOFError, KeyError) as error:  # what torch raises on a file it cannot parse
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"{path}: not a readable torch checkpoint ({reason}); {expected}") from error
+        raise InvalidData(f"{path}: not a readable torch checkpoint ({reason}); {expected}") from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{path}: expected a Lightning checkpoint with a 'state_dict' entry")
+        raise InvalidData(f"{path}: expected a Lightning checkpoint with a 'state_dict' entry")
     return checkpoint
 
 
@@ -78,21 +82,21 @@ def check_config_targets(cfg: DictConfig | ListConfig, source_path: str | Path) 
         source_path: the file it was read from, named in the error.
 
     Raises:
-        ValueError: one line naming the file, the key path and the target.
+        InvalidData: one line naming the file, the key path and the target.
     """
     for key_path, target in _targets(OmegaConf.to_container(cfg, resolve=False), ""):
         where = f"{source_path}: {key_path}._target_={target!r}"
         if not isinstance(target, str) or not _DOTTED_NAME.fullmatch(target):
-            raise ValueError(f"{where} is not a plain dotted class name")
+            raise InvalidData(f"{where} is not a plain dotted class name")
         if target.split(".", 1)[0] not in ALLOWED_TARGET_PACKAGES:
-            raise ValueError(f"{where} is outside the allowed packages {list(ALLOWED_TARGET_PACKAGES)}")
+            raise InvalidData(f"{where} is outside the allowed packages {list(ALLOWED_TARGET_PACKAGES)}")
         try:
             located = get_object(target)
         except Exception as error:  # import and attribute errors of the lookup have no common base class
-            raise ValueError(f"{where} cannot be looked up ({' '.join(str(error).split())})") from error
+            raise InvalidData(f"{where} cannot be looked up ({' '.join(str(error).split())})") from error
         defined_in = getattr(located, "__module__", None) or ""
         if not isinstance(located, type) or defined_in.split(".", 1)[0] not in ALLOWED_TARGET_PACKAGES:
-            raise ValueError(
+            raise InvalidData(
                 f"{where} is {type(located).__name__} {defined_in}.{getattr(located, '__qualname__', '')}; "
                 f"expected a class defined in {list(ALLOWED_TARGET_PACKAGES)}"
             )
@@ -100,7 +104,13 @@ def check_config_targets(cfg: DictConfig | ListConfig, source_path: str | Path) 
 
 def load_run_config(path: str | Path) -> DictConfig:
     """A run folder's saved config (``<run>/.hydra/config.yaml``), checked by ``check_config_targets``."""
-    cfg = OmegaConf.load(path)
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as error:  # YAML syntax and OmegaConf errors have no common base class
+        reason = " ".join(str(error).split())
+        raise InvalidData(
+            f"{path}: not a readable YAML config ({reason}); expected a Hydra run config"
+        ) from error
     check_config_targets(cfg, path)
     return cfg
 
