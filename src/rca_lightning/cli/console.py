@@ -14,6 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from hydra.errors import CompactHydraException, ConfigCompositionException, OverrideParseException
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, ValidationError
@@ -22,6 +23,7 @@ from rca_lightning.utils.errors import UserError
 
 FULL_ERROR_VARIABLE = "HYDRA_FULL_ERROR"
 USER_ERROR_STATUS = 2
+HYDRA_JOB_ERROR_LINE = "Error executing job with overrides"
 # Settings errors Hydra or OmegaConf raise while composing or resolving the configuration.
 SETTINGS_ERRORS = (
     CompactHydraException,
@@ -83,23 +85,49 @@ def _listed_options(lines: list[str]) -> list[str]:
     return options
 
 
+class _HoldJobErrorLine:
+    """Stands in for stderr: holds Hydra's "Error executing job with overrides" line until the error is known.
+
+    Hydra writes that line straight to ``sys.stderr`` before it re-raises a job's exception; for a user error
+    it is a second line, for a bug it is useful context (written back before the traceback).
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.held = ""
+
+    def write(self, text: str) -> int:
+        if text.startswith(HYDRA_JOB_ERROR_LINE):
+            self.held += text
+            return len(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.stream, name)
+
+
 def run_console_script(hydra_main: Callable[[], object]) -> None:
     """Run a ``@hydra.main`` function as a console script: user errors in one line with exit status 2."""
     if os.environ.get(FULL_ERROR_VARIABLE) == "1":
         hydra_main()
         return
     os.environ[FULL_ERROR_VARIABLE] = "1"  # Hydra re-raises instead of printing; decided below
+    stderr = _HoldJobErrorLine(sys.stderr)
+    sys.stderr = stderr
     try:
         hydra_main()
     except Exception as error:  # noqa: BLE001 - every exception ends the script here, each its own way
+        sys.stderr = stderr.stream
         script = Path(sys.argv[0]).name or "rca"
         user_error = user_error_in(error)
         if user_error is None:
+            sys.stderr.write(stderr.held)
             traceback.print_exc()
             sys.exit(1)
         print(f"{script}: error: {one_line(user_error)}", file=sys.stderr)
         sys.exit(USER_ERROR_STATUS)
     finally:
+        sys.stderr = stderr.stream
         os.environ.pop(FULL_ERROR_VARIABLE, None)
 
 
