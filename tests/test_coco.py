@@ -20,6 +20,7 @@ from rca_lightning.data import (
     voc_palette,
 )
 from rca_lightning.data.coco import INDEX_FILE
+from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 from tests.stage_helpers import run_tiny_pipeline
 
 OFFICIAL_ID_GAPS = [12, 26, 29, 30, 45, 66, 68, 69, 71, 83]
@@ -252,19 +253,19 @@ def test_datamodule_builds_once_and_loads_batches(coco):
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape == (2, 3, 32, 32) and batch["labels"].shape == (2, 80)
     assert batch["mask"].shape == (2, 32, 32)
-    with pytest.raises(ValueError, match="class_names: .* expected the 80 COCO names"):
+    with pytest.raises(InvalidSetting, match="class_names: .* expected the 80 COCO names"):
         COCODataModule(coco.root, class_names=["person", "dog"])
 
 
 def test_setup_before_prepare_data_says_what_to_run(coco):
-    with pytest.raises(FileNotFoundError, match=r"index\.json not found: .*prepare_data"):
+    with pytest.raises(MissingInput, match=r"index\.json not found: .*prepare_data"):
         COCODataModule(coco.root, mask_workers=0).setup("fit")
 
 
 def test_missing_layout_names_every_missing_piece(coco):
     (coco.root / "annotations" / "instances_val2014.json").unlink()
     os.rename(coco.root / "train2014", coco.root / "images")
-    with pytest.raises(FileNotFoundError, match=r"train2014 is missing .*instances_val2014\.json is missing"):
+    with pytest.raises(MissingInput, match=r"train2014 is missing .*instances_val2014\.json is missing"):
         COCODataModule(coco.root, mask_workers=0).prepare_data()
 
 
@@ -288,7 +289,7 @@ def test_missing_layout_names_every_missing_piece(coco):
 )  # fmt: skip
 def test_bad_annotation_files_name_the_file(coco, replace, message):
     path = coco.write_json("val2014", **replace)
-    with pytest.raises(ValueError, match=message) as error:
+    with pytest.raises(InvalidData, match=message) as error:
         build_coco_masks(coco.root, "val2014", num_workers=0)
     assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)
 
@@ -296,7 +297,7 @@ def test_bad_annotation_files_name_the_file(coco, replace, message):
 def test_empty_annotation_file_names_the_file(coco):
     path = coco.root / "annotations" / "instances_val2014.json"
     path.write_text("")
-    with pytest.raises(ValueError, match=rf"{path}: empty annotation file"):
+    with pytest.raises(InvalidData, match=rf"{path}: empty annotation file"):
         build_coco_masks(coco.root, "val2014", num_workers=0)
 
 
@@ -306,7 +307,7 @@ def test_mask_of_another_size_names_the_file(coco):
     coco.write_json("val2014")
     build_coco_masks(coco.root, "val2014", num_workers=0)
     dataset = COCOSegmentationDataset(coco.root, "val2014")
-    with pytest.raises(ValueError, match=r"COCO_val2014_000000000042\.png: mask size \(30, 40\) differs"):
+    with pytest.raises(InvalidData, match=r"COCO_val2014_000000000042\.png: mask size \(30, 40\) differs"):
         dataset[0]
 
 
@@ -319,7 +320,7 @@ def test_mask_values_outside_the_classes_name_the_file(coco):
     png.putpalette(voc_palette().reshape(-1).tolist())
     png.save(path)
     dataset = COCOSegmentationDataset(coco.root, "val2014")
-    with pytest.raises(ValueError, match=rf"{path.name}: mask value 81 outside 0\.\.80 and 255"):
+    with pytest.raises(InvalidData, match=rf"{path.name}: mask value 81 outside 0\.\.80 and 255"):
         dataset[0]
 
 

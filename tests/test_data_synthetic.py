@@ -17,6 +17,7 @@ from rca_lightning.data.synthetic import (
     border_band,
 )
 from rca_lightning.data.voc_classes import VOC_CLASS_NAMES, voc_palette
+from rca_lightning.utils.errors import InvalidSetting
 from tests.references import reference_border_band, reference_voc_palette
 
 CLASSES = ("disc", "square", "triangle", "star")
@@ -228,7 +229,7 @@ def test_generate_refuses_foreign_folder(tmp_path):
     root = tmp_path / "VOC2012"
     root.mkdir()
     (root / "precious.txt").write_text("user data")
-    with pytest.raises(ValueError, match="VOC2012.*not a synthetic dataset"):
+    with pytest.raises(InvalidSetting, match="VOC2012.*not a synthetic dataset"):
         SyntheticVOCGenerator(("disc",), num_train=1, num_val=1, image_size=32).generate(root)
     assert (root / "precious.txt").read_text() == "user data"
 
@@ -245,5 +246,5 @@ def test_generate_refuses_foreign_folder(tmp_path):
     ],
 )
 def test_bad_settings_name_the_setting(kwargs, pattern):
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(InvalidSetting, match=pattern):
         SyntheticVOCGenerator(**kwargs)

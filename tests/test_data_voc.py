@@ -19,6 +19,7 @@ from rca_lightning.data.transforms import (
 )
 from rca_lightning.data.voc_classes import VOC_CLASS_NAMES, voc_palette
 from rca_lightning.data.voc_dataset import VOCSegmentationDataset
+from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 
 CLASSES = ("disc", "square", "triangle", "ring", "star")
 MEAN = np.array(IMAGENET_MEAN, np.float32)
@@ -150,21 +151,19 @@ def test_dataset_pickles(synthetic_root):
 
 # ------------------------------------------------------------------------------------------ errors
 def test_missing_root_names_the_root(tmp_path):
-    with pytest.raises(FileNotFoundError, match=f"VOC root {tmp_path / 'nowhere'} does not exist"):
+    with pytest.raises(MissingInput, match=f"data.root={tmp_path / 'nowhere'} not found"):
         VOCSegmentationDataset(tmp_path / "nowhere", "train", CLASSES)
 
 
 def test_missing_split_names_the_split_file(synthetic_root):
-    with pytest.raises(
-        FileNotFoundError, match=r"split file .*ImageSets/Segmentation/train_aug\.txt not found"
-    ):
+    with pytest.raises(MissingInput, match=r"split file .*ImageSets/Segmentation/train_aug\.txt not found"):
         VOCSegmentationDataset(synthetic_root, "train_aug", CLASSES)
 
 
 def test_absent_images_name_the_first_file_and_the_count(synthetic_copy):
     (synthetic_copy / "JPEGImages" / "train_000003.jpg").unlink()
     (synthetic_copy / "JPEGImages" / "train_000007.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match=r"2 of 12 images listed in .*train\.txt .*train_000003\.jpg"):
+    with pytest.raises(MissingInput, match=r"2 of 12 images listed in .*train\.txt .*train_000003\.jpg"):
         VOCSegmentationDataset(synthetic_copy, "train", CLASSES)
 
 
@@ -172,7 +171,7 @@ def test_corrupt_image_names_the_file_at_load(synthetic_copy):
     (synthetic_copy / "JPEGImages" / "train_000002.jpg").write_bytes(b"not a jpeg at all")
     dataset = VOCSegmentationDataset(synthetic_copy, "train", CLASSES)
     dataset[0]
-    with pytest.raises(ValueError, match=r"train_000002\.jpg: cannot decode image"):
+    with pytest.raises(InvalidData, match=r"train_000002\.jpg: cannot decode image"):
         dataset[2]
 
 
@@ -180,7 +179,7 @@ def test_unknown_xml_class_names_file_class_and_known_names(synthetic_copy):
     xml = synthetic_copy / "Annotations" / "train_000005.xml"
     xml.write_text(xml.read_text().replace("<name>", "<name>zebra", 1))
     with pytest.raises(
-        ValueError, match=r"train_000005\.xml: unknown class 'zebra\w+'; known class_names: \["
+        InvalidData, match=r"train_000005\.xml: unknown class 'zebra\w+'; known class_names: \["
     ):
         VOCSegmentationDataset(synthetic_copy, "train", CLASSES)
 
@@ -190,10 +189,10 @@ def test_bad_mask_values_and_no_labels_name_the_file(synthetic_copy):
     write_palette_png(
         synthetic_copy / "SegmentationClass" / "train_000001.png", np.full((64, 64), 9, np.uint8)
     )
-    with pytest.raises(ValueError, match=r"train_000001\.png: mask value 9 outside 0\.\.5"):
+    with pytest.raises(InvalidData, match=r"train_000001\.png: mask value 9 outside 0\.\.5"):
         VOCSegmentationDataset(synthetic_copy, "train", CLASSES)
     (synthetic_copy / "SegmentationClass" / "train_000001.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"neither .*train_000001\.xml nor .*train_000001\.png"):
+    with pytest.raises(MissingInput, match=r"neither .*train_000001\.xml nor .*train_000001\.png"):
         VOCSegmentationDataset(synthetic_copy, "train", CLASSES)
 
 
@@ -276,5 +275,5 @@ def test_eval_transform_resizes_with_nearest_mask():
     ],
 )
 def test_bad_transform_settings_name_the_setting(kwargs, pattern):
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(InvalidSetting, match=pattern):
         build_train_transform(**kwargs)

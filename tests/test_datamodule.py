@@ -8,6 +8,7 @@ import torch
 
 from rca_lightning.data import SyntheticVOCGenerator, VOCDataModule, VOCSegmentationDataset
 from rca_lightning.data.synthetic import COMPLETE_MARKER
+from rca_lightning.utils.errors import InvalidSetting, MissingInput
 
 CLASSES = ("disc", "square", "triangle")
 
@@ -86,20 +87,20 @@ def test_worker_processes_and_pickling(prepared_root):
 
 def test_class_names_file_mismatch_raises_naming_the_file(prepared_root):
     datamodule = make_datamodule(prepared_root, class_names=("square", "disc", "triangle"), generator=None)
-    with pytest.raises(ValueError, match=r"class_names\.txt lists \['disc', 'square', 'triangle'\]"):
+    with pytest.raises(InvalidSetting, match=r"class_names\.txt lists \['disc', 'square', 'triangle'\]"):
         datamodule.prepare_data()
-    with pytest.raises(ValueError, match=r"class_names\.txt"):
+    with pytest.raises(InvalidSetting, match=r"class_names\.txt"):
         datamodule.setup("fit")
 
 
 def test_generator_with_other_classes_is_rejected(tmp_path):
-    with pytest.raises(ValueError, match="generator.class_names"):
+    with pytest.raises(InvalidSetting, match="generator.class_names"):
         make_datamodule(tmp_path, generator=SyntheticVOCGenerator(("disc", "ring")))
 
 
 def test_missing_root_without_generator_names_the_root(tmp_path):
     datamodule = make_datamodule(tmp_path / "absent", generator=None)
-    with pytest.raises(FileNotFoundError, match=f"dataset root {tmp_path / 'absent'} does not exist"):
+    with pytest.raises(MissingInput, match=f"data.root={tmp_path / 'absent'} not found"):
         datamodule.prepare_data()
 
 

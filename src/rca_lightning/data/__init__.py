@@ -4,10 +4,10 @@ from rca_lightning.data.coco import (
     COCO_CATEGORIES,
     COCO_CATEGORY_TO_CLASS,
     COCO_CLASS_NAMES,
-    COCOSegmentationDataset,
     build_coco_masks,
 )
 from rca_lightning.data.coco_datamodule import COCODataModule
+from rca_lightning.data.coco_dataset import COCOSegmentationDataset
 from rca_lightning.data.datamodule import VOCDataModule
 from rca_lightning.data.synthetic import (
     DEFAULT_SYNTHETIC_CLASSES,

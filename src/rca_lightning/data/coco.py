@@ -27,6 +27,7 @@ with ``include_unannotated=True`` they are kept with zero labels and an all-back
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -41,10 +42,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rca_lightning.data.transforms import build_eval_transform
 from rca_lightning.data.voc_classes import IGNORE_INDEX, voc_palette
-from rca_lightning.data.voc_dataset import Transform, VOCSegmentationDataset
 from rca_lightning.utils.atomic import write_bytes_atomically, write_json_atomically
+from rca_lightning.utils.errors import InvalidData, MissingInput
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ COCO_CATEGORY_TO_CLASS: dict[int, int] = {
 
 MASK_CACHE_FOLDER = "SegmentationClassCOCO"
 INDEX_FILE = "index.json"
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: keyed by the annotation file's content (sha256), not its path and size
 
 
 @dataclass(frozen=True)
@@ -117,12 +117,12 @@ def annotation_file(root: str | os.PathLike, split: str) -> Path:
 
 
 def check_coco_layout(root: str | os.PathLike, splits: Sequence[str]) -> None:
-    """Raise ``FileNotFoundError`` naming every missing folder and annotation file (one line)."""
+    """Raise ``MissingInput`` naming every missing folder and annotation file (one line)."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(
-            f"dataset root {root} does not exist (expected a COCO 2014 folder with train2014/, val2014/ "
-            "and annotations/instances_{train,val}2014.json)"
+        raise MissingInput(
+            f"data.root={root} not found: expected a COCO 2014 folder with train2014/, val2014/ "
+            "and annotations/instances_{train,val}2014.json"
         )
     problems = []
     for split in dict.fromkeys(splits):
@@ -133,7 +133,7 @@ def check_coco_layout(root: str | os.PathLike, splits: Sequence[str]) -> None:
                 f"annotation file {annotation_file(root, split)} is missing (annotations_trainval2014.zip)"
             )
     if problems:
-        raise FileNotFoundError(f"COCO layout under {root} is incomplete: " + "; ".join(problems))
+        raise MissingInput(f"COCO layout under {root} is incomplete: " + "; ".join(problems))
 
 
 def category_mapping(categories: list[dict], source: Path) -> dict[int, int]:
@@ -146,14 +146,14 @@ def category_mapping(categories: list[dict], source: Path) -> dict[int, int]:
     try:
         found = sorted((int(category["id"]), str(category["name"])) for category in categories)
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(
+        raise InvalidData(
             f"{source}: malformed 'categories' entry ({error!r}); expected id and name"
         ) from error
     if tuple(found) != COCO_CATEGORIES:
         official = dict(COCO_CATEGORIES)
         differing = [entry for entry in found if official.get(entry[0]) != entry[1]]
         absent = sorted(set(official) - {category_id for category_id, _ in found})
-        raise ValueError(
+        raise InvalidData(
             f"{source}: categories differ from the 80 COCO 2014 categories: unexpected (id, name) "
             f"{differing[:5]}, missing ids {absent[:5]}"
         )
@@ -163,43 +163,53 @@ def category_mapping(categories: list[dict], source: Path) -> dict[int, int]:
 def read_coco_instances(path: str | os.PathLike) -> list[COCOImageRecord]:
     """Parse an instances JSON into per-image records (images sorted by id).
 
-    Raises ``ValueError`` naming the file for an empty or malformed file, an annotation of an unknown
-    image, or a category id that is not one of the 80 COCO categories.
+    Raises ``InvalidData`` naming the file for an empty or malformed file, an image id listed twice, an
+    annotation of an unknown image, or a category id that is not one of the 80 COCO categories.
     """
     path = Path(path)
     text = path.read_text()
     if not text.strip():
-        raise ValueError(f"{path}: empty annotation file; expected COCO instances JSON")
+        raise InvalidData(f"{path}: empty annotation file; expected COCO instances JSON")
     try:
         content = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+        raise InvalidData(f"{path}: not valid JSON ({error})") from error
     if not isinstance(content, dict):
-        raise ValueError(f"{path}: top level is a {type(content).__name__}; expected COCO instances JSON")
+        raise InvalidData(f"{path}: top level is a {type(content).__name__}; expected COCO instances JSON")
     missing_keys = [key for key in ("images", "annotations", "categories") if key not in content]
     if missing_keys:
-        raise ValueError(f"{path}: missing keys {missing_keys}; expected COCO instances JSON")
+        raise InvalidData(f"{path}: missing keys {missing_keys}; expected COCO instances JSON")
     if not content["images"]:
-        raise ValueError(f"{path}: empty annotation file: no images listed")
+        raise InvalidData(f"{path}: empty annotation file: no images listed")
     mapping = category_mapping(content["categories"], path)
-    records = {
-        int(image["id"]): COCOImageRecord(
-            int(image["id"]), str(image["file_name"]), int(image["height"]), int(image["width"])
-        )
-        for image in content["images"]
-    }
-    for annotation in content["annotations"]:
-        category_id = int(annotation["category_id"])
+    records: dict[int, COCOImageRecord] = {}
+    for position, image in enumerate(content["images"]):
+        try:
+            record = COCOImageRecord(
+                int(image["id"]), str(image["file_name"]), int(image["height"]), int(image["width"])
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise InvalidData(
+                f"{path}: images[{position}] is malformed ({error!r}); expected id, file_name, height, width"
+            ) from error
+        if record.image_id in records:
+            raise InvalidData(f"{path}: image id {record.image_id} is listed twice; expected each id once")
+        records[record.image_id] = record
+    for position, annotation in enumerate(content["annotations"]):
+        try:
+            category_id, image_id = int(annotation["category_id"]), int(annotation["image_id"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise InvalidData(
+                f"{path}: annotations[{position}] is malformed ({error!r}); expected category_id and image_id"
+            ) from error
         if category_id not in mapping:
-            raise ValueError(
+            raise InvalidData(
                 f"{path}: annotation {annotation.get('id')} has category id {category_id}, "
                 f"not a COCO category (known ids: 1..90 without {sorted(set(range(1, 91)) - set(mapping))})"
             )
-        record = records.get(int(annotation["image_id"]))
+        record = records.get(image_id)
         if record is None:
-            raise ValueError(
-                f"{path}: annotation {annotation.get('id')} refers to unknown image {annotation['image_id']}"
-            )
+            raise InvalidData(f"{path}: annotation {annotation.get('id')} refers to unknown image {image_id}")
         record.instances.append(
             COCOInstance(
                 annotation_id=int(annotation.get("id", -1)),
@@ -228,9 +238,9 @@ def instance_mask(segmentation: list | dict, height: int, width: int) -> np.ndar
         if isinstance(rle["counts"], str):
             rle["counts"] = rle["counts"].encode()
     else:
-        raise ValueError(f"segmentation of type {type(segmentation).__name__}: expected polygons or RLE")
+        raise InvalidData(f"segmentation of type {type(segmentation).__name__}: expected polygons or RLE")
     if tuple(rle["size"]) != (height, width):
-        raise ValueError(f"RLE size {tuple(rle['size'])} differs from the image size {(height, width)}")
+        raise InvalidData(f"RLE size {tuple(rle['size'])} differs from the image size {(height, width)}")
     return mask_utils.decode(rle)
 
 
@@ -248,7 +258,7 @@ def render_semantic_mask(record: COCOImageRecord, source: str = "") -> np.ndarra
         try:
             pixels = instance_mask(instance.segmentation, record.height, record.width).astype(bool)
         except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(
+            raise InvalidData(
                 f"{source}: annotation {instance.annotation_id} of image {record.file_name}: {error}"
             ) from error
         mask[pixels] = IGNORE_INDEX if instance.iscrowd else instance.class_value
@@ -263,6 +273,12 @@ def _write_mask(task: tuple[COCOImageRecord, str, str]) -> None:
     png.putpalette(voc_palette().reshape(-1).tolist())
     png.save(buffer, format="PNG")
     write_bytes_atomically(Path(output_path), buffer.getvalue())
+
+
+def content_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks (an instances JSON is hundreds of MB)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def split_cache_dir(root: str | os.PathLike, split: str, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -281,7 +297,9 @@ def build_coco_masks(
     """Render the semantic masks and label index of a split once; later calls return at once.
 
     Masks already on disk are kept (each is written atomically, so an existing file is complete), so
-    an interrupted build resumes; a different annotation file or setting rebuilds every mask.
+    an interrupted build resumes; an annotation file of other content (its sha256) or another setting
+    rebuilds every mask. A split without any annotation raises ``InvalidData``: it would train or score
+    nothing.
 
     Args:
         root: the COCO folder.
@@ -298,15 +316,18 @@ def build_coco_masks(
     output = split_cache_dir(root, split, cache_dir)
     signature = {
         "version": BUILDER_VERSION,
-        "annotation_file": str(source.resolve()),
-        "annotation_bytes": source.stat().st_size,
+        "annotation_sha256": content_sha256(source),
         "include_unannotated": include_unannotated,
     }
     index_path = output / INDEX_FILE
-    previous = _read_index(index_path) if index_path.is_file() else None
+    previous = read_mask_index(index_path) if index_path.is_file() else None
     if previous is not None and previous.get("signature") == signature:
         return output
     records = read_coco_instances(source)
+    if not any(record.instances for record in records):
+        raise InvalidData(
+            f"{source}: 'annotations' is empty; expected at least one annotated image in split {split!r}"
+        )
     if not include_unannotated:
         records = [record for record in records if record.instances]
     output.mkdir(parents=True, exist_ok=True)
@@ -347,73 +368,9 @@ def build_coco_masks(
     return output
 
 
-def _read_index(path: Path) -> dict | None:
+def read_mask_index(path: Path) -> dict | None:
+    """The ``index.json`` of a split's mask cache, or None where it cannot be read (then it is rebuilt)."""
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None  # unreadable index: rebuild
-
-
-class COCOSegmentationDataset(VOCSegmentationDataset):
-    """Images, 80-class labels and cached semantic masks of a COCO 2014 split.
-
-    Reads the split's ``index.json`` written by ``build_coco_masks`` (run it first, e.g. through
-    ``COCODataModule.prepare_data``). Item loading (image decoding, mask checks, transform, item dict)
-    is ``VOCSegmentationDataset``'s; only the discovery of images, masks and labels differs.
-
-    Args:
-        root: the COCO folder.
-        split: ``train2014`` or ``val2014``.
-        transform: albumentations-style callable; None normalises and keeps the size.
-        cache_dir: the ``cache_dir`` given to ``build_coco_masks`` (default ``root/SegmentationClassCOCO``).
-        class_names: must be ``COCO_CLASS_NAMES`` (kept as an argument for the shared datamodule).
-
-    Items are dicts: ``image`` float32 (3, H, W), ``labels`` float32 (80,), ``mask`` int64 (H, W) with
-    values 0..80 and 255, ``image_id`` str (the file stem, e.g. ``COCO_val2014_000000000042``).
-    """
-
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        split: str,
-        transform: Transform | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        class_names: Sequence[str] = COCO_CLASS_NAMES,
-    ) -> None:
-        # No super().__init__(): it discovers a VOC split list; everything it sets is set here.
-        if tuple(class_names) != COCO_CLASS_NAMES:
-            raise ValueError(
-                "class_names: expected the 80 COCO class names in category-id order (COCO_CLASS_NAMES)"
-            )
-        self.root = Path(root)
-        self.split = split
-        self.class_names = COCO_CLASS_NAMES
-        self._class_index = {name: i for i, name in enumerate(self.class_names)}
-        self.transform = transform if transform is not None else build_eval_transform(None)
-        self.mask_root = split_cache_dir(root, split, cache_dir)
-        self.mask_dir = str(self.mask_root)
-        index_path = self.mask_root / INDEX_FILE
-        index = _read_index(index_path) if index_path.is_file() else None
-        if index is None:
-            raise FileNotFoundError(
-                f"{index_path} not found: the {split} masks are not built yet (run the datamodule's "
-                "prepare_data or rca_lightning.data.coco.build_coco_masks)"
-            )
-        images = index["images"]
-        self.image_ids = [Path(image["file_name"]).stem for image in images]
-        self._file_names = {Path(name).stem: name for name in (image["file_name"] for image in images)}
-        self.labels = np.zeros((len(images), self.num_classes), np.float32)  # (N, 80)
-        for row, image in enumerate(images):
-            self.labels[row, np.asarray(image["classes"], np.int64) - 1] = 1.0
-        missing = [image_id for image_id in self.image_ids if not self.image_path(image_id).is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{len(missing)} of {len(self.image_ids)} images of {annotation_file(root, split)} "
-                f"are missing, first: {self.image_path(missing[0])}"
-            )
-
-    def image_path(self, image_id: str) -> Path:
-        return self.root / self.split / self._file_names.get(image_id, f"{image_id}.jpg")
-
-    def mask_path(self, image_id: str) -> Path:
-        return self.mask_root / f"{image_id}.png"

@@ -8,18 +8,23 @@ from pathlib import Path
 
 from rca_lightning.data.coco import (
     COCO_CLASS_NAMES,
-    COCOSegmentationDataset,
+    MASK_CACHE_FOLDER,
+    annotation_file,
     build_coco_masks,
     check_coco_layout,
 )
+from rca_lightning.data.coco_dataset import COCOSegmentationDataset
 from rca_lightning.data.datamodule import VOCDataModule
+from rca_lightning.utils.errors import InvalidSetting
 
 
 class COCODataModule(VOCDataModule):
     """Train / val / predict loaders of COCO 2014 (80 classes + background).
 
-    ``prepare_data`` (rank zero) checks the layout and renders each split's semantic masks and label
-    index once, in ``mask_workers`` processes (see ``rca_lightning.data.coco``); ``setup`` (every rank)
+    ``prepare_data`` (rank zero) checks the layout, renders each split's semantic masks and label index
+    once, in ``mask_workers`` processes (see ``rca_lightning.data.coco``), and validates every image and
+    mask (``validate``, as ``VOCDataModule``; the labels are not compared with the masks: both come from
+    the same annotations, and a crowd-only image is labelled with a void mask); ``setup`` (every rank)
     reads the cached index. Transforms, loaders and batches are ``VOCDataModule``'s.
 
     Args:
@@ -31,7 +36,7 @@ class COCODataModule(VOCDataModule):
         mask_workers: processes rendering masks (None: all CPUs).
         include_unannotated: keep images without any annotation (zero labels, background mask).
         **loader_settings: ``VOCDataModule``'s ``image_size``, ``batch_size``, ``num_workers``,
-            ``scale_range``, ``crop``, ``hflip``, ``color_jitter``, ``pin_memory``.
+            ``scale_range``, ``crop``, ``hflip``, ``color_jitter``, ``pin_memory``, ``validate``.
     """
 
     def __init__(
@@ -46,8 +51,8 @@ class COCODataModule(VOCDataModule):
         **loader_settings,
     ) -> None:
         if tuple(class_names) != COCO_CLASS_NAMES:
-            raise ValueError(
-                f"class_names: got {len(class_names)} names starting {list(class_names)[:3]}; "
+            raise InvalidSetting(
+                f"data.class_names: got {len(class_names)} names starting {list(class_names)[:3]}; "
                 "expected the 80 COCO names in category-id order (rca_lightning.data.coco.COCO_CLASS_NAMES)"
             )
         super().__init__(root, class_names, train_split=train_split, val_split=val_split, **loader_settings)
@@ -56,7 +61,8 @@ class COCODataModule(VOCDataModule):
         self.include_unannotated = include_unannotated
 
     def prepare_data(self) -> None:
-        """Check the layout, then build the masks and label index of the train and val splits once."""
+        """Check the layout, build the masks and label index of the train and val splits once, then
+        validate both splits."""
         splits = list(dict.fromkeys((self.train_split, self.val_split)))
         check_coco_layout(self.root, splits)
         for split in splits:
@@ -67,6 +73,17 @@ class COCODataModule(VOCDataModule):
                 num_workers=self.mask_workers,
                 include_unannotated=self.include_unannotated,
             )
+        self.validate_splits()
+
+    def split_source(self, split: str) -> Path:
+        return annotation_file(self.root, split)
+
+    def labels_checked_against_masks(self, split: str) -> bool:
+        return False
+
+    def validation_cache_dir(self) -> Path:
+        """The mask cache's folder (writable where the masks could be written)."""
+        return self.mask_cache_dir if self.mask_cache_dir is not None else self.root / MASK_CACHE_FOLDER
 
     def _check_root(self) -> None:
         check_coco_layout(self.root, list(dict.fromkeys((self.train_split, self.val_split))))

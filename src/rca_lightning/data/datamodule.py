@@ -12,10 +12,18 @@ from torch.utils.data import DataLoader, Sampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
+from rca_lightning.data.file_checks import ImageFiles
+from rca_lightning.data.split_validation import (
+    ValidationReport,
+    cache_file_for,
+    check_validate_mode,
+    validate_split,
+)
 from rca_lightning.data.synthetic import CLASS_NAMES_FILE, SyntheticVOCGenerator
 from rca_lightning.data.transforms import build_eval_transform, build_train_transform
 from rca_lightning.data.voc_dataset import VOCSegmentationDataset
-from rca_lightning.data.voc_layout import DEFAULT_MASK_DIR, check_voc_layout
+from rca_lightning.data.voc_layout import DEFAULT_MASK_DIR, check_voc_layout, split_file_path
+from rca_lightning.utils.errors import InvalidSetting, MissingInput
 
 
 class VOCDataModule(LightningDataModule):
@@ -23,7 +31,8 @@ class VOCDataModule(LightningDataModule):
 
     ``prepare_data`` (rank zero) generates the synthetic dataset when a generator is given and
     the folder is not complete, then checks the layout (split lists, images and masks of the train
-    and val splits, naming everything missing); ``setup`` (every rank) builds datasets.
+    and val splits, naming everything missing) and validates the files of both splits
+    (``rca_lightning.data.split_validation``); ``setup`` (every rank) builds datasets.
 
     Exact resume: the train loader is a ``StatefulDataLoader`` whose sampler shuffles by (seed, epoch)
     (``StatefulDistributedSampler``, also with one process; the seed is ``seed_everything``'s, as for
@@ -51,6 +60,8 @@ class VOCDataModule(LightningDataModule):
         pin_memory: DataLoader ``pin_memory``.
         mask_dirs: split -> mask folder for splits whose masks are not in ``SegmentationClass``
             (VOC + SBD: ``{"train_aug": "SegmentationClassAug"}``); an absolute path is used as is.
+        validate: how much of the train and val splits ``prepare_data`` decodes and checks: ``full``
+            (every image id), ``quick`` (a fixed sample) or ``off``.
     """
 
     def __init__(
@@ -69,19 +80,23 @@ class VOCDataModule(LightningDataModule):
         generator: SyntheticVOCGenerator | None = None,
         pin_memory: bool = False,
         mask_dirs: Mapping[str, str] | None = None,
+        validate: str = "full",
     ) -> None:
         super().__init__()
         self.root = Path(root)
         self.class_names = tuple(class_names)
         if not self.class_names:
-            raise ValueError("class_names: expected at least one foreground class, got an empty list")
+            raise InvalidSetting(
+                "data.class_names: expected at least one foreground class, got an empty list"
+            )
         if generator is not None and tuple(generator.class_names) != self.class_names:
-            raise ValueError(
-                f"generator.class_names {list(generator.class_names)} differ from class_names "
+            raise InvalidSetting(
+                f"data.generator.class_names {list(generator.class_names)} differ from data.class_names "
                 f"{list(self.class_names)}; expected the same names in the same order"
             )
         if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}: expected a positive integer")
+            raise InvalidSetting(f"data.batch_size={batch_size!r}: expected a positive integer")
+        self.validate = check_validate_mode(validate)
         self.train_split = train_split
         self.val_split = val_split
         self.image_size = image_size
@@ -103,13 +118,60 @@ class VOCDataModule(LightningDataModule):
         return len(self.class_names)
 
     def prepare_data(self) -> None:
-        """Generate the synthetic dataset if needed, then check the folder (no state is set here)."""
+        """Generate the synthetic dataset if needed, then check the folder and validate the train and val
+        splits (no state is set here)."""
         if self.generator is not None and not self.generator.is_complete(self.root):
             self.generator.generate(self.root)
         self._check_root()
         check_voc_layout(
             self.root, {split: self.mask_dir(split) for split in (self.train_split, self.val_split)}
         )
+        self.validate_splits()
+
+    def validate_splits(self) -> dict[str, ValidationReport]:
+        """Decode and check the files of the train and val splits as ``validate`` says; results are cached
+        in ``validation_cache_dir`` (``rca_lightning.data.split_validation``).
+
+        Returns:
+            Split -> what its validation did (nothing with ``validate="off"``).
+        """
+        if self.validate == "off":
+            return {}
+        reports = {}
+        for split in dict.fromkeys((self.train_split, self.val_split)):
+            dataset = self.make_dataset(split)
+            check_labels = self.labels_checked_against_masks(split)
+            files = [
+                ImageFiles(
+                    image_id,
+                    dataset.image_path(image_id),
+                    dataset.mask_path(image_id),
+                    dataset.annotation_path(image_id) if check_labels else None,
+                )
+                for image_id in dataset.image_ids
+            ]
+            mask_folder = dataset.mask_path("").parent
+            reports[split] = validate_split(
+                files,
+                self.class_names,
+                self.split_source(split),
+                mode=self.validate,
+                cache_file=cache_file_for(self.validation_cache_dir(), split, mask_folder),
+            )
+        return reports
+
+    def split_source(self, split: str) -> Path:
+        """The file that lists the images of ``split`` (named in validation messages)."""
+        return split_file_path(self.root, split)
+
+    def labels_checked_against_masks(self, split: str) -> bool:
+        """Whether validation compares the XML labels of ``split`` with its masks (true masks must agree
+        with them; pseudo masks need not)."""
+        return True
+
+    def validation_cache_dir(self) -> Path:
+        """Folder of the validation cache (``.validation/`` is made in it)."""
+        return self.root
 
     def mask_dir(self, split: str) -> str:
         """Mask folder of ``split`` (``mask_dirs`` entry, else ``SegmentationClass``)."""
@@ -117,16 +179,16 @@ class VOCDataModule(LightningDataModule):
 
     def _check_root(self) -> None:
         if not self.root.is_dir():
-            raise FileNotFoundError(
-                f"dataset root {self.root} does not exist (expected a VOC2012-layout folder, "
-                "or pass a SyntheticVOCGenerator to create the built-in dataset)"
+            raise MissingInput(
+                f"data.root={self.root} not found: expected a VOC2012-layout folder "
+                "(or data.generator to create the built-in dataset)"
             )
         names_file = self.root / CLASS_NAMES_FILE
         if names_file.is_file():
             recorded = tuple(line.strip() for line in names_file.read_text().splitlines() if line.strip())
             if recorded != self.class_names:
-                raise ValueError(
-                    f"{names_file} lists {list(recorded)} but class_names is {list(self.class_names)}; "
+                raise InvalidSetting(
+                    f"{names_file} lists {list(recorded)} but data.class_names is {list(self.class_names)}; "
                     "expected the same names in the same order"
                 )
 

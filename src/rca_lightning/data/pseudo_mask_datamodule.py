@@ -8,10 +8,11 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from rca_lightning.data.coco import COCOSegmentationDataset
 from rca_lightning.data.coco_datamodule import COCODataModule
+from rca_lightning.data.coco_dataset import COCOSegmentationDataset
 from rca_lightning.data.datamodule import VOCDataModule
 from rca_lightning.data.transforms import build_eval_transform
+from rca_lightning.utils.errors import InvalidSetting, MissingInput
 
 
 class PseudoMaskTraining:
@@ -37,23 +38,27 @@ class PseudoMaskTraining:
         **settings,
     ) -> None:
         if pseudo_masks_dir is None or str(pseudo_masks_dir) in ("", "???"):
-            raise ValueError("pseudo_masks_dir: expected the folder of pseudo-mask PNGs, got nothing")
+            raise InvalidSetting("pseudo_masks_dir: expected the folder of pseudo-mask PNGs, got nothing")
         if val_batch_size < 1:
-            raise ValueError(f"val_batch_size={val_batch_size!r}: expected a positive integer")
+            raise InvalidSetting(f"data.val_batch_size={val_batch_size!r}: expected a positive integer")
         self.pseudo_masks_dir = Path(pseudo_masks_dir).expanduser().absolute()
         super().__init__(*args, **settings)
         self.eval_image_size = eval_image_size
         self.val_batch_size = val_batch_size
-        self.eval_transform = build_eval_transform(eval_image_size)
+        self.eval_transform = build_eval_transform(eval_image_size, setting="data.eval_image_size")
 
     def prepare_data(self) -> None:
         """Check that the pseudo-mask folder exists, then the dataset's own ``prepare_data``."""
         if getattr(self, "generator", None) is None and not self.pseudo_masks_dir.is_dir():
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"pseudo_masks_dir {self.pseudo_masks_dir} does not exist "
                 "(expected a folder of <image id>.png masks)"
             )
         super().prepare_data()
+
+    def labels_checked_against_masks(self, split: str) -> bool:
+        """Pseudo masks (the train split's) may miss a labelled class; the ground truth may not."""
+        return split != self.train_split and super().labels_checked_against_masks(split)
 
     def _eval_loader(self, split: str | None) -> DataLoader:
         if split is None or split == self.val_split:

@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from rca_lightning.data.voc_classes import IGNORE_INDEX, voc_palette
+from rca_lightning.utils.errors import InvalidSetting
 
 GENERATOR_VERSION = 1
 COMPLETE_MARKER = ".synthetic_complete.json"
@@ -270,12 +271,14 @@ class SyntheticVOCGenerator:
         class_names = tuple(str(name) for name in class_names)
         unknown = [name for name in class_names if name not in CLASS_CATALOGUE]
         if unknown or not class_names:
-            raise ValueError(
-                f"class_names: unknown synthetic class(es) {unknown or '(empty list)'}; "
+            raise InvalidSetting(
+                f"data.class_names: unknown synthetic class(es) {unknown or '(empty list)'}; "
                 f"expected names from {list(SYNTHETIC_CLASS_NAMES)}"
             )
         if len(set(class_names)) != len(class_names):
-            raise ValueError(f"class_names: duplicate names in {list(class_names)}; expected unique names")
+            raise InvalidSetting(
+                f"data.class_names: duplicate names in {list(class_names)}; expected unique names"
+            )
         for setting, value, minimum in (
             ("num_train", num_train, 1),
             ("num_val", num_val, 1),
@@ -283,7 +286,7 @@ class SyntheticVOCGenerator:
             ("max_objects", max_objects, 1),
         ):
             if int(value) != value or value < minimum:
-                raise ValueError(f"{setting}={value!r}: expected an integer >= {minimum}")
+                raise InvalidSetting(f"data.generator.{setting}={value!r}: expected an integer >= {minimum}")
         self.class_names = class_names
         self.num_train = int(num_train)
         self.num_val = int(num_val)
@@ -334,8 +337,8 @@ class SyntheticVOCGenerator:
             return
         previous_generated = (root / COMPLETE_MARKER).is_file()
         if root.exists() and not previous_generated and (not root.is_dir() or any(root.iterdir())):
-            raise ValueError(
-                f"{root}: exists and is not a synthetic dataset (no {COMPLETE_MARKER}); "
+            raise InvalidSetting(
+                f"data.root={root}: exists and is not a synthetic dataset (no {COMPLETE_MARKER}); "
                 "expected an empty or missing folder for the generator"
             )
         root.parent.mkdir(parents=True, exist_ok=True)

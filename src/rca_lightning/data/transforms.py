@@ -10,6 +10,7 @@ import numpy as np
 from albumentations.pytorch import ToTensorV2
 
 from rca_lightning.data.voc_classes import IGNORE_INDEX
+from rca_lightning.utils.errors import InvalidSetting
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -24,9 +25,9 @@ _PAD_STEPS = frozenset({"PadIfNeeded", "Pad"})
 _CROP_STEPS = frozenset({"RandomCrop", "CenterCrop", "Crop"})
 
 
-def _check_size(image_size: int, setting: str = "image_size") -> None:
+def _check_size(image_size: int, setting: str = "data.image_size") -> None:
     if int(image_size) != image_size or image_size < 1:
-        raise ValueError(f"{setting}={image_size!r}: expected a positive integer")
+        raise InvalidSetting(f"{setting}={image_size!r}: expected a positive integer")
 
 
 def _normalise_and_tensor(mean: Sequence[float], std: Sequence[float]) -> list[A.BasicTransform]:
@@ -67,7 +68,7 @@ def build_train_transform(
     _check_size(image_size)
     low, high = scale_range
     if not 0 < low <= high:
-        raise ValueError(f"scale_range={tuple(scale_range)!r}: expected 0 < min <= max")
+        raise InvalidSetting(f"data.scale_range={tuple(scale_range)!r}: expected 0 < min <= max")
     steps: list[A.BasicTransform] = []
     if crop:
         pad_colour = tuple(255.0 * channel for channel in mean)
@@ -100,8 +101,8 @@ def build_train_transform(
         steps.append(A.HorizontalFlip(p=0.5))
     if color_jitter is not None and any(value > 0 for value in color_jitter):
         if len(color_jitter) != 4:
-            raise ValueError(
-                f"color_jitter={tuple(color_jitter)!r}: expected (brightness, contrast, saturation, hue)"
+            raise InvalidSetting(
+                f"data.color_jitter={tuple(color_jitter)!r}: expected (brightness, contrast, saturation, hue)"
             )
         brightness, contrast, saturation, hue = (float(value) for value in color_jitter)
         steps.append(
@@ -174,6 +175,7 @@ def build_eval_transform(
     image_size: int | None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    setting: str = "data.image_size",
 ) -> A.Compose:
     """Evaluation pipeline: squash-resize to ``image_size`` (None keeps the size), normalise.
 
@@ -182,13 +184,14 @@ def build_eval_transform(
             (then batch size 1 for datasets with mixed sizes, and masks stay exact).
         mean: per-channel mean in 0..1.
         std: per-channel standard deviation in 0..1.
+        setting: the configuration key of ``image_size``, named when it is not a positive integer.
 
     Returns:
         Compose over ``image`` and ``mask`` like ``build_train_transform``.
     """
     steps: list[A.BasicTransform] = []
     if image_size is not None:
-        _check_size(image_size)
+        _check_size(image_size, setting)
         steps.append(
             A.Resize(
                 image_size, image_size, interpolation=cv2.INTER_LINEAR, mask_interpolation=MASK_INTERPOLATION

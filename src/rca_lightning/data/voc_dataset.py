@@ -15,8 +15,23 @@ from torch.utils.data import Dataset
 
 from rca_lightning.data.transforms import IDENTITY_CROP_BOX, build_eval_transform, crop_window
 from rca_lightning.data.voc_classes import IGNORE_INDEX
+from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 
 Transform = Callable[..., dict]
+
+
+def read_annotation_objects(xml_path: Path) -> list[tuple[str, bool]]:
+    """(class name, difficult) of every ``<object>`` of a VOC XML, in file order.
+
+    Only the direct ``<name>`` of each object counts: VOC person layouts also have ``<part><name>``.
+    """
+    try:
+        objects = ET.parse(xml_path).getroot().findall("object")
+    except ET.ParseError as error:
+        raise InvalidData(f"{xml_path}: not valid XML ({error}); expected a VOC annotation") from error
+    return [
+        (obj.findtext("name", "").strip(), obj.findtext("difficult", "0").strip() == "1") for obj in objects
+    ]
 
 
 class VOCSegmentationDataset(Dataset):
@@ -58,23 +73,23 @@ class VOCSegmentationDataset(Dataset):
         self.mask_dir = mask_dir
         self._class_index = {name: i for i, name in enumerate(self.class_names)}
         if not self.class_names:
-            raise ValueError("class_names: expected at least one foreground class, got an empty list")
+            raise InvalidSetting(
+                "data.class_names: expected at least one foreground class, got an empty list"
+            )
         if not self.root.is_dir():
-            raise FileNotFoundError(f"VOC root {self.root} does not exist (expected a VOC2012-style folder)")
+            raise MissingInput(f"data.root={self.root} not found: expected a VOC2012-style folder")
         split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not split_file.is_file():
             available = (
                 sorted(p.stem for p in split_file.parent.glob("*.txt")) if split_file.parent.is_dir() else []
             )
-            raise FileNotFoundError(
-                f"split file {split_file} not found (split={split!r}; available: {available})"
-            )
+            raise MissingInput(f"split file {split_file} not found (split={split!r}; available: {available})")
         self.image_ids: list[str] = [
             line.split()[0] for line in split_file.read_text().splitlines() if line.strip()
         ]
         missing = [i for i in self.image_ids if not self.image_path(i).is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"{len(missing)} of {len(self.image_ids)} images listed in {split_file} are missing, "
                 f"first: {self.image_path(missing[0])}"
             )
@@ -106,22 +121,16 @@ class VOCSegmentationDataset(Dataset):
         labels = np.zeros(self.num_classes, np.float32)
         xml_path = self.annotation_path(image_id)
         if xml_path.is_file():
-            try:
-                objects = ET.parse(xml_path).getroot().findall("object")
-            except ET.ParseError as error:
-                raise ValueError(f"{xml_path}: not valid XML ({error})") from error
-            # Direct <name> of each <object> only: VOC person layouts also have <part><name>.
-            names = [obj.findtext("name", "").strip() for obj in objects]
-            for name in names:
+            for name, _ in read_annotation_objects(xml_path):
                 if name not in self._class_index:
-                    raise ValueError(
+                    raise InvalidData(
                         f"{xml_path}: unknown class {name!r}; known class_names: {list(self.class_names)}"
                     )
                 labels[self._class_index[name]] = 1.0
             return labels
         mask_path = self.mask_path(image_id)
         if not mask_path.is_file():
-            raise FileNotFoundError(f"no labels for {image_id!r}: neither {xml_path} nor {mask_path} exists")
+            raise MissingInput(f"no labels for {image_id!r}: neither {xml_path} nor {mask_path} exists")
         present = np.unique(self._read_mask(image_id))
         present = present[(present > 0) & (present != IGNORE_INDEX)]
         labels[present - 1] = 1.0
@@ -132,7 +141,7 @@ class VOCSegmentationDataset(Dataset):
         path = self.image_path(image_id)
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            raise ValueError(f"{path}: cannot decode image (corrupt or not an image file)")
+            raise InvalidData(f"{path}: cannot decode image (corrupt or not an image file)")
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
     def _read_mask(self, image_id: str) -> np.ndarray:
@@ -141,15 +150,15 @@ class VOCSegmentationDataset(Dataset):
         try:
             with Image.open(path) as png:
                 if png.mode not in ("P", "L"):
-                    raise ValueError(
+                    raise InvalidData(
                         f"{path}: mask mode {png.mode!r}; expected a palette (P) or grey (L) PNG"
                     )
                 mask = np.array(png, dtype=np.uint8)
         except OSError as error:
-            raise ValueError(f"{path}: cannot decode mask ({error})") from error
+            raise InvalidData(f"{path}: cannot decode mask ({error})") from error
         invalid = (mask > self.num_classes) & (mask != IGNORE_INDEX)
         if invalid.any():
-            raise ValueError(
+            raise InvalidData(
                 f"{path}: mask value {int(mask[invalid][0])} outside 0..{self.num_classes} and {IGNORE_INDEX}"
             )
         return mask
@@ -168,7 +177,7 @@ class VOCSegmentationDataset(Dataset):
         if self.mask_path(image_id).is_file():
             mask = self._read_mask(image_id)  # (H, W)
             if mask.shape != image.shape[:2]:
-                raise ValueError(
+                raise InvalidData(
                     f"{self.mask_path(image_id)}: mask size {mask.shape} differs from "
                     f"image size {image.shape[:2]}"
                 )

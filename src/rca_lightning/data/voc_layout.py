@@ -15,6 +15,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from rca_lightning.utils.errors import MissingInput
+
 SPLIT_FOLDER = Path("ImageSets") / "Segmentation"
 DEFAULT_MASK_DIR = "SegmentationClass"
 # What a user needs to know to find a missing piece (the official archives and SBD).
@@ -97,7 +99,7 @@ def voc_layout_problems(root: str | os.PathLike, split_mask_dirs: Mapping[str, s
 
 
 def check_voc_layout(root: str | os.PathLike, split_mask_dirs: Mapping[str, str]) -> None:
-    """Raise ``FileNotFoundError`` naming every missing folder, list and file count (one line).
+    """Raise ``MissingInput`` naming every missing folder, list and file count (one line).
 
     Args:
         root: the VOC2012 folder.
@@ -105,4 +107,4 @@ def check_voc_layout(root: str | os.PathLike, split_mask_dirs: Mapping[str, str]
     """
     problems = voc_layout_problems(root, split_mask_dirs)
     if problems:
-        raise FileNotFoundError(f"VOC layout under {root} is incomplete: " + "; ".join(problems))
+        raise MissingInput(f"VOC layout under {root} is incomplete: " + "; ".join(problems))
