@@ -249,10 +249,8 @@ def test_rca_pipeline_checks_every_stage_before_the_classifier_trains(tmp_path):
         f"paths.cache_dir={tmp_path}",
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    # Hydra also logs "Error executing job with overrides: [...]" for an error raised inside the job.
-    errors = [line for line in error_lines(result) if "error: " in line]
-    assert errors == [
-        "pipeline.py: error: stages.segmentation: trainer.max_epochs: expected an integer or null "
+    assert error_lines(result) == [
+        "rca-pipeline: error: stages.segmentation: trainer.max_epochs: expected an integer or null "
         "(default 6), got 'abc'"
     ]
     assert seconds < 30

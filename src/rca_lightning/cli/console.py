@@ -10,13 +10,18 @@ traceback (exit 1). ``HYDRA_FULL_ERROR=1`` set by the user shows every traceback
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import TextIO
 
-from hydra.errors import CompactHydraException, ConfigCompositionException, OverrideParseException
+from hydra.errors import (
+    CompactHydraException,
+    ConfigCompositionException,
+    InstantiationException,
+    OverrideParseException,
+)
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, ValidationError
 
 from rca_lightning.utils.errors import UserError
@@ -35,16 +40,34 @@ SETTINGS_ERRORS = (
 )
 
 
-def user_error_in(error: BaseException) -> BaseException | None:
-    """The user error that caused ``error`` (itself or one in its ``__cause__`` / ``__context__`` chain)."""
-    seen: set[int] = set()
+def _cause_chain(error: BaseException) -> list[BaseException]:
+    """``error`` and every exception in its ``__cause__`` / ``__context__`` chain, outermost first."""
+    chain: list[BaseException] = []
     current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, (UserError, *SETTINGS_ERRORS)):
-            return current
-        seen.add(id(current))
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
         current = current.__cause__ or current.__context__
-    return None
+    return chain
+
+
+def user_error_in(error: BaseException) -> BaseException | None:
+    """The user error behind ``error``: the first :class:`UserError` of its cause chain, else a
+    settings error of Hydra / OmegaConf in the chain (Hydra wraps a constructor's UserError in its own
+    InstantiationException, which is itself a Hydra error: the UserError says what was wrong)."""
+    chain = _cause_chain(error)
+    return next((e for e in chain if isinstance(e, UserError)), None) or next(
+        (e for e in chain if isinstance(e, SETTINGS_ERRORS)), None
+    )
+
+
+def _instantiated_key(error: BaseException) -> str:
+    """The config key of the object whose constructor raised ``error`` (Hydra's ``full_key:``), or ""."""
+    for outer in _cause_chain(error):
+        if isinstance(outer, InstantiationException):
+            match = re.search(r"^\s*full_key:\s*(\S+)", str(outer), re.MULTILINE)
+            if match:
+                return match.group(1)
+    return ""
 
 
 def one_line(error: BaseException) -> str:
@@ -85,6 +108,19 @@ def _listed_options(lines: list[str]) -> list[str]:
     return options
 
 
+def _with_key(message: str, key: str) -> str:
+    """``message`` with the dotted ``key`` of the object being built in front of the argument it names.
+
+    Constructors name their argument (``head: expected one of ...``); Hydra knows the node (``model.net``).
+    """
+    if not key or message.startswith(f"{key}.") or re.match(r"[A-Za-z_][\w]*\.[\w.]*[:=]", message):
+        return message  # the message already names its setting by its dotted key
+    argument = re.match(r"([A-Za-z_][A-Za-z0-9_]*)(?=[:=])", message)
+    if argument is None:
+        return f"{key}: {message}"
+    return f"{key}.{message}"
+
+
 class _HoldJobErrorLine:
     """Stands in for stderr: holds Hydra's "Error executing job with overrides" line until the error is known.
 
@@ -106,8 +142,8 @@ class _HoldJobErrorLine:
         return getattr(self.stream, name)
 
 
-def run_console_script(hydra_main: Callable[[], object]) -> None:
-    """Run a ``@hydra.main`` function as a console script: user errors in one line with exit status 2."""
+def run_console_script(hydra_main: Callable[[], object], script: str) -> None:
+    """Run a ``@hydra.main`` function as the console script ``script``: a user error is one line, exit 2."""
     if os.environ.get(FULL_ERROR_VARIABLE) == "1":
         hydra_main()
         return
@@ -118,13 +154,13 @@ def run_console_script(hydra_main: Callable[[], object]) -> None:
         hydra_main()
     except Exception as error:  # noqa: BLE001 - every exception ends the script here, each its own way
         sys.stderr = stderr.stream
-        script = Path(sys.argv[0]).name or "rca"
         user_error = user_error_in(error)
         if user_error is None:
             sys.stderr.write(stderr.held)
             traceback.print_exc()
             sys.exit(1)
-        print(f"{script}: error: {one_line(user_error)}", file=sys.stderr)
+        message = _with_key(one_line(user_error), _instantiated_key(error))
+        print(f"{script}: error: {message}", file=sys.stderr)
         sys.exit(USER_ERROR_STATUS)
     finally:
         sys.stderr = stderr.stream

@@ -97,7 +97,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The console script: user errors end in one line and exit status 2."""
-    run_console_script(hydra_main)
+    run_console_script(hydra_main, "rca-pseudo")
 
 
 if __name__ == "__main__":
