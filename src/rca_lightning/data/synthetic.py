@@ -38,7 +38,7 @@ from PIL import Image
 from rca_lightning.data.voc_classes import IGNORE_INDEX, voc_palette
 from rca_lightning.utils.errors import InvalidSetting
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 COMPLETE_MARKER = ".synthetic_complete.json"
 CLASS_NAMES_FILE = "class_names.txt"
 JPEG_QUALITY = 92
@@ -181,6 +181,8 @@ class ClassStyle:
     marking: tuple[float, float, float, tuple[int, int, int]] | None = None
 
 
+# Each class has a texture of its own that no background has: the backgrounds are smooth colour noise, so
+# "noise" goes to a class outside the default eight (hexagon) and the star, a default class, is speckled.
 CLASS_CATALOGUE: dict[str, ClassStyle] = {
     "disc": ClassStyle("disc", 0, 16, (0.6, 0.9), (0.6, 0.9), 20, 0.35, "dots", (2.5, 4.0), (0.9, 1.1),
                        (0.35, -0.3, 0.17, (20, 20, 20))),
@@ -190,14 +192,14 @@ CLASS_CATALOGUE: dict[str, ClassStyle] = {
                            marking=(0.0, -0.45, 0.16, (30, 30, 160))),
     "ring": ClassStyle("ring", 120, 18, (0.5, 0.85), (0.5, 0.85), 60, 0.9, "spokes", (4.0, 7.0),
                        (0.85, 1.15)),
-    "star": ClassStyle("star", 180, 15, (0.5, 0.9), (0.6, 0.95), 140, 0.4, "noise", (2.0, 4.0),
+    "star": ClassStyle("star", 180, 15, (0.5, 0.9), (0.6, 0.95), 140, 0.4, "speckle", (1.0, 1.0),
                        marking=(0.0, 0.0, 0.2, (255, 230, 40))),
     "cross": ClassStyle("cross", 225, 15, (0.6, 0.95), (0.55, 0.9), 0, 0.95, "grid", (3.0, 5.0),
                         marking=(0.0, -0.72, 0.2, (230, 30, 30))),
     "ellipse": ClassStyle("ellipse", 270, 15, (0.5, 0.85), (0.55, 0.9), -60, 0.3, "rings", (2.0, 3.5),
                           (0.45, 0.65), (0.65, 0.0, 0.22, (240, 240, 240))),
     "diamond": ClassStyle("diamond", 315, 14, (0.6, 0.95), (0.6, 0.95), 90, 0.8, "hatch", (3.0, 5.0)),
-    "hexagon": ClassStyle("hexagon", 90, 12, (0.5, 0.9), (0.5, 0.85), 180, 0.9, "speckle", (1.0, 1.0),
+    "hexagon": ClassStyle("hexagon", 90, 12, (0.5, 0.9), (0.5, 0.85), 180, 0.9, "noise", (2.0, 4.0),
                           marking=(-0.45, 0.0, 0.2, (10, 10, 10))),
     "crescent": ClassStyle("crescent", 150, 14, (0.5, 0.9), (0.6, 0.95), -90, 0.3, "waves", (1.5, 3.0),
                            marking=(-0.7, 0.0, 0.18, (250, 120, 0))),
@@ -517,8 +519,12 @@ class SyntheticVOCGenerator:
             else:  # irregular smooth blob, flat or speckled
                 count = 24
                 angles = np.linspace(0, 2 * np.pi, count, endpoint=False)
-                wobble = cv2.GaussianBlur(rng.uniform(0.5, 1.3, (1, count)).astype(np.float32), (1, 5), 0)
-                radius = wobble[0] * rng.uniform(0.04, 0.14) * size
+                # Radii smoothed around the outline (circularly): a lumpy blob, never a spiky star-like
+                # outline, so no distractor looks like an object of a class.
+                radii = rng.uniform(0.5, 1.3, count)
+                kernel = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+                wobble = sum(w * np.roll(radii, shift) for w, shift in zip(kernel, range(-2, 3), strict=True))
+                radius = wobble * rng.uniform(0.04, 0.14) * size
                 centre = rng.uniform(0, size, 2)
                 points = centre + radius[:, None] * np.stack([np.cos(angles), np.sin(angles)], 1)
                 blob = np.zeros((size, size), np.uint8)
