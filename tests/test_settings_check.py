@@ -201,6 +201,16 @@ def test_every_experiment_passes_with_the_test_suite_overrides(experiment):
         )
 
 
+def test_a_list_of_group_choices_is_a_choice_not_a_value():
+    """``callbacks=[default,attention_accumulation]`` picks two configs of the group (Hydra's runtime.choices
+    does not list it); checked as a value it would be "expected a mapping"."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        check_overrides("train", ["callbacks=[default,attention_accumulation]", "trainer.max_epochs=2"])
+        with pytest.raises(InvalidSetting, match="trainer.max_epochs"):
+            check_overrides("train", ["callbacks=[default,attention_accumulation]", "trainer.max_epochs=x"])
+
+
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIG_DIR / "seg_experiment").glob("*.yaml")))
 def test_every_segmentation_experiment_passes(experiment):
     register_resolvers()

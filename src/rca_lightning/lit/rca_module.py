@@ -111,7 +111,8 @@ class RCALitModule(LightningModule):
         start, stop, step = cam_thresholds
         thresholds = torch.arange(round((stop - start) / step) + 1, dtype=torch.float64) * step + start
         self.val_cam_sweep = CAMThresholdSweep(net.num_classes, thresholds.float())
-        self.val_map = MultilabelAveragePrecision(num_labels=net.num_classes, average="macro")
+        # Per-class AP tells classification failures (a class never recognised) from localisation ones.
+        self.val_ap = MultilabelAveragePrecision(num_labels=net.num_classes, average=None)
         self.val_loss = MeanMetric()
 
     @property
@@ -186,15 +187,18 @@ class RCALitModule(LightningModule):
         self.log("val/loss", self.val_loss, prog_bar=True, on_step=False, on_epoch=True)
         # The protocol scores CAMs of the classes the image is tagged with.
         self.val_cam_sweep.update(normalized_cam_scores(output.cams, labels, masks.shape[-2:]), masks)
-        self.val_map.update(torch.sigmoid(output.logits), labels.long())
+        self.val_ap.update(torch.sigmoid(output.logits), labels.long())
 
     def on_validation_epoch_end(self) -> None:
         sweep = self.val_cam_sweep.compute()
         self.log("val/cam_mIoU", sweep["best_miou"].float() * 100, prog_bar=True)
         self.log("val/cam_threshold", sweep["best_threshold"])
-        self.log("val/mAP", self.val_map.compute() * 100)
+        per_class_ap = self.val_ap.compute() * 100  # (C,)
+        self.log("val/mAP", per_class_ap.mean())
+        for name, ap in zip(self.class_names, per_class_ap, strict=True):
+            self.log(f"val/AP_{name}", ap)
         self.val_cam_sweep.reset()
-        self.val_map.reset()
+        self.val_ap.reset()
 
     def configure_optimizers(self) -> dict:
         groups = self.net.parameter_groups()

@@ -38,6 +38,7 @@ from types import NoneType, UnionType
 from typing import Any
 
 from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType, ValueType
 from hydra.experimental.callback import Callback
@@ -90,9 +91,12 @@ def check_overrides(
     if composed is None:
         composed = compose(config_name, overrides=list(overrides), return_hydra_config=True)
     groups = set(composed.hydra.runtime.choices)
+    loader = GlobalHydra.instance().config_loader()
 
     def is_choice(override: Override) -> bool:  # a package (seg_data@data=voc) only goes with a group
-        return override.key_or_group in groups or override.package is not None
+        # A list of choices (callbacks=[default,attention_accumulation]) is not in runtime.choices.
+        key = override.key_or_group
+        return key in groups or override.package is not None or bool(loader.get_group_options(key))
 
     parser = OverridesParser.create()
     choices = [o.input_line for o in parser.parse_overrides(list(overrides)) if is_choice(o)]
