@@ -60,12 +60,24 @@ def test_callback_fills_bank_with_exactly_the_confident_regions(compose_train_co
     assert torch.isfinite(bank.queue).all()
 
 
-def test_contrast_switches_on_at_its_start_epoch(compose_train_config):
+@pytest.mark.parametrize("start_epoch", [1, 3])
+def test_contrast_loss_runs_from_its_start_epoch_on_and_never_before(compose_train_config, start_epoch):
     cfg = compose_train_config("model.confidence_threshold=0.0")
-    datamodule, module, options = build(cfg, max_epochs=2)
-    trainer = L.Trainer(callbacks=[MemoryBankCallback(contrast_start_epoch=2)], **options)
+    datamodule, module, options = build(cfg, max_epochs=3)  # 3 batches an epoch
+    calls_per_epoch = [0, 0, 0]
+    contrast_values: list[float] = []
+
+    def count(loss_module, inputs, output) -> None:
+        calls_per_epoch[trainer.current_epoch] += 1
+        contrast_values.append(float(output))
+
+    module.contrast_loss.register_forward_hook(count)
+    trainer = L.Trainer(callbacks=[MemoryBankCallback(contrast_start_epoch=start_epoch)], **options)
     trainer.fit(module, datamodule=datamodule)
-    assert not module.contrast_active
+
+    assert calls_per_epoch == [0 if epoch < start_epoch else 3 for epoch in range(3)]
+    assert all(value > 0 for value in contrast_values)  # a real InfoNCE term over a filled bank
+    assert module.contrast_active == (start_epoch < 3)
 
 
 def test_plain_cam_baseline_never_touches_the_bank(compose_train_config):
