@@ -129,3 +129,23 @@ def run_tiny_pipeline(data: str, root: Path, run_dir: Path, *overrides: str) -> 
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads((run_dir / "report.json").read_text())
+
+
+def assert_report_is_consistent(report: dict) -> None:
+    """A pipeline report's figures are percentages, and each headline is the mean of its per-class IoUs.
+
+    The CAM and pseudo-mask headlines average the classes the split shows (``None`` = absent); the
+    segmentation headline lies within its classes' range (its metric's own treatment of absent classes).
+    """
+    headlines = {"cam": "cam_miou", "pseudo_label": "pseudo_label_miou", "seg": "seg_miou"}
+    names = ["background", *report["dataset"]["class_names"]]
+    for stage, key in headlines.items():
+        per_class = report["per_class_iou"][stage]
+        assert list(per_class) == names, stage
+        present = [value for value in per_class.values() if value is not None]
+        assert present and all(0.0 <= value <= 100.0 for value in present), (stage, per_class)
+        if stage == "seg":
+            assert min(present) - 1e-4 <= report[key] <= max(present) + 1e-4, (report[key], present)
+        else:
+            assert abs(report[key] - sum(present) / len(present)) < 1e-4, (stage, report[key], present)
+    assert report["uses_pixel_labels_for_selection"] is False

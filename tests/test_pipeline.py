@@ -18,6 +18,7 @@ from rca_lightning.report.figure_grid import LEGEND_LINE_HEIGHT
 from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR, TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
+from tests.stage_helpers import assert_report_is_consistent
 from tests.test_train_end_to_end import all_background_miou
 
 QUIET_STAGES = [
@@ -29,8 +30,9 @@ QUIET_STAGES = [
 ]
 
 
-def run_pipeline(run_dir: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [
+def pipeline_command(run_dir: Path, cache: Path, *extra: str) -> list[str]:
+    """The tiny ``rca-pipeline`` command of these tests, into ``run_dir``."""
+    return [
         str(Path(sys.executable).with_name("rca-pipeline")),
         *TINY_DATA_OVERRIDES,
         *TINY_MODEL_OVERRIDES,
@@ -44,8 +46,17 @@ def run_pipeline(run_dir: Path, cache: Path, *extra: str) -> subprocess.Complete
         f"hydra.run.dir={run_dir}",
         *extra,
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, cwd=run_dir.parent)
+
+
+def pipeline_environment() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+
+
+def run_pipeline(run_dir: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = pipeline_command(run_dir, cache, *extra)
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=pipeline_environment(), timeout=900, cwd=run_dir.parent
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
@@ -63,6 +74,7 @@ def test_pipeline_report_and_segmentation_beats_all_background(finished_run):
     report = json.loads((run_dir / "report.json").read_text())
     for key in ("cam_miou", "pseudo_label_miou", "seg_miou", "classifier_val_cam_miou", "cam_threshold"):
         assert math.isfinite(report[key]), (key, report[key])
+    assert_report_is_consistent(report)
     assert 0 <= report["pseudo_ignored_fraction"] <= 1
     dataset_root = Path(report["dataset"]["root"])
     assert dataset_root.is_relative_to(cache)
