@@ -249,6 +249,10 @@ def test_rca_net_shapes_and_finiteness(options: dict) -> None:
     torch.testing.assert_close(output.coarse_logits, output.coarse_cams.mean(dim=(2, 3)))
     assert all(torch.isfinite(tensor).all() for tensor in output)
     assert (net.aggregation is not None) == options["aggregation"]
+    # Maps that mean something: each image gets its own maps, each class its own, and no map is constant.
+    assert not torch.allclose(output.cams[0], output.cams[1])
+    assert not torch.allclose(output.cams[:, 0], output.cams[:, 1])
+    assert (output.cams.flatten(2).std(-1) > 0).all() and (output.projected.flatten(2).std(-1) > 0).all()
 
 
 def test_rca_net_backbone_source_needs_projection_of_backbone_width() -> None:
