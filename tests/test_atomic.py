@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from rca_lightning.utils import atomic
 from rca_lightning.utils.atomic import (
     STALE_AFTER_SECONDS,
     atomic_output,
@@ -101,3 +102,22 @@ def test_written_files_get_the_usual_mode_under_the_umask(tmp_path):
     subprocess.run([sys.executable, "-c", UMASK_WRITER, str(tmp_path)], check=True, timeout=120)
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
     assert modes == {"022.bin": 0o644, "002.bin": 0o664, "077.bin": 0o600}
+
+
+def test_a_temporary_swept_before_its_writer_locked_it_is_replaced(tmp_path, monkeypatch):
+    """A sweeper that removes a just-created temporary file before its writer takes the lock (the one
+    instant a file is unlocked while alive) costs the writer a new name, not its output."""
+    real_flock = atomic.fcntl.flock
+    swept = []
+
+    def sweep_then_lock(descriptor, operation):
+        if not swept:
+            [created] = list(tmp_path.iterdir())
+            created.unlink()  # what remove_stray_temporaries does to an unlocked file
+            swept.append(created)
+        return real_flock(descriptor, operation)
+
+    monkeypatch.setattr(atomic.fcntl, "flock", sweep_then_lock)
+    write_bytes_atomically(tmp_path / "report.json", b"{}")
+    assert len(swept) == 1 and list(tmp_path.iterdir()) == [tmp_path / "report.json"]
+    assert (tmp_path / "report.json").read_bytes() == b"{}"

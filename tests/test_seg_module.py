@@ -282,7 +282,7 @@ def test_rca_seg_learns_from_pseudo_masks_and_beats_all_background(synthetic_roo
         "seg_model.tta_flip=true",
         "save_predictions=true",
         "trainer=cpu",
-        "trainer.max_epochs=4",
+        "trainer.max_epochs=10",
         "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false",
         f"hydra.run.dir={run_dir}",

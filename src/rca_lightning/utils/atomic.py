@@ -3,16 +3,18 @@
 A write goes to a temporary file beside its target, named ``.<target name>.atomic-<16 hex digits>.tmp``,
 which is renamed over the target once it is complete. A process killed mid-write cannot remove its
 temporary file, so the next writes into the same folder do: the first write of a process into a folder
-(and then at most one a minute) removes the stray temporary files there, i.e. those that
+(and then at most once a minute) removes the stray temporary files there, i.e. those that
 
 - match that name pattern (of any target: an epoch's checkpoint is written only once),
 - are not locked: a writer holds ``flock`` on its temporary file from creating it until it is renamed
   or removed, and the kernel drops the lock when the writer dies, however it dies (``SIGKILL``
   included). A lock, unlike a process id in the name, is not fooled by process ids reused, nor by
   other PID namespaces (containers) sharing the folder,
-- and have not been modified for ``STALE_AFTER_SECONDS``: this covers the instant between a writer
-  creating its file and locking it, and, on network file systems whose locks do not reach other hosts,
-  keeps a temporary file another host is writing unless that writer has stalled for so long.
+- and have not been modified for ``STALE_AFTER_SECONDS``: on network file systems whose locks do not
+  reach other hosts, this keeps a temporary file another host is writing unless that writer has stalled
+  for so long. (The instant between a writer creating its file and locking it needs no such guard: a
+  writer whose file was swept in that instant sees it, by the file's inode, and starts a new one.)
+  A rerun after a kill therefore finds its folder clean from its first write on, a few seconds later.
 
 Where the file system has no ``flock`` the temporary files are left alone. Files are created with the
 usual mode (``0o666`` less the process's umask, as ``open()`` would make them), not ``mkstemp``'s
@@ -32,7 +34,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-STALE_AFTER_SECONDS = 60.0
+STALE_AFTER_SECONDS = 5.0
+SWEEP_INTERVAL_SECONDS = 60.0
 _TEMPORARY_MARKER = ".atomic-"
 _TEMPORARY_NAME = re.compile(r"\..+\.atomic-[0-9a-f]{16}\.tmp")
 # Folder -> time.monotonic() of this process's last sweep of it.
@@ -69,9 +72,9 @@ def remove_stray_temporaries(folder: Path) -> list[Path]:
 
 def _sweep_now_and_then(folder: Path) -> None:
     """``remove_stray_temporaries`` at the first write of this process into ``folder``, then at most once
-    per ``STALE_AFTER_SECONDS`` (a folder of per-image files is written thousands of times)."""
+    per ``SWEEP_INTERVAL_SECONDS`` (a folder of per-image files is written thousands of times)."""
     last_sweep = _last_sweep_of_folder.get(folder)
-    if last_sweep is None or time.monotonic() - last_sweep >= STALE_AFTER_SECONDS:
+    if last_sweep is None or time.monotonic() - last_sweep >= SWEEP_INTERVAL_SECONDS:
         _last_sweep_of_folder[folder] = time.monotonic()
         with contextlib.suppress(OSError):  # housekeeping: an unreadable folder does not stop the write
             remove_stray_temporaries(folder)
@@ -87,7 +90,16 @@ def _create_locked_temporary(path: Path) -> tuple[int, Path]:
             continue
         with contextlib.suppress(OSError):  # no flock on this file system: the file is then never swept
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return descriptor, temporary
+        if _names_this_file(temporary, descriptor):
+            return descriptor, temporary
+        os.close(descriptor)  # swept between its creation and its lock: take a new name
+
+
+def _names_this_file(path: Path, descriptor: int) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(descriptor).st_ino
+    except FileNotFoundError:
+        return False
 
 
 @contextlib.contextmanager
