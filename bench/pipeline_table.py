@@ -1,5 +1,6 @@
 """The whole pipeline on the built-in dataset, plain CAM vs full RCA (as `make run`; and with each seed
-source: multi-scale CAMs, accumulated attention, their max), over seeds: seed, pseudo-mask and seg mIoU.
+source: multi-scale CAMs, accumulated attention, their max) vs EPS and RCA on EPS (with the built-in
+saliency maps), over seeds: seed, pseudo-mask and seg mIoU.
 
 Each run is a real ``rca-pipeline`` (the default ``experiment=synthetic``, what ``make run`` runs) launched
 as a subprocess, ``--jobs`` at a time. A classifier that ``bench/ablation.py`` already trained with the same
@@ -34,6 +35,8 @@ VARIANTS = {
         ["callbacks=[default,attention_accumulation]", "seeds=attention"],
     ),
     "full RCA, max seeds": ("full_RCA", ["callbacks=[default,attention_accumulation]", "seeds=max"]),
+    "EPS": ("EPS", ["model=eps"]),
+    "RCA on EPS": ("RCA_on_EPS", ["model=rca_eps"]),
 }
 COLUMNS = {
     "classifier_val_cam_miou": "val CAM (classifier)",

@@ -1,8 +1,9 @@
 """Training-step time of full RCA vs the plain CAM baseline, and the RCA work vectorised vs per item.
 
 1. One optimisation step (forward, losses, backward, SGD step, bank enqueue) of full RCA divided by the
-   plain CAM baseline's, same backbone, batch and image size (the default ``experiment=synthetic`` config),
-   with a bank already holding entries and prototypes so the contrast and aggregation really run.
+   plain CAM baseline's, and of RCA on EPS divided by EPS's, same backbone, batch and image size (the
+   default ``experiment=synthetic`` config), with a bank already holding entries and prototypes so the
+   contrast and aggregation really run.
 2. The RCA-specific work, vectorised (the library) vs the slow per-item references of the test suite:
    masked pooling, bank update, contrast loss, aggregation. Sizes are kept small enough for the references
    to finish; the ratio is what matters.
@@ -58,6 +59,7 @@ def training_step_time(overrides: list[str], steps: int) -> float:
     batch_size, size = cfg.data.batch_size, cfg.data.image_size
     images = torch.randn(batch_size, 3, size, size)
     labels = (torch.rand(batch_size, module.net.num_classes) > 0.6).float()
+    saliency = torch.rand(batch_size, size, size)  # read by the EPS methods only
     bank = module.memory_bank
     bank.enqueue(
         torch.randn(bank.num_classes * bank.queue_length, bank.dim),
@@ -69,7 +71,7 @@ def training_step_time(overrides: list[str], steps: int) -> float:
 
     def step() -> None:
         module.log = lambda *args, **kwargs: None  # no trainer attached
-        output = module.training_step({"image": images, "labels": labels}, 0)
+        output = module.training_step({"image": images, "labels": labels, "saliency": saliency}, 0)
         optimizer.zero_grad()
         output["loss"].backward()
         optimizer.step()
@@ -144,6 +146,9 @@ def main() -> None:
         f"{cfg.model.net.backbone.name} OS {cfg.model.net.backbone.output_stride}, {args.threads} threads:"
     )
     print(f"  plain CAM {baseline:.3f} s, full RCA {full:.3f} s, ratio RCA / CAM = {full / baseline:.2f}")
+    eps = training_step_time(["model=eps", *overrides], args.steps)
+    rca_eps = training_step_time(["model=rca_eps", *overrides], args.steps)
+    print(f"  EPS {eps:.3f} s, RCA on EPS {rca_eps:.3f} s, ratio RCA-on-EPS / EPS = {rca_eps / eps:.2f}")
     print("RCA-specific work, vectorised vs per-item reference (one run each):")
     for name, (vectorised, reference) in rca_work_ratios(repeats=20).items():
         print(

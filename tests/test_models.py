@@ -1,6 +1,7 @@
 """Models: backbone strides and checkpoints, grouped per-class heads, aggregation, the full RCANet."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -108,9 +109,12 @@ def test_conv_head_shape_and_depth() -> None:
     head = ConvHead(in_channels=8, num_classes=5, width=16, depth=2)
     assert head(torch.randn(2, 8, 6, 7)).shape == (2, 5, 6, 7)
     assert sum(isinstance(layer, nn.Conv2d) for layer in head.layers) == 3
+    classifier = ConvHead(in_channels=8, num_classes=5, width=16, depth=0)  # EPS's fc8: one 1x1 conv
+    assert [type(layer) for layer in classifier.layers] == [nn.Conv2d]
+    assert classifier.layers[0].kernel_size == (1, 1) and classifier.layers[0].in_channels == 8
 
 
-@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("depth", [0, 1, 3])
 def test_per_class_heads_equal_independent_stacks(depth: int) -> None:
     in_channels, width, num_classes = 8, 4, 5
     independent = [ConvHead(in_channels, 1, width, depth) for _ in range(num_classes)]
@@ -143,8 +147,10 @@ def test_per_class_heads_do_not_mix_classes() -> None:
 
 
 def test_heads_reject_bad_sizes() -> None:
-    with pytest.raises(InvalidSetting, match="depth: expected a positive integer, got 0"):
-        PerClassHeads(4, 3, 2, depth=0)
+    with pytest.raises(InvalidSetting, match="depth: expected a non-negative integer, got -1"):
+        PerClassHeads(4, 3, 2, depth=-1)
+    with pytest.raises(InvalidSetting, match="width: expected a positive integer, got 0"):
+        ConvHead(4, 3, 0, depth=1)
 
 
 def test_projection_head_shape() -> None:
@@ -253,6 +259,23 @@ def test_rca_net_shapes_and_finiteness(options: dict) -> None:
     assert not torch.allclose(output.cams[0], output.cams[1])
     assert not torch.allclose(output.cams[:, 0], output.cams[:, 1])
     assert (output.cams.flatten(2).std(-1) > 0).all() and (output.projected.flatten(2).std(-1) > 0).all()
+
+
+@pytest.mark.parametrize("coarse_head", [True, False])
+def test_rca_net_background_channel_is_last_and_gets_no_score(coarse_head: bool) -> None:
+    net = tiny_net(background_channel=True, coarse_head=coarse_head, head="shared", init="xavier")
+    output = net(torch.randn(2, 3, 64, 64), *random_prototypes(net.embedding_dim))
+    assert output.cams.shape == (2, NUM_CLASSES + 1, 8, 8)
+    torch.testing.assert_close(output.logits, output.cams[:, :NUM_CLASSES].mean(dim=(2, 3)))
+    if coarse_head:
+        assert output.coarse_cams.shape == (2, NUM_CLASSES + 1, 8, 8)
+        torch.testing.assert_close(output.coarse_logits, output.coarse_cams[:, :NUM_CLASSES].mean(dim=(2, 3)))
+    else:
+        assert output.coarse_cams is None and output.coarse_logits is None and net.coarse_head is None
+    # Xavier-uniform new convs: bounded by sqrt(6 / (fan_in + fan_out)).
+    classifier = [m for m in net.class_heads.modules() if isinstance(m, nn.Conv2d)][-1]
+    fan_in, fan_out = classifier.in_channels, classifier.out_channels
+    assert float(classifier.weight.abs().max()) <= math.sqrt(6 / (fan_in + fan_out))
 
 
 def test_rca_net_backbone_source_needs_projection_of_backbone_width() -> None:
@@ -372,8 +395,8 @@ def test_rca_net_rejects_bad_options() -> None:
     with pytest.raises(InvalidSetting, match="backbone: expected a module with an int `out_channels`"):
         RCANet(nn.Identity(), NUM_CLASSES)
     with pytest.raises(InvalidSetting, match="init: expected one of"):
-        RCANet(backbone, NUM_CLASSES, init="xavier")
+        RCANet(backbone, NUM_CLASSES, init="kaiming")
     with pytest.raises(InvalidSetting, match="init_std: expected a positive number, got 0.0"):
         RCANet(backbone, NUM_CLASSES, init_std=0.0)
-    with pytest.raises(InvalidSetting, match="head_depth: expected a positive integer, got 0"):
-        RCANet(backbone, NUM_CLASSES, head_depth=0)
+    with pytest.raises(InvalidSetting, match="head_depth: expected a non-negative integer, got -1"):
+        RCANet(backbone, NUM_CLASSES, head_depth=-1)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from PIL import Image
 
 from rca_lightning.cli.pipeline import STAGES, Pipeline
@@ -40,7 +41,7 @@ def pipeline_command(run_dir: Path, cache: Path, *extra: str) -> list[str]:
         "trainer.max_epochs=6",
         "trainer.enable_progress_bar=false",
         "model.lr_milestone_epochs=[5]",
-        "callbacks.memory_bank.contrast_start_epoch=1",
+        "model.contrast_start_epoch=1",
         *QUIET_STAGES,
         f"paths.cache_dir={cache}",
         f"hydra.run.dir={run_dir}",
@@ -142,6 +143,28 @@ def test_pipeline_resumes_stopped_stages_without_recomputing_finished_images(fin
     assert math.isfinite(report["cam_miou"]) and math.isfinite(report["seg_miou"])
 
 
+@pytest.mark.slow
+def test_rca_on_eps_pipeline_runs_with_the_built_in_saliency_and_eps_pseudo_masks(tmp_path):
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    result = run_pipeline(run_dir, cache, "model=rca_eps")
+    report = json.loads((run_dir / "report.json").read_text())
+    assert_report_is_consistent(report)
+    for key in ("cam_miou", "pseudo_label_miou", "seg_miou"):
+        assert math.isfinite(report[key]), (key, report[key])
+    assert (Path(report["dataset"]["root"]) / "SaliencyImages").is_dir()
+    # The classifier trained with the saliency loss (both heads) and the contrast.
+    with (run_dir / "classifier" / "csv" / "metrics.csv").open() as metrics:
+        header = metrics.readline().strip().split(",")
+    for term in ("saliency", "coarse_saliency", "contrast"):
+        assert f"train/loss_{term}_epoch" in header, term
+    # The pseudo-mask stage took EPS's rule from the CAM stage's record: constant background 0.20, no CRF.
+    cams_record = json.loads((run_dir / "cams" / "cams.json").read_text())
+    assert cams_record["pseudo_mask_overrides"] == ["background_threshold=0.2", "crf=null"]
+    pseudo_cfg = OmegaConf.load(run_dir / "pseudo_masks" / ".hydra" / "config.yaml")
+    assert pseudo_cfg.background_threshold == 0.2 and pseudo_cfg.crf is None
+    assert f"{report['pseudo_label_miou']:.1f}" in result.stdout
+
+
 def make_pipeline(run_dir: Path, overrides: list[str]) -> Pipeline:
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -212,6 +235,8 @@ def test_an_existing_classifier_run_replaces_the_classifier_stage(tmp_path):
         ("voc_rca_vgg16", "PseudoMaskDataModule", "train_aug"),
         ("voc_rca_resnet101", "PseudoMaskDataModule", "train_aug"),
         ("coco_rca_resnet101", "COCOPseudoMaskDataModule", "train2014"),
+        ("voc_rca_eps", "PseudoMaskDataModule", "train_aug"),
+        ("coco_rca_eps", "COCOPseudoMaskDataModule", "train2014"),
     ],
 )
 def test_published_experiments_compose_every_stage(tmp_path, experiment, seg_target, train_split):

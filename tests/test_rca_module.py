@@ -1,4 +1,4 @@
-"""RCALitModule and MemoryBankCallback wired through the real Hydra config."""
+"""RCALitModule and the MemoryBankCallback it attaches, wired through the real Hydra config."""
 
 import lightning as L
 import numpy as np
@@ -44,12 +44,10 @@ def build(cfg, **trainer_overrides):
 
 def test_callback_fills_bank_with_exactly_the_confident_regions(compose_train_config):
     # Threshold 0 makes every present region confident, so the bank fills from the first step.
-    cfg = compose_train_config(
-        "model.confidence_threshold=0.0", "callbacks.memory_bank.contrast_start_epoch=1"
-    )
+    cfg = compose_train_config("model.confidence_threshold=0.0", "model.contrast_start_epoch=1")
     datamodule, module, options = build(cfg)
     recorder = RecordingCallback()
-    trainer = L.Trainer(callbacks=[MemoryBankCallback(contrast_start_epoch=1), recorder], **options)
+    trainer = L.Trainer(callbacks=[recorder], **options)
     trainer.fit(module, datamodule=datamodule)
 
     bank = module.memory_bank
@@ -62,7 +60,7 @@ def test_callback_fills_bank_with_exactly_the_confident_regions(compose_train_co
 
 @pytest.mark.parametrize("start_epoch", [1, 3])
 def test_contrast_loss_runs_from_its_start_epoch_on_and_never_before(compose_train_config, start_epoch):
-    cfg = compose_train_config("model.confidence_threshold=0.0")
+    cfg = compose_train_config("model.confidence_threshold=0.0", f"model.contrast_start_epoch={start_epoch}")
     datamodule, module, options = build(cfg, max_epochs=3)  # 3 batches an epoch
     calls_per_epoch = [0, 0, 0]
     contrast_values: list[float] = []
@@ -72,7 +70,7 @@ def test_contrast_loss_runs_from_its_start_epoch_on_and_never_before(compose_tra
         contrast_values.append(float(output))
 
     module.contrast_loss.register_forward_hook(count)
-    trainer = L.Trainer(callbacks=[MemoryBankCallback(contrast_start_epoch=start_epoch)], **options)
+    trainer = L.Trainer(**options)
     trainer.fit(module, datamodule=datamodule)
 
     assert calls_per_epoch == [0 if epoch < start_epoch else 3 for epoch in range(3)]
@@ -84,16 +82,24 @@ def test_plain_cam_baseline_never_touches_the_bank(compose_train_config):
     cfg = compose_train_config("model=cam")
     datamodule, module, options = build(cfg, max_epochs=1)
     assert not module.uses_memory_bank and module.net.aggregation is None
-    trainer = L.Trainer(callbacks=[MemoryBankCallback(contrast_start_epoch=0)], **options)
+    assert module.configure_callbacks() == []
+    trainer = L.Trainer(**options)
     trainer.fit(module, datamodule=datamodule)
     assert int(module.memory_bank.count.sum()) == 0
+    assert not any(isinstance(callback, MemoryBankCallback) for callback in trainer.callbacks)
 
 
-def test_rca_without_the_callback_is_a_clear_error(compose_train_config):
-    cfg = compose_train_config()
+def test_rca_attaches_its_memory_bank_callback_replacing_a_given_one(compose_train_config):
+    cfg = compose_train_config(
+        "model.confidence_threshold=0.0", "model.contrast_start_epoch=0", "model.prototype_start_epoch=2"
+    )
     datamodule, module, options = build(cfg, max_epochs=1)
-    with pytest.raises(InvalidSetting, match="callbacks: .* needs a MemoryBankCallback"):
-        L.Trainer(**options).fit(module, datamodule=datamodule)
+    trainer = L.Trainer(callbacks=[MemoryBankCallback(contrast_start_epoch=5)], **options)
+    trainer.fit(module, datamodule=datamodule)
+    attached = [callback for callback in trainer.callbacks if isinstance(callback, MemoryBankCallback)]
+    assert len(attached) == 1
+    assert (attached[0].contrast_start_epoch, attached[0].prototype_start_epoch) == (0, 2)
+    assert module.contrast_active and int(module.memory_bank.count.sum()) > 0
 
 
 def test_optimizer_groups_and_step_schedule(compose_train_config):
@@ -105,7 +111,7 @@ def test_optimizer_groups_and_step_schedule(compose_train_config):
         "model.lr_milestone_epochs=[1,2]",
     )
     datamodule, module, options = build(cfg, max_epochs=3)
-    trainer = L.Trainer(callbacks=[MemoryBankCallback()], **options)
+    trainer = L.Trainer(**options)
     trainer.fit(module, datamodule=datamodule)
     optimizer = trainer.optimizers[0]
     lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
@@ -123,7 +129,7 @@ def test_optimizer_groups_and_step_schedule(compose_train_config):
 def test_checkpoint_loads_with_weights_only_and_carries_the_bank(compose_train_config, tmp_path):
     cfg = compose_train_config("model.confidence_threshold=0.0")
     datamodule, module, options = build(cfg, max_epochs=2)
-    trainer = L.Trainer(callbacks=[MemoryBankCallback()], **options)
+    trainer = L.Trainer(**options)
     trainer.fit(module, datamodule=datamodule)
     trainer.save_checkpoint(tmp_path / "rca.ckpt")
     checkpoint = torch.load(tmp_path / "rca.ckpt", weights_only=True)  # no pickled Python objects
@@ -247,7 +253,8 @@ def test_voc_rca_vgg16_experiment_composes_to_the_release_settings():
     assert accumulation._target_.endswith("AttentionAccumulationCallback")
     assert not cfg.data.crop and not cfg.data.hflip  # whole, unflipped images: maps are the feature maps
     assert accumulation.resolution == cfg.data.image_size // model.net.backbone.output_stride == 46
-    assert "memory_bank" in cfg.callbacks  # the default callbacks stay
+    assert "model_checkpoint" in cfg.callbacks  # the default callbacks stay
+    assert "memory_bank" not in cfg.callbacks  # the module attaches its own
 
 
 def test_voc_rca_vgg16_module_builds_the_release_optimizer():

@@ -183,7 +183,7 @@ TEST_SUITE_OVERRIDES = [
     "trainer.enable_progress_bar=false",
     "callbacks.cam_images=null",
     "model.lr_milestone_epochs=[5]",
-    "callbacks.memory_bank.contrast_start_epoch=1",
+    "model.contrast_start_epoch=1",
     "paths.cache_dir=/tmp/cache",
 ]
 

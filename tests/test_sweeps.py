@@ -90,7 +90,7 @@ def test_optuna_sweep_maximises_the_returned_val_cam_miou(tmp_path):
         "model.contrast_weight",
         "model.confidence_threshold",
         "model.optimizer.lr",
-        "callbacks.memory_bank.contrast_start_epoch",
+        "model.contrast_start_epoch",
     }
     for trial, job in zip(trials, jobs, strict=True):
         config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())

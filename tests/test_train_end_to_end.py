@@ -59,7 +59,7 @@ def test_rca_train_learns_and_beats_all_background(tmp_path):
         "trainer.enable_progress_bar=false",
         "model.lr_milestone_epochs=[9]",
         "model.confidence_threshold=0.5",
-        "callbacks.memory_bank.contrast_start_epoch=1",
+        "model.contrast_start_epoch=1",
         f"paths.cache_dir={cache}",
         f"hydra.run.dir={run_dir}",
     ]

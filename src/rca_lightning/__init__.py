@@ -2,13 +2,14 @@
 
 from rca_lightning.callbacks import MemoryBankCallback
 from rca_lightning.data import SyntheticVOCGenerator, VOCDataModule, VOCSegmentationDataset
-from rca_lightning.lit import RCALitModule
+from rca_lightning.lit import EPSLitModule, RCALitModule, WSSSMethod
 from rca_lightning.memory import RegionalMemoryBank
 from rca_lightning.models import RCANet, TimmBackbone
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EPSLitModule",
     "MemoryBankCallback",
     "RCALitModule",
     "RCANet",
@@ -17,4 +18,5 @@ __all__ = [
     "TimmBackbone",
     "VOCDataModule",
     "VOCSegmentationDataset",
+    "WSSSMethod",
 ]

@@ -85,7 +85,9 @@ class CAMImageLoggerCallback(Callback):
         pl_module.eval()
         output = pl_module(images.to(pl_module.device))
         pl_module.train(was_training)
-        scores = normalized_cam_scores(output.cams, labels.to(pl_module.device), masks.shape[-2:]).cpu()
+        scores = normalized_cam_scores(
+            pl_module.cam_maps(output), labels.to(pl_module.device), masks.shape[-2:]
+        ).cpu()
         threshold = float(trainer.callback_metrics.get("val/cam_threshold", self.default_threshold))
         pseudo_masks = cam_pseudo_masks(scores, threshold).numpy()  # (B, H, W)
 

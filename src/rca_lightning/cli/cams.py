@@ -164,6 +164,8 @@ def cams(cfg: DictConfig) -> tuple[dict, dict]:
         "cam_dtype": cfg.cam_dtype,
         "seeds": cfg.seeds,
         "attention_dir": str(attention_dir.resolve()) if attention_dir else None,
+        # The rca-pseudo settings the method's maps are meant for (rca-pipeline applies them).
+        "pseudo_mask_overrides": list(model.pseudo_mask_overrides),
     }
     predictor = CAMPredictor(model, scales=cfg.scales, flip=cfg.flip)
     datamodule = CAMDataModule(source, cfg.split, cams_dir, num_workers=cfg.get("num_workers"))

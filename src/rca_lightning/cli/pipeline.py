@@ -143,7 +143,12 @@ class Pipeline:
         if stage.name == "cam_eval":
             return [*self.data_overrides, f"cams_dir={self.cams_dir}"]
         if stage.name == "pseudo_masks":
-            return [*self.data_overrides, f"cams_dir={self.cams_dir}", f"masks_dir={self.masks_dir}"]
+            return [
+                *self.data_overrides,
+                *self.method_pseudo_mask_overrides(),
+                f"cams_dir={self.cams_dir}",
+                f"masks_dir={self.masks_dir}",
+            ]
         if stage.name == "pseudo_mask_eval":
             return [*self.data_overrides, f"masks_dir={self.masks_dir}"]
         experiment = [f"seg_experiment={self.seg_experiment}"] if self.seg_experiment else []
@@ -174,6 +179,15 @@ class Pipeline:
         # Attention seeds replace the CAMs: one scale is enough for the network's pass.
         one_scale = ["scales=[1.0]", "flip=false"] if kind == "attention" else []
         return [f"seeds={kind}", f"attention_dir={attention_dir}", *one_scale]
+
+    def method_pseudo_mask_overrides(self) -> list[str]:
+        """The ``rca-pseudo`` settings the classifier's method recorded in ``cams.json`` (EPS: a constant
+        background score, no CRF); none before the cams stage ran. The user's ``stages.pseudo_masks``
+        overrides come after them, so they win."""
+        record = self.folder("cams") / "cams.json"
+        if not record.is_file():
+            return []
+        return list(json.loads(record.read_text()).get("pseudo_mask_overrides", []))
 
     @property
     def cams_dir(self) -> Path:

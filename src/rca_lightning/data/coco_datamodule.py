@@ -36,7 +36,8 @@ class COCODataModule(VOCDataModule):
         mask_workers: processes rendering masks (None: all CPUs).
         include_unannotated: keep images without any annotation (zero labels, background mask).
         **loader_settings: ``VOCDataModule``'s ``image_size``, ``batch_size``, ``num_workers``,
-            ``scale_range``, ``crop``, ``hflip``, ``color_jitter``, ``pin_memory``, ``validate``.
+            ``scale_range``, ``crop``, ``hflip``, ``color_jitter``, ``pin_memory``, ``validate``,
+            ``saliency_dir`` (maps named by file stem, ``<saliency_dir>/COCO_train2014_<id>.png``).
     """
 
     def __init__(
@@ -91,4 +92,10 @@ class COCODataModule(VOCDataModule):
     def make_dataset(self, split: str, train: bool = False) -> COCOSegmentationDataset:
         """A dataset of ``split`` with the training or the evaluation transform."""
         transform = self.train_transform if train else self.eval_transform
-        return COCOSegmentationDataset(self.root, split, transform=transform, cache_dir=self.mask_cache_dir)
+        return COCOSegmentationDataset(
+            self.root,
+            split,
+            transform=transform,
+            cache_dir=self.mask_cache_dir,
+            saliency_dir=self.saliency_folder(split),
+        )

@@ -15,6 +15,7 @@ from rca_lightning.data.coco import (
     read_mask_index,
     split_cache_dir,
 )
+from rca_lightning.data.saliency import check_saliency_maps
 from rca_lightning.data.transforms import build_eval_transform
 from rca_lightning.data.voc_dataset import Transform, VOCSegmentationDataset
 from rca_lightning.utils.errors import InvalidSetting, MissingInput
@@ -33,9 +34,11 @@ class COCOSegmentationDataset(VOCSegmentationDataset):
         transform: albumentations-style callable; None normalises and keeps the size.
         cache_dir: the ``cache_dir`` given to ``build_coco_masks`` (default ``root/SegmentationClassCOCO``).
         class_names: must be ``COCO_CLASS_NAMES`` (kept as an argument for the shared datamodule).
+        saliency_dir: folder of saliency maps ``<image_id>.png``, or None to read none.
 
     Items are dicts: ``image`` float32 (3, H, W), ``labels`` float32 (80,), ``mask`` int64 (H, W) with
-    values 0..80 and 255, ``image_id`` str (the file stem, e.g. ``COCO_val2014_000000000042``).
+    values 0..80 and 255, ``image_id`` str (the file stem, e.g. ``COCO_val2014_000000000042``), and the
+    other keys of ``VOCSegmentationDataset`` (``saliency`` with a ``saliency_dir``).
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class COCOSegmentationDataset(VOCSegmentationDataset):
         transform: Transform | None = None,
         cache_dir: str | os.PathLike | None = None,
         class_names: Sequence[str] = COCO_CLASS_NAMES,
+        saliency_dir: str | os.PathLike | None = None,
     ) -> None:
         # No super().__init__(): it discovers a VOC split list; everything it sets is set here.
         if tuple(class_names) != COCO_CLASS_NAMES:
@@ -77,6 +81,9 @@ class COCOSegmentationDataset(VOCSegmentationDataset):
                 f"{len(missing)} of {len(self.image_ids)} images of {annotation_file(root, split)} "
                 f"are missing, first: {self.image_path(missing[0])}"
             )
+        self.saliency_dir = None if saliency_dir is None else Path(saliency_dir)
+        if self.saliency_dir is not None:
+            check_saliency_maps(self.saliency_dir, self.image_ids, annotation_file(root, split))
 
     def image_path(self, image_id: str) -> Path:
         return self.root / self.split / self._file_names.get(image_id, f"{image_id}.jpg")

@@ -13,6 +13,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 from rca_lightning.data.file_checks import ImageFiles
+from rca_lightning.data.saliency import SALIENCY_SETTING
 from rca_lightning.data.split_validation import (
     ValidationReport,
     cache_file_for,
@@ -44,6 +45,11 @@ class VOCDataModule(LightningDataModule):
     splits the images over the ranks without repeating any (Lightning's default sampler pads ranks with
     repeated images, which the metrics would count twice).
 
+    Saliency maps (EPS, RCA on EPS) are read only after ``require_saliency()``: then every dataset of the
+    train split gives ``saliency`` float32 (H, W) in [0, 1] per item, moved with the image by the training
+    transform (batches: (B, image_size, image_size)); ``prepare_data`` checks that each train image has a
+    map and, with ``validate``, that it decodes. Other splits and runs that never call it read no maps.
+
     Args:
         root: the VOC2012 folder.
         class_names: foreground classes in mask-value order.
@@ -62,6 +68,8 @@ class VOCDataModule(LightningDataModule):
             (VOC + SBD: ``{"train_aug": "SegmentationClassAug"}``); an absolute path is used as is.
         validate: how much of the train and val splits ``prepare_data`` decodes and checks: ``full``
             (every image id), ``quick`` (a fixed sample) or ``off``.
+        saliency_dir: folder of saliency maps ``<image_id>.png`` (grey or RGB, any size), read only after
+            ``require_saliency()``; a relative path is taken from the working directory, as ``root`` is.
     """
 
     def __init__(
@@ -81,6 +89,7 @@ class VOCDataModule(LightningDataModule):
         pin_memory: bool = False,
         mask_dirs: Mapping[str, str] | None = None,
         validate: str = "full",
+        saliency_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -105,6 +114,9 @@ class VOCDataModule(LightningDataModule):
         self.generator = generator
         self.pin_memory = pin_memory
         self.mask_dirs = dict(mask_dirs or {})
+        self.saliency_dir = None if saliency_dir in (None, "") else Path(saliency_dir).expanduser().absolute()
+        self.load_saliency = False
+        self._files_checked = False  # validate_splits ran in this process (prepare_data, rank zero)
         self.train_transform = build_train_transform(
             image_size, scale_range=tuple(scale_range), crop=crop, hflip=hflip, color_jitter=color_jitter
         )
@@ -116,6 +128,32 @@ class VOCDataModule(LightningDataModule):
     def num_classes(self) -> int:
         """Number of foreground classes C."""
         return len(self.class_names)
+
+    def require_saliency(self) -> None:
+        """Read saliency maps from ``saliency_dir`` for the train split (methods trained with them call this).
+
+        Best called before the trainer's ``prepare_data``, which then checks the maps. A later call (e.g.
+        from the module's ``setup``) drops a train dataset built without maps, so the train loader rebuilds
+        it with them, and, where ``prepare_data`` already ran in this process, checks the maps at once.
+
+        Raises:
+            InvalidSetting: no ``saliency_dir`` is set.
+        """
+        if self.saliency_dir is None:
+            raise InvalidSetting(
+                f"{SALIENCY_SETTING}: expected a folder of grey <image_id>.png saliency maps "
+                "(the model trains with saliency), got null"
+            )
+        if self.load_saliency:
+            return
+        self.load_saliency = True
+        self.train_dataset = None
+        if self._files_checked:
+            self.validate_splits()
+
+    def saliency_folder(self, split: str) -> Path | None:
+        """The saliency maps of ``split``: ``saliency_dir`` for the train split once required, else None."""
+        return self.saliency_dir if self.load_saliency and split == self.train_split else None
 
     def prepare_data(self) -> None:
         """Generate the synthetic dataset if needed, then check the folder and validate the train and val
@@ -132,10 +170,16 @@ class VOCDataModule(LightningDataModule):
         """Decode and check the files of the train and val splits as ``validate`` says; results are cached
         in ``validation_cache_dir`` (``rca_lightning.data.split_validation``).
 
+        With saliency maps required, building the train split's dataset checks that every image has a map
+        (``MissingInput``), ``validate="off"`` included; validation then decodes them.
+
         Returns:
             Split -> what its validation did (nothing with ``validate="off"``).
         """
+        self._files_checked = True
         if self.validate == "off":
+            if self.load_saliency:
+                self.make_dataset(self.train_split)  # raises when an image has no saliency map
             return {}
         reports = {}
         for split in dict.fromkeys((self.train_split, self.val_split)):
@@ -147,16 +191,16 @@ class VOCDataModule(LightningDataModule):
                     dataset.image_path(image_id),
                     dataset.mask_path(image_id),
                     dataset.annotation_path(image_id) if check_labels else None,
+                    dataset.saliency_path(image_id),
                 )
                 for image_id in dataset.image_ids
             ]
             mask_folder = dataset.mask_path("").parent
+            cache_file = cache_file_for(
+                self.validation_cache_dir(), split, mask_folder, saliency_folder=dataset.saliency_dir
+            )
             reports[split] = validate_split(
-                files,
-                self.class_names,
-                self.split_source(split),
-                mode=self.validate,
-                cache_file=cache_file_for(self.validation_cache_dir(), split, mask_folder),
+                files, self.class_names, self.split_source(split), mode=self.validate, cache_file=cache_file
             )
         return reports
 
@@ -201,10 +245,16 @@ class VOCDataModule(LightningDataModule):
             self.val_dataset = self.make_dataset(self.val_split, train=False)
 
     def make_dataset(self, split: str, train: bool = False) -> VOCSegmentationDataset:
-        """A dataset of ``split`` with the training or the evaluation transform."""
+        """A dataset of ``split`` with the training or the evaluation transform (and saliency maps where
+        ``saliency_folder`` has them)."""
         transform = self.train_transform if train else self.eval_transform
         return VOCSegmentationDataset(
-            self.root, split, self.class_names, transform=transform, mask_dir=self.mask_dir(split)
+            self.root,
+            split,
+            self.class_names,
+            transform=transform,
+            mask_dir=self.mask_dir(split),
+            saliency_dir=self.saliency_folder(split),
         )
 
     def _in_order_loader(self, dataset: VOCSegmentationDataset, sampler: Sampler | None = None) -> DataLoader:

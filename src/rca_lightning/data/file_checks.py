@@ -8,7 +8,9 @@ id and the file, what is wrong with them:
 - the mask is a palette or grey PNG that decodes, has the image's size (as OpenCV reads the image: EXIF
   orientation applied) and holds only the values 0..C and 255,
 - when an XML annotation is given: every class in the mask has an ``<object>``, and every class with a
-  non-difficult ``<object>`` has pixels in the mask (VOC paints difficult objects void, 255).
+  non-difficult ``<object>`` has pixels in the mask (VOC paints difficult objects void, 255);
+- when a saliency map is given (a method trained with saliency): it decodes completely as an 8-bit grey or
+  colour PNG (any size: the loader resizes it to its image).
 
 A missing mask or XML is not checked (the loader reads a missing mask as all 255, labels without an XML
 come from the mask); the layout check names missing files before this runs.
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile
 
+from rca_lightning.data.saliency import decode_saliency
 from rca_lightning.data.voc_classes import IGNORE_INDEX
 from rca_lightning.data.voc_dataset import read_annotation_objects
 from rca_lightning.utils.errors import InvalidData
@@ -45,16 +48,19 @@ class ImageFiles:
         mask: the mask file (its absence is not checked here).
         annotation: the XML whose labels must agree with the mask, or None where the mask is not ground
             truth (pseudo masks) or the dataset has no XML (COCO).
+        saliency: the saliency map, or None where the run reads none.
     """
 
     image_id: str
     image: Path
     mask: Path
     annotation: Path | None = None
+    saliency: Path | None = None
 
     def paths(self) -> tuple[Path, ...]:
         """The files the check reads (whose path, size and modification time key its cached result)."""
-        return tuple(path for path in (self.image, self.mask, self.annotation) if path is not None)
+        files = (self.image, self.mask, self.annotation, self.saliency)
+        return tuple(path for path in files if path is not None)
 
 
 @contextlib.contextmanager
@@ -122,8 +128,20 @@ def image_id_problem(files: ImageFiles, class_names: Sequence[str]) -> str | Non
         class_names: foreground classes; mask value ``i + 1`` is ``class_names[i]``.
     """
     with strict_decoding():
-        problem = _problem(files, class_names)
+        problem = _problem(files, class_names) or _saliency_problem(files)
     return None if problem is None else f"{files.image_id}: {problem}"
+
+
+def _saliency_problem(files: ImageFiles) -> str | None:
+    if files.saliency is None:
+        return None
+    if not files.saliency.is_file():
+        return f"saliency map {files.saliency} is missing"
+    try:
+        decode_saliency(files.saliency)
+    except InvalidData as error:
+        return str(error)
+    return None
 
 
 def _problem(files: ImageFiles, class_names: Sequence[str]) -> str | None:

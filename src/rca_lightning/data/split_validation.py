@@ -14,11 +14,11 @@ training on grey-filled images or unlabelled ones. What makes an id's files vali
 - a faulty split raises :class:`~rca_lightning.utils.errors.InvalidData` naming the split list, how many ids
   fail, and the first of them (in list order) with what is wrong and the file.
 
-Cache: the ids that passed are recorded in a small JSON file per split and mask folder
-(``<cache folder>/.validation/<split>-<key>.json``), each under a digest of its files' (path, size,
-modification time in ns); the file also holds the class names. A later run decodes only the ids whose files
-changed (none when nothing did). The file is written atomically; where the folder is read-only the run
-goes on without it.
+Cache: the ids that passed are recorded in a small JSON file per split and mask folder (and saliency folder,
+where a run reads saliency maps), ``<cache folder>/.validation/<split>-<key>.json``, each under a digest of
+its files' (path, size, modification time in ns); the file also holds the class names. A later run decodes
+only the ids whose files changed (none when nothing did). The file is written atomically; where the folder
+is read-only the run goes on without it.
 """
 
 from __future__ import annotations
@@ -95,10 +95,19 @@ def quick_sample(count: int) -> list[int]:
     return sorted(random.Random(QUICK_SAMPLE_SEED).sample(range(count), size))
 
 
-def cache_file_for(cache_dir: str | os.PathLike, split: str, mask_folder: str | os.PathLike) -> Path:
-    """The cache file of ``split`` with masks in ``mask_folder`` (pseudo and true masks of one split have
-    their own files, so stages that alternate between them do not invalidate each other's)."""
-    key = hashlib.blake2b(str(Path(mask_folder).absolute()).encode(), digest_size=4).hexdigest()
+def cache_file_for(
+    cache_dir: str | os.PathLike,
+    split: str,
+    mask_folder: str | os.PathLike,
+    saliency_folder: str | os.PathLike | None = None,
+) -> Path:
+    """The cache file of ``split`` with masks in ``mask_folder`` (and saliency maps in ``saliency_folder``,
+    where a run reads them): pseudo and true masks of one split, and runs with and without saliency maps,
+    have their own files, so stages that alternate between them do not invalidate each other's."""
+    folders = str(Path(mask_folder).absolute())
+    if saliency_folder is not None:
+        folders += "\0" + str(Path(saliency_folder).absolute())
+    key = hashlib.blake2b(folders.encode(), digest_size=4).hexdigest()
     return Path(cache_dir) / CACHE_FOLDER / f"{split}-{key}.json"
 
 

@@ -13,15 +13,15 @@ Output (``root`` is the VOC2012 folder)::
     root/JPEGImages/<id>.jpg
     root/SegmentationClass/<id>.png      palette PNG, 0 background, 1..C classes, 255 borders
     root/SegmentationObject/<id>.png     palette PNG, 1..N instances, 255 borders
+    root/SaliencyImages/<id>.png         grey PNG, imperfect saliency map (synthetic_saliency.py)
     root/Annotations/<id>.xml            VOC XML, one <object> per visible instance
     root/ImageSets/Segmentation/{train,val,trainval}.txt
     root/class_names.txt                 one foreground class per line, mask value order
-    root/.synthetic_complete.json        the generator settings; written last (atomic rename)
+    root/.synthetic_complete.json        the generator settings and the saliency maps' record; written last
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from rca_lightning.data import synthetic_saliency as saliency
 from rca_lightning.data.voc_classes import IGNORE_INDEX, voc_palette
 from rca_lightning.utils.errors import InvalidSetting
 
@@ -314,28 +315,25 @@ class SyntheticVOCGenerator:
 
     # ------------------------------------------------------------------------------ files
     def is_complete(self, root: str | os.PathLike) -> bool:
-        """Whether ``root`` holds a finished dataset generated with exactly these settings."""
-        marker = Path(root) / COMPLETE_MARKER
-        if not marker.is_file():
-            return False
-        try:
-            recorded = json.loads(marker.read_text())
-        except (OSError, ValueError):
-            return False
-        return recorded == self.settings()
+        """Whether ``root`` holds a finished dataset of exactly these settings, saliency maps included."""
+        return saliency.marker_state(Path(root) / COMPLETE_MARKER, self.settings()) == saliency.COMPLETE
 
     def generate(self, root: str | os.PathLike) -> None:
         """Write the dataset under ``root`` unless it is already complete.
 
         The files are built in a temporary sibling folder that is renamed to ``root`` at the end,
         so readers never see a half-written dataset. A ``root`` generated earlier with other
-        settings is replaced; any other non-empty ``root`` is left alone and raises.
+        settings is replaced; any other non-empty ``root`` is left alone and raises. A dataset of these
+        settings without (current) saliency maps only gets them (``synthetic_saliency.add_saliency_maps``).
 
         Raises:
             ValueError: ``root`` is a non-empty folder that this generator did not write.
         """
         root = Path(root)
-        if self.is_complete(root):
+        state = saliency.marker_state(root / COMPLETE_MARKER, self.settings())
+        if state is not None:
+            if state == saliency.IMAGES_ONLY:
+                saliency.add_saliency_maps(root, self.seed, root / COMPLETE_MARKER, self.settings())
             return
         previous_generated = (root / COMPLETE_MARKER).is_file()
         if root.exists() and not previous_generated and (not root.is_dir() or any(root.iterdir())):
@@ -381,7 +379,8 @@ class SyntheticVOCGenerator:
                 "".join(f"{i}\n" for i in ids)
             )
         (folder / CLASS_NAMES_FILE).write_text("".join(f"{name}\n" for name in self.class_names))
-        (folder / COMPLETE_MARKER).write_text(json.dumps(self.settings(), indent=2) + "\n")
+        saliency_record = saliency.write_saliency_maps(folder, self.seed)  # from the masks just written
+        (folder / COMPLETE_MARKER).write_bytes(saliency.marker_bytes(self.settings(), saliency_record))
 
     def _write_image(self, folder: Path, image_id: str, rendered: RenderedImage, palette: list[int]) -> None:
         ok, jpeg = cv2.imencode(".jpg", rendered.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])

@@ -1,4 +1,4 @@
-"""Albumentations pipelines over image + mask for training and evaluation."""
+"""Albumentations pipelines over image + mask for training and evaluation, and the geometry they applied."""
 
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def build_train_transform(
     Returns:
         Compose taking ``image`` (H, W, 3) uint8 RGB and ``mask`` (H, W) uint8 and returning
         ``image`` float32 tensor (3, S, S), ``mask`` uint8 tensor (S, S) and ``applied_transforms``
-        (the parameters each step used; ``crop_window`` turns them into the crop's source window).
+        (the parameters each step used; ``crop_window`` turns them into the crop's source window, and
+        ``follow_geometry`` puts a saliency map through the same geometry, padding it with 0).
     """
     _check_size(image_size)
     low, high = scale_range
@@ -171,6 +172,69 @@ def crop_window(applied_transforms: Sequence[tuple[str, dict]]) -> tuple[np.ndar
     return np.array([x0, y0, x1, y1], np.float32), flipped
 
 
+def follow_geometry(
+    applied_transforms: Sequence[tuple[str, dict]],
+    plane: np.ndarray,
+    output_size: tuple[int, int],
+    fill: float = 0.0,
+) -> np.ndarray:
+    """Put a per-pixel map of an image through the geometric steps the image went through.
+
+    Replays the recorded parameters, so the map stays aligned with the image pixel for pixel: the same
+    resizes (with the image's interpolation, not a mask's nearest neighbour), padding (with ``fill``), crops
+    and horizontal flips, in order. Colour jitter, normalisation and tensor conversion leave it alone.
+
+    Args:
+        applied_transforms: ``applied_transforms`` of the image's Compose (``save_applied_params=True``).
+        plane: (H, W) float32 map of the image's size before the transform.
+        output_size: (H', W') of the transformed image (the size of a resize that is the last step).
+        fill: value of padded pixels.
+
+    Returns:
+        (H', W') float32 map.
+    """
+    steps = list(applied_transforms)
+    for position, (name, params) in enumerate(steps):
+        if _is_pixel_only(name):
+            continue
+        expected = tuple(params["shape"][:2])
+        if plane.shape != expected:
+            raise ValueError(
+                f"transform step {position} {name!r} had input {expected}, the map {plane.shape}"
+            )
+        if name in _RESIZE_STEPS:
+            height, width = steps[position + 1][1]["shape"][:2] if position + 1 < len(steps) else output_size
+            interpolation = params.get("interpolation", cv2.INTER_LINEAR)
+            plane = cv2.resize(plane, (int(width), int(height)), interpolation=interpolation)
+        elif name in _PAD_STEPS:
+            plane = cv2.copyMakeBorder(
+                plane,
+                params["pad_top"],
+                params["pad_bottom"],
+                params["pad_left"],
+                params["pad_right"],
+                cv2.BORDER_CONSTANT,
+                value=fill,
+            )
+        elif name in _CROP_STEPS:
+            if params.get("pad_params"):
+                raise ValueError(
+                    f"{name}(pad_if_needed=True): follow_geometry expects padding as its own step"
+                )
+            left, top, right, bottom = params["crop_coords"]
+            plane = plane[top:bottom, left:right]
+        elif name == "HorizontalFlip":
+            plane = cv2.flip(plane, 1)
+        else:
+            raise ValueError(
+                f"transform step {position} {name!r}: follow_geometry cannot replay it; expected resizes, "
+                f"padding, crops, horizontal flips or pixel-only steps"
+            )
+    if plane.shape != tuple(output_size):
+        raise ValueError(f"the map ends at {plane.shape}, the transformed image at {tuple(output_size)}")
+    return np.ascontiguousarray(plane)
+
+
 def build_eval_transform(
     image_size: int | None,
     mean: Sequence[float] = IMAGENET_MEAN,
@@ -187,7 +251,8 @@ def build_eval_transform(
         setting: the configuration key of ``image_size``, named when it is not a positive integer.
 
     Returns:
-        Compose over ``image`` and ``mask`` like ``build_train_transform``.
+        Compose over ``image`` and ``mask`` like ``build_train_transform`` (its ``applied_transforms`` let
+        ``follow_geometry`` resize a saliency map with the image).
     """
     steps: list[A.BasicTransform] = []
     if image_size is not None:
@@ -197,4 +262,4 @@ def build_eval_transform(
                 image_size, image_size, interpolation=cv2.INTER_LINEAR, mask_interpolation=MASK_INTERPOLATION
             )
         )
-    return A.Compose(steps + _normalise_and_tensor(mean, std))
+    return A.Compose(steps + _normalise_and_tensor(mean, std), save_applied_params=True)

@@ -13,7 +13,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from rca_lightning.data.transforms import IDENTITY_CROP_BOX, build_eval_transform, crop_window
+from rca_lightning.data.saliency import check_saliency_maps, read_saliency, saliency_map_path
+from rca_lightning.data.transforms import (
+    IDENTITY_CROP_BOX,
+    build_eval_transform,
+    crop_window,
+    follow_geometry,
+)
 from rca_lightning.data.voc_classes import IGNORE_INDEX
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 
@@ -49,6 +55,8 @@ class VOCSegmentationDataset(Dataset):
             None normalises with the ImageNet statistics and keeps the size.
         mask_dir: folder of the masks (``SegmentationClassAug`` for VOC train_aug), relative to ``root``,
             or an absolute folder (e.g. pseudo masks written elsewhere).
+        saliency_dir: folder of saliency maps ``<id>.png`` (``rca_lightning.data.saliency``), or None to
+            read none; every listed image must have one.
 
     Items are dicts: ``image`` float32 (3, H, W), ``labels`` float32 (C,) multi-hot,
     ``mask`` int64 (H, W) with values 0..C and 255, ``image_id`` str, ``index`` int (the position in
@@ -56,7 +64,13 @@ class VOCSegmentationDataset(Dataset):
     normalised original-image coordinates (outside [0, 1] where it includes padding), and ``flipped``
     bool (mirrored left-right after the crop). The last two come from the transform's
     ``applied_transforms`` (``build_train_transform``); other transforms give (0, 0, 1, 1) and False.
+    With a ``saliency_dir``, items also hold ``saliency`` float32 (H, W) in [0, 1]: the map resized to
+    its image, then scaled, padded (with 0), cropped and flipped with it (``follow_geometry``), untouched
+    by colour jitter and normalisation; the transform must record ``applied_transforms`` (the built-in
+    ones do).
     """
+
+    saliency_dir: Path | None = None
 
     def __init__(
         self,
@@ -65,6 +79,7 @@ class VOCSegmentationDataset(Dataset):
         class_names: Sequence[str],
         transform: Transform | None = None,
         mask_dir: str | os.PathLike = "SegmentationClass",
+        saliency_dir: str | os.PathLike | None = None,
     ) -> None:
         self.root = Path(root)
         self.split = split
@@ -93,6 +108,9 @@ class VOCSegmentationDataset(Dataset):
                 f"{len(missing)} of {len(self.image_ids)} images listed in {split_file} are missing, "
                 f"first: {self.image_path(missing[0])}"
             )
+        self.saliency_dir = None if saliency_dir is None else Path(saliency_dir)
+        if self.saliency_dir is not None:
+            check_saliency_maps(self.saliency_dir, self.image_ids, split_file)
         self.labels = (
             np.stack([self._read_labels(i) for i in self.image_ids])
             if self.image_ids
@@ -112,6 +130,10 @@ class VOCSegmentationDataset(Dataset):
 
     def annotation_path(self, image_id: str) -> Path:
         return self.root / "Annotations" / f"{image_id}.xml"
+
+    def saliency_path(self, image_id: str) -> Path | None:
+        """The image's saliency map, or None when the dataset reads none."""
+        return None if self.saliency_dir is None else saliency_map_path(self.saliency_dir, image_id)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -183,6 +205,8 @@ class VOCSegmentationDataset(Dataset):
                 )
         else:
             mask = np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
+        saliency_path = self.saliency_path(image_id)
+        saliency = None if saliency_path is None else read_saliency(saliency_path, image.shape[:2])  # (H, W)
         self._seed_transform_for_this_item()
         out = self.transform(image=image, mask=mask)
         image_tensor, mask_tensor = out["image"], out["mask"]
@@ -195,7 +219,7 @@ class VOCSegmentationDataset(Dataset):
             image_tensor = torch.from_numpy(np.ascontiguousarray(image_tensor.transpose(2, 0, 1)))
         if isinstance(mask_tensor, np.ndarray):
             mask_tensor = torch.from_numpy(np.ascontiguousarray(mask_tensor))
-        return {
+        item = {
             "image": image_tensor.float(),  # (3, H, W)
             "labels": torch.from_numpy(self.labels[index].copy()),  # (C,)
             "mask": mask_tensor.long(),  # (H, W)
@@ -204,3 +228,12 @@ class VOCSegmentationDataset(Dataset):
             "crop_box": torch.from_numpy(crop_box),  # (4,)
             "flipped": flipped,
         }
+        if saliency is not None:
+            if applied is None:
+                raise ValueError(
+                    "a dataset with saliency_dir needs a transform built with save_applied_params=True "
+                    "(the saliency map follows the image's recorded geometry)"
+                )
+            saliency = follow_geometry(applied, saliency, tuple(image_tensor.shape[-2:]), fill=0.0)
+            item["saliency"] = torch.from_numpy(np.clip(saliency, 0.0, 1.0))  # (H, W)
+        return item

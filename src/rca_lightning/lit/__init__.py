@@ -1,3 +1,5 @@
+from rca_lightning.lit.eps_module import EPSLitModule
 from rca_lightning.lit.rca_module import RCALitModule
+from rca_lightning.lit.wsss_method import WSSSMethod
 
-__all__ = ["RCALitModule"]
+__all__ = ["EPSLitModule", "RCALitModule", "WSSSMethod"]

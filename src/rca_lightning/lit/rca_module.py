@@ -4,17 +4,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from lightning import LightningModule
+from lightning import Callback
 from torch.nn.parallel import DistributedDataParallel
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MultilabelAveragePrecision
 
 from rca_lightning.callbacks import MemoryBankCallback
+from rca_lightning.lit.wsss_method import WSSSMethod
 from rca_lightning.losses import SemanticContrastLoss
 from rca_lightning.memory import RegionalMemoryBank, masked_average_pool, region_masks
-from rca_lightning.metrics import CAMThresholdSweep
 from rca_lightning.models import RCANet, RCAOutput
-from rca_lightning.pseudo.cam_scores import normalized_cam_scores
 from rca_lightning.utils.errors import InvalidSetting
 
 # Learning-rate multipliers of the public code: pretrained weights 1x, their biases 2x, new layers 10x / 20x.
@@ -23,15 +20,16 @@ DEFAULT_LR_MULTIPLIERS = {"backbone_weight": 1.0, "backbone_bias": 2.0, "new_wei
 AGGREGATION_LR_SOURCES = ("new", "backbone")
 
 
-class RCALitModule(LightningModule):
+class RCALitModule(WSSSMethod):
     """RCA classifier: multilabel soft-margin losses on both heads plus the semantic contrast.
 
     The regional memory bank's life cycle (enqueue after each step, prototypes at each epoch start,
-    contrast on from its start epoch) is driven by :class:`rca_lightning.callbacks.MemoryBankCallback`;
-    its state lives in ``memory_bank``'s buffers, so checkpoints and device moves carry it. DDP does not
-    broadcast those buffers from rank zero before every forward (as it does BatchNorm statistics): the
-    callback gathers every rank's regions and each rank applies the same update instead, which keeps the
-    banks identical without sending the whole bank every step.
+    contrast on from its start epoch) is driven by :class:`rca_lightning.callbacks.MemoryBankCallback`,
+    which the module attaches itself (``configure_callbacks``) when it uses the bank; its state lives in
+    ``memory_bank``'s buffers, so checkpoints and device moves carry it. DDP does not broadcast those
+    buffers from rank zero before every forward (as it does BatchNorm statistics): the callback gathers
+    every rank's regions and each rank applies the same update instead, which keeps the banks identical
+    without sending the whole bank every step.
 
     Validation metrics are torchmetrics objects, summed over ranks when computed; with a validation
     sampler that repeats no image (``VOCDataModule`` uses one under DDP) every image counts exactly once.
@@ -52,9 +50,15 @@ class RCALitModule(LightningModule):
             the ``"backbone"``'s (1x / 2x, the public code's, where only ``extra*`` layers get 10x / 20x).
         bias_weight_decay: apply the optimiser's weight decay to the ``*_bias`` groups too (biases and
             normalisation parameters), as the public code does; False leaves them undecayed.
+        lr_schedule: ``"step"`` (``lr_milestone_epochs`` / ``lr_gamma``) or ``"poly"`` (``poly_power``), see
+            :class:`rca_lightning.lit.WSSSMethod`.
         lr_milestone_epochs: epochs after which the lr is multiplied by ``lr_gamma``.
         lr_gamma: the decay factor.
+        poly_power: exponent of the poly schedule.
         cam_thresholds: (start, stop, step) of the background-threshold sweep for val CAM mIoU.
+        contrast_start_epoch: first epoch (0-based) with the contrast term (2 in the public code).
+        prototype_start_epoch: first epoch whose start recomputes the k-means prototypes (1).
+        log_memory_fill: log each class's fraction of written bank slots at every epoch end.
     """
 
     def __init__(
@@ -71,11 +75,26 @@ class RCALitModule(LightningModule):
         lr_multipliers: dict[str, float] | None = None,
         aggregation_lr: str = "new",
         bias_weight_decay: bool = False,
+        lr_schedule: str = "step",
         lr_milestone_epochs: Sequence[int] = (5, 10),
         lr_gamma: float = 0.1,
+        poly_power: float = 0.9,
         cam_thresholds: Sequence[float] = (0.0, 0.6, 0.01),
+        contrast_start_epoch: int = 2,
+        prototype_start_epoch: int = 1,
+        log_memory_fill: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            num_classes=net.num_classes,
+            optimizer=optimizer,
+            lr_multipliers={**DEFAULT_LR_MULTIPLIERS, **(lr_multipliers or {})},
+            bias_weight_decay=bias_weight_decay,
+            lr_schedule=lr_schedule,
+            lr_milestone_epochs=lr_milestone_epochs,
+            lr_gamma=lr_gamma,
+            poly_power=poly_power,
+            cam_thresholds=cam_thresholds,
+        )
         if memory_bank.dim != net.embedding_dim:
             raise InvalidSetting(
                 f"memory_bank.dim: expected net.embedding_dim ({net.embedding_dim}), got {memory_bank.dim}"
@@ -95,8 +114,9 @@ class RCALitModule(LightningModule):
                 "not given directly"
             )
         # Only plain values go into the checkpoint's hyperparameters, so it loads with weights_only=True.
-        self.save_hyperparameters(ignore=["net", "memory_bank", "contrast_loss", "optimizer"])
-        self.optimizer_factory = optimizer
+        self.save_hyperparameters(
+            ignore=["net", "memory_bank", "contrast_loss", "saliency_loss", "optimizer"]
+        )
         self.net = net
         self.memory_bank = memory_bank
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
@@ -104,16 +124,8 @@ class RCALitModule(LightningModule):
         )
         self.contrast_loss = contrast_loss
         self.class_names = list(class_names)
-        self.lr_multipliers = {**DEFAULT_LR_MULTIPLIERS, **(lr_multipliers or {})}
         # Set each epoch by MemoryBankCallback; a plain attribute because it follows from the epoch.
         self.contrast_active = False
-
-        start, stop, step = cam_thresholds
-        thresholds = torch.arange(round((stop - start) / step) + 1, dtype=torch.float64) * step + start
-        self.val_cam_sweep = CAMThresholdSweep(net.num_classes, thresholds.float())
-        # Per-class AP tells classification failures (a class never recognised) from localisation ones.
-        self.val_ap = MultilabelAveragePrecision(num_labels=net.num_classes, average=None)
-        self.val_loss = MeanMetric()
 
     @property
     def uses_memory_bank(self) -> bool:
@@ -126,30 +138,51 @@ class RCALitModule(LightningModule):
             return self.net(images)
         return self.net(images, self.memory_bank.prototypes, self.memory_bank.prototype_valid)
 
-    def on_fit_start(self) -> None:
-        if self.uses_memory_bank and not any(
-            isinstance(c, MemoryBankCallback) for c in self.trainer.callbacks
-        ):
-            raise InvalidSetting(
-                "callbacks: RCALitModule with contrast or aggregation on needs a MemoryBankCallback "
-                "(callbacks.memory_bank), found none in Trainer(callbacks=...)"
+    def configure_callbacks(self) -> list[Callback]:
+        """The memory-bank callback when the bank is used (it replaces one the trainer was given)."""
+        if not self.uses_memory_bank:
+            return []
+        return [
+            MemoryBankCallback(
+                contrast_start_epoch=self.hparams.contrast_start_epoch,
+                prototype_start_epoch=self.hparams.prototype_start_epoch,
+                log_fill=self.hparams.log_memory_fill,
             )
+        ]
 
-    def _classification_losses(self, output: RCAOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {
-            "cls": F.multilabel_soft_margin_loss(output.logits, labels),
-            "coarse": F.multilabel_soft_margin_loss(output.coarse_logits, labels),
-        }
+    def cam_maps(self, output: RCAOutput) -> torch.Tensor:
+        """The class heads' maps, ReLU'd: (B, C, h, w)."""
+        return output.cams.relu()
+
+    def class_logits(self, output: RCAOutput) -> torch.Tensor:
+        return output.logits
+
+    def training_losses(self, output: RCAOutput, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Multilabel soft-margin losses of the class heads and (when built) the coarse head."""
+        labels = batch["labels"]
+        losses = {"cls": F.multilabel_soft_margin_loss(output.logits, labels)}
+        loss = losses["cls"]
+        if output.coarse_logits is not None:
+            losses["coarse"] = F.multilabel_soft_margin_loss(output.coarse_logits, labels)
+            loss = loss + self.hparams.coarse_loss_weight * losses["coarse"]
+        return loss, losses
+
+    def region_source(self, output: RCAOutput) -> torch.Tensor:
+        """(B, C', h, w) maps whose softmax gives the class regions: the coarse head's, else the class
+        heads'."""
+        return output.coarse_cams if output.coarse_cams is not None else output.cams
 
     def training_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         images, labels = batch["image"], batch["labels"]  # (B, 3, H, W), (B, C)
         output = self(images)
-        losses = self._classification_losses(output, labels)
-        loss = losses["cls"] + self.hparams.coarse_loss_weight * losses["coarse"]
+        loss, losses = self.training_losses(output, batch)
         step_output: dict[str, torch.Tensor] = {}
 
         if self.uses_memory_bank:
-            masks = region_masks(output.coarse_cams.detach())  # (B, C, h, w)
+            # Softmax over every head output (the background too, when there is one), foreground kept.
+            masks = region_masks(self.region_source(output).detach())[
+                :, : self.net.num_classes
+            ]  # (B, C, h, w)
             present = (labels > 0) & masks.flatten(2).any(-1)  # (B, C)
             projected_regions = masked_average_pool(output.projected, masks)  # (B, C, P), with grad
             bank_regions = (
@@ -176,56 +209,21 @@ class RCALitModule(LightningModule):
             self.log(f"train/loss_{name}", value, on_step=True, on_epoch=True, batch_size=batch_size)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
         # cams / logits feed the attention-accumulation callback (detached: no graph kept alive).
-        return {"loss": loss, **step_output, "cams": output.cams.detach(), "logits": output.logits.detach()}
+        return {
+            "loss": loss,
+            **step_output,
+            "cams": self.cam_maps(output).detach(),
+            "logits": output.logits.detach(),
+        }
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        images, labels, masks = batch["image"], batch["labels"], batch["mask"]
-        output = self(images)
-        losses = self._classification_losses(output, labels)
-        loss = losses["cls"] + self.hparams.coarse_loss_weight * losses["coarse"]
-        self.val_loss.update(loss, weight=images.shape[0])
-        self.log("val/loss", self.val_loss, prog_bar=True, on_step=False, on_epoch=True)
-        # The protocol scores CAMs of the classes the image is tagged with.
-        self.val_cam_sweep.update(normalized_cam_scores(output.cams, labels, masks.shape[-2:]), masks)
-        self.val_ap.update(torch.sigmoid(output.logits), labels.long())
-
-    def on_validation_epoch_end(self) -> None:
-        sweep = self.val_cam_sweep.compute()
-        self.log("val/cam_mIoU", sweep["best_miou"].float() * 100, prog_bar=True)
-        self.log("val/cam_threshold", sweep["best_threshold"])
-        per_class_ap = self.val_ap.compute() * 100  # (C,)
-        self.log("val/mAP", per_class_ap.mean())
-        for name, ap in zip(self.class_names, per_class_ap, strict=True):
-            self.log(f"val/AP_{name}", ap)
-        self.val_cam_sweep.reset()
-        self.val_ap.reset()
-
-    def configure_optimizers(self) -> dict:
-        groups = self.net.parameter_groups()
+    def group_lr_multipliers(self) -> dict[str, float]:
+        """The configured multipliers, the aggregation groups taking those of ``aggregation_lr``'s source."""
         source = self.hparams.aggregation_lr
-        multipliers = {
+        return {
             **self.lr_multipliers,
             "aggregation_weight": self.lr_multipliers[f"{source}_weight"],
             "aggregation_bias": self.lr_multipliers[f"{source}_bias"],
         }
-        unknown = set(groups) - set(multipliers)
-        if unknown:
-            raise ValueError(f"lr_multipliers has no entry for parameter groups {sorted(unknown)}")
-        optimizer = self.optimizer_factory(
-            [{"params": params, "name": name} for name, params in groups.items() if params]
-        )
-        for group in optimizer.param_groups:
-            group["lr"] *= multipliers[group["name"]]
-            if group["name"].endswith("_bias") and not self.hparams.bias_weight_decay:
-                group["weight_decay"] = 0.0  # biases and norm parameters
-        # Stepped at each epoch end: the same learning rates as a per-step schedule with milestones at
-        # epoch boundaries, without asking the trainer for its number of batches here. (Asking through
-        # ``trainer.estimated_stepping_batches`` builds the train loader before a checkpoint's loop state is
-        # restored, and Lightning then never restores the loader's position: Lightning issue #20550.)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=list(self.hparams.lr_milestone_epochs), gamma=self.hparams.lr_gamma
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
 
 __all__ = ["RCALitModule"]

@@ -1,5 +1,6 @@
-"""Losses of RCA: the semantic contrast loss against the regional memory bank."""
+"""Losses: RCA's semantic contrast loss against the regional memory bank, and the EPS saliency loss."""
 
+from rca_lightning.losses.saliency_loss import EPSSaliencyLoss
 from rca_lightning.losses.semantic_contrast import (
     SemanticContrastLoss,
     mixup_contrast_loss,
@@ -7,4 +8,10 @@ from rca_lightning.losses.semantic_contrast import (
     sample_mixup,
 )
 
-__all__ = ["SemanticContrastLoss", "mixup_contrast_loss", "per_class_contrast", "sample_mixup"]
+__all__ = [
+    "EPSSaliencyLoss",
+    "SemanticContrastLoss",
+    "mixup_contrast_loss",
+    "per_class_contrast",
+    "sample_mixup",
+]

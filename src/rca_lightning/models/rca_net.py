@@ -1,4 +1,8 @@
-"""The RCA network: backbone -> (coarse head, projection) and backbone -> aggregation -> class heads."""
+"""The RCA network: backbone -> (coarse head, projection) and backbone -> aggregation -> class heads.
+
+With ``background_channel`` the heads give one more map, the background (last), as EPS's classifier does;
+with every RCA part off the network is plain CAM (or EPS with a background channel).
+"""
 
 from __future__ import annotations
 
@@ -15,26 +19,28 @@ from rca_lightning.utils.errors import InvalidSetting
 
 HEAD_TYPES = ("per_class", "shared")
 EMBEDDING_SOURCES = ("projection", "backbone")
-INIT_SCHEMES = ("default", "normal")
+INIT_SCHEMES = ("default", "normal", "xavier")
 
 
 class RCAOutput(NamedTuple):
     """Everything one forward pass of ``RCANet`` produces.
 
+    C' is the number of head outputs: C, or C + 1 with a background channel (the last one).
+
     Attributes:
         features: (B, F, h, w) raw backbone features.
         projected: (B, P, h, w) projection of the raw features (contrast queries).
-        coarse_cams: (B, C, h, w) coarse head on the raw features.
-        cams: (B, C, h, w) class heads on the fused (or raw, without aggregation) features.
-        coarse_logits: (B, C) spatial mean of ``coarse_cams``.
-        logits: (B, C) spatial mean of ``cams``.
+        coarse_cams: (B, C', h, w) coarse head on the raw features, or None (built without one).
+        cams: (B, C', h, w) class heads on the fused (or raw, without aggregation) features.
+        coarse_logits: (B, C) spatial mean of the foreground ``coarse_cams``, or None.
+        logits: (B, C) spatial mean of the foreground ``cams`` (the background channel gets no score).
     """
 
     features: torch.Tensor
     projected: torch.Tensor
-    coarse_cams: torch.Tensor
+    coarse_cams: torch.Tensor | None
     cams: torch.Tensor
-    coarse_logits: torch.Tensor
+    coarse_logits: torch.Tensor | None
     logits: torch.Tensor
 
 
@@ -47,7 +53,10 @@ class RCANet(nn.Module):
         head: ``"per_class"`` (the release's C separate stacks, as grouped convs) or ``"shared"`` (one
             stack with C outputs, the efficient variant).
         head_width: hidden channels of the coarse head and of each class head stack.
-        head_depth: conv3x3 + ReLU blocks in each head.
+        head_depth: conv3x3 + ReLU blocks in each head (0: one conv1x1 classifier, EPS's ``fc8``).
+        background_channel: the heads give C + 1 maps, the last one background (EPS).
+        coarse_head: build the coarse head on the raw features (RCA's source of region masks); without
+            it ``coarse_cams`` is None and regions come from the class heads.
         aggregation: fuse prototype context into the features before the class heads.
         embedding_source: features whose region embeddings fill the memory bank and become prototypes:
             ``"projection"`` (same space as the contrast queries) or ``"backbone"`` (the release's choice).
@@ -57,7 +66,7 @@ class RCANet(nn.Module):
         init: initialisation of the new layers (all but the backbone): ``"default"`` (PyTorch's) or
             ``"normal"`` (the release's: every new Conv2d weight redrawn from N(0, ``init_std``); conv
             biases, the aggregation's Linear key / value layers and BatchNorm keep PyTorch's initialisation,
-            as the release leaves them).
+            as the release leaves them) or ``"xavier"`` (EPS's: new Conv2d weights Xavier-uniform).
         init_std: standard deviation of the ``"normal"`` initialisation (0.01 in the release).
     """
 
@@ -68,6 +77,8 @@ class RCANet(nn.Module):
         head: str = "per_class",
         head_width: int = 512,
         head_depth: int = 3,
+        background_channel: bool = False,
+        coarse_head: bool = True,
         aggregation: bool = True,
         embedding_source: str = "projection",
         projection_dim: int = 256,
@@ -83,13 +94,11 @@ class RCANet(nn.Module):
             raise InvalidSetting(f"init_std: expected a positive number, got {init_std}")
         if head not in HEAD_TYPES:
             raise InvalidSetting(f"head: expected one of {list(HEAD_TYPES)}, got '{head}'")
-        for setting, value in (
-            ("num_classes", num_classes),
-            ("head_width", head_width),
-            ("head_depth", head_depth),
-        ):
+        for setting, value in (("num_classes", num_classes), ("head_width", head_width)):
             if value < 1:
                 raise InvalidSetting(f"{setting}: expected a positive integer, got {value}")
+        if head_depth < 0:
+            raise InvalidSetting(f"head_depth: expected a non-negative integer, got {head_depth}")
         if embedding_source not in EMBEDDING_SOURCES:
             raise InvalidSetting(
                 f"embedding_source: expected one of {list(EMBEDDING_SOURCES)}, got '{embedding_source}'"
@@ -106,10 +115,14 @@ class RCANet(nn.Module):
                 f"got {projection_dim}"
             )
         self.num_classes = num_classes
+        self.background_channel = background_channel
+        num_maps = num_classes + int(background_channel)
         self.embedding_source = embedding_source
         self.projection_dim = projection_dim
         self.backbone = backbone
-        self.coarse_head = ConvHead(feature_channels, num_classes, head_width, head_depth)
+        self.coarse_head = (
+            ConvHead(feature_channels, num_maps, head_width, head_depth) if coarse_head else None
+        )
         self.projection = ProjectionHead(feature_channels, projection_dim)
         self.aggregation = (
             SemanticAggregation(feature_channels, self.embedding_dim, attention_dim, attention)
@@ -117,11 +130,14 @@ class RCANet(nn.Module):
             else None
         )
         head_type = PerClassHeads if head == "per_class" else ConvHead
-        self.class_heads = head_type(feature_channels, num_classes, head_width, head_depth)
-        if init == "normal":  # the backbone keeps its pretrained (or timm's) weights
+        self.class_heads = head_type(feature_channels, num_maps, head_width, head_depth)
+        if init != "default":  # the backbone keeps its pretrained (or timm's) weights
             for name, layer in self.named_modules():
                 if isinstance(layer, nn.Conv2d) and not name.startswith("backbone."):
-                    nn.init.normal_(layer.weight, mean=0.0, std=init_std)
+                    if init == "normal":
+                        nn.init.normal_(layer.weight, mean=0.0, std=init_std)
+                    else:
+                        nn.init.xavier_uniform_(layer.weight)
 
     @property
     def embedding_dim(self) -> int:
@@ -147,19 +163,20 @@ class RCANet(nn.Module):
         """
         features = self.backbone(images)  # (B, F, h, w)
         projected = self.projection(features)  # (B, P, h, w)
-        coarse_cams = self.coarse_head(features)  # (B, C, h, w)
+        coarse_cams = self.coarse_head(features) if self.coarse_head is not None else None  # (B, C', h, w)
         if self.aggregation is not None:
             head_input = self.aggregation(features, prototypes, prototype_valid)  # (B, F, h, w)
         else:
             head_input = features
-        cams = self.class_heads(head_input)  # (B, C, h, w)
+        cams = self.class_heads(head_input)  # (B, C', h, w)
+        foreground = slice(0, self.num_classes)
         return RCAOutput(
             features=features,
             projected=projected,
             coarse_cams=coarse_cams,
             cams=cams,
-            coarse_logits=coarse_cams.mean(dim=(2, 3)),
-            logits=cams.mean(dim=(2, 3)),
+            coarse_logits=None if coarse_cams is None else coarse_cams[:, foreground].mean(dim=(2, 3)),
+            logits=cams[:, foreground].mean(dim=(2, 3)),
         )
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

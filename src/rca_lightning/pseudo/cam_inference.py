@@ -84,8 +84,9 @@ class CAMPredictor(LightningModule):
     """Predict step of multi-scale flipped CAM inference around a trained classifier.
 
     Args:
-        model: a module whose output has ``.cams`` (B, C, h, w), e.g. a trained
-            :class:`rca_lightning.RCALitModule` (its ``forward`` uses the memory bank's prototypes).
+        model: a trained method (:class:`rca_lightning.lit.WSSSMethod`, e.g. ``RCALitModule``): its
+            ``predict_cam_maps`` gives the non-negative foreground maps of one pass (ReLU'd CAMs for RCA,
+            the softmax over C + 1 without the background for EPS).
         scales: input scales.
         flip: add horizontally flipped inputs.
     """
@@ -104,7 +105,7 @@ class CAMPredictor(LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, C, H, W) summed multi-scale maps."""
-        return multiscale_cams(lambda x: self.model(x).cams, images, self.scales, self.flip)
+        return multiscale_cams(self.model.predict_cam_maps, images, self.scales, self.flip)
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         summed = self(batch["image"])  # (B, C, H, W)

@@ -1,0 +1,143 @@
+"""EPS and RCA on EPS: the classifier with a background channel, trained with saliency maps.
+
+EPS ("Railroad is not a Train", Lee et al., CVPR 2021) adds a background map to the C class maps and
+supervises the softmax over the C + 1 maps with a saliency map
+(:class:`rca_lightning.losses.EPSSaliencyLoss`).
+RCA's headline results are RCA on EPS. Here both are :class:`RCALitModule` with a network built with
+``background_channel=True``: with contrast and aggregation off it is EPS (as plain CAM is RCA with them
+off); with them on it is RCA on EPS.
+
+Where RCA attaches to EPS (the paper does not say; this project's choice, ``conf/model/rca_eps.yaml``):
+the semantic aggregation sits between the backbone and EPS's C + 1 classifier, so the classifier sees
+the fused features; the memory bank holds the C foreground classes, with class regions from the
+foreground channels of the softmax over all C + 1 maps (background included, so a pixel EPS calls
+background is in no class's region). The regions come from a coarse C + 1 head on the raw features
+(trained with the same classification and saliency losses at ``coarse_loss_weight``), as in RCA, so that
+the regions do not depend on the aggregation they feed; ``net.coarse_head=false`` takes them from the
+final classifier instead (one head, no coarse losses).
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from rca_lightning.lit.rca_module import RCALitModule
+from rca_lightning.losses import EPSSaliencyLoss, SemanticContrastLoss
+from rca_lightning.memory import RegionalMemoryBank
+from rca_lightning.models import RCANet, RCAOutput
+from rca_lightning.utils.errors import InvalidSetting
+
+
+class EPSLitModule(RCALitModule):
+    """EPS / RCA-on-EPS classifier: RCA's losses on the C foreground scores plus EPS's saliency loss.
+
+    Training batches carry ``saliency`` (B, H, W) in [0, 1] (the module asks the datamodule for it). The
+    saliency loss applies to the class heads' C + 1 maps and, when the network has one, to the coarse
+    head's (weighted by ``coarse_loss_weight`` like its classification loss). ``val/loss`` is the
+    classification part only (validation images need no saliency map).
+
+    Args:
+        net: an :class:`RCANet` built with ``background_channel=True``.
+        memory_bank, contrast_loss, optimizer, class_names: as :class:`RCALitModule`.
+        saliency_loss: the EPS saliency loss (tau, lambda).
+        saliency_loss_weight: weight of the saliency loss (1 in EPS).
+        pseudo_background_threshold: the constant background score of EPS's pseudo masks (0.20): the
+            ``rca-pseudo`` setting this method's CAMs are meant for.
+        pseudo_crf: refine EPS's pseudo masks with the dense CRF (EPS: no).
+        **the rest**: as :class:`RCALitModule`.
+    """
+
+    needs_saliency = True
+
+    def __init__(
+        self,
+        net: RCANet,
+        memory_bank: RegionalMemoryBank,
+        contrast_loss: SemanticContrastLoss,
+        saliency_loss: EPSSaliencyLoss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        class_names: Sequence[str],
+        saliency_loss_weight: float = 1.0,
+        pseudo_background_threshold: float = 0.2,
+        pseudo_crf: bool = False,
+        use_contrast: bool = True,
+        contrast_weight: float = 0.01,
+        coarse_loss_weight: float = 0.4,
+        confidence_threshold: float = 0.7,
+        lr_multipliers: dict[str, float] | None = None,
+        aggregation_lr: str = "new",
+        bias_weight_decay: bool = False,
+        lr_schedule: str = "step",
+        lr_milestone_epochs: Sequence[int] = (5, 10),
+        lr_gamma: float = 0.1,
+        poly_power: float = 0.9,
+        cam_thresholds: Sequence[float] = (0.0, 0.6, 0.01),
+        contrast_start_epoch: int = 2,
+        prototype_start_epoch: int = 1,
+        log_memory_fill: bool = True,
+    ) -> None:
+        if not getattr(net, "background_channel", False):
+            raise InvalidSetting(
+                "model.net.background_channel: EPS needs the background map; expected true, got false"
+            )
+        if not 0.0 <= pseudo_background_threshold <= 1.0:
+            raise InvalidSetting(
+                "model.pseudo_background_threshold: expected a score in [0, 1], "
+                f"got {pseudo_background_threshold}"
+            )
+        super().__init__(
+            net=net,
+            memory_bank=memory_bank,
+            contrast_loss=contrast_loss,
+            optimizer=optimizer,
+            class_names=class_names,
+            use_contrast=use_contrast,
+            contrast_weight=contrast_weight,
+            coarse_loss_weight=coarse_loss_weight,
+            confidence_threshold=confidence_threshold,
+            lr_multipliers=lr_multipliers,
+            aggregation_lr=aggregation_lr,
+            bias_weight_decay=bias_weight_decay,
+            lr_schedule=lr_schedule,
+            lr_milestone_epochs=lr_milestone_epochs,
+            lr_gamma=lr_gamma,
+            poly_power=poly_power,
+            cam_thresholds=cam_thresholds,
+            contrast_start_epoch=contrast_start_epoch,
+            prototype_start_epoch=prototype_start_epoch,
+            log_memory_fill=log_memory_fill,
+        )
+        self.saliency_loss = saliency_loss
+
+    def cam_maps(self, output: RCAOutput) -> torch.Tensor:
+        """Softmax over the C + 1 maps, background dropped: (B, C, h, w) in [0, 1] (EPS's inference)."""
+        return output.cams.softmax(dim=1)[:, : self.net.num_classes]
+
+    def training_losses(self, output: RCAOutput, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Classification (RCA's) plus the saliency loss of the class heads and the coarse head."""
+        loss, losses = super().training_losses(output, batch)
+        if "saliency" not in batch:
+            raise InvalidSetting(
+                "data.saliency_dir: EPS trains with saliency maps, but the training batch has none"
+            )
+        labels, saliency = batch["labels"], batch["saliency"]  # (B, C), (B, H, W)
+        weight = self.hparams.saliency_loss_weight
+        losses["saliency"] = self.saliency_loss(output.cams, labels, saliency)
+        loss = loss + weight * losses["saliency"]
+        if output.coarse_cams is not None:
+            losses["coarse_saliency"] = self.saliency_loss(output.coarse_cams, labels, saliency)
+            loss = loss + weight * self.hparams.coarse_loss_weight * losses["coarse_saliency"]
+        return loss, losses
+
+    def validation_loss(self, output: RCAOutput, batch: dict) -> torch.Tensor:
+        """The classification losses only: validation images have no saliency maps."""
+        return super().training_losses(output, batch)[0]
+
+    @property
+    def pseudo_mask_overrides(self) -> list[str]:
+        """EPS's pseudo masks: a constant background score, no CRF unless ``pseudo_crf``."""
+        threshold = [f"background_threshold={self.hparams.pseudo_background_threshold}"]
+        return threshold if self.hparams.pseudo_crf else [*threshold, "crf=null"]
+
+
+__all__ = ["EPSLitModule"]

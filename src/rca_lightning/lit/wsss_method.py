@@ -1,0 +1,196 @@
+"""What a weakly supervised segmentation method gives the rest of the pipeline: the seam methods plug into.
+
+A method is a LightningModule trained on images with tags that subclasses :class:`WSSSMethod`. The
+stages after training see it only through this class:
+
+* ``cam_maps(output)``: (B, C, h, w) non-negative foreground maps of the classes. Validation scores them,
+  the image logger draws them, the attention accumulation stores them and ``rca-cams`` sums them over
+  scales and flips (then divides each tagged class by its maximum). How a method gets them is its own
+  business: ReLU'd class maps for RCA and plain CAM, the softmax over C + 1 with the background dropped
+  for EPS.
+* ``class_logits(output)``: (B, C) image-level scores, for the validation AP.
+* ``training_losses(output, batch)``: the named loss terms and their weighted total.
+* ``needs_saliency``: the method trains with saliency maps (``batch["saliency"]``); the datamodule is asked
+  for them (``require_saliency``) before any dataset is built.
+* ``pseudo_mask_overrides``: ``rca-pseudo`` settings its CAMs are meant for (EPS: a constant background
+  score of 0.20, no CRF); ``rca-cams`` records them and ``rca-pipeline`` applies them.
+* ``configure_callbacks`` (Lightning's hook): the callbacks it needs, attached by the method itself (RCA
+  attaches its memory-bank callback), so no run's callback list names them.
+
+Everything else is shared here: the validation CAM mIoU sweep and per-class AP, and the optimiser over
+the network's parameter groups with their lr multipliers and an epoch-milestone schedule. A new method
+is one subclass and one ``conf/model/*.yaml``; nothing else branches on the method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+from lightning import LightningModule
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MultilabelAveragePrecision
+
+from rca_lightning.lit.seg_module import poly_lr_factor
+from rca_lightning.metrics import CAMThresholdSweep
+from rca_lightning.pseudo.cam_scores import normalized_cam_scores
+from rca_lightning.utils.errors import InvalidSetting
+
+LR_SCHEDULES = ("step", "poly")
+
+
+class WSSSMethod(LightningModule):
+    """Base of the CAM classifiers: shared validation, optimiser and schedule; the rest is the method's.
+
+    Subclasses set ``self.net`` (with ``parameter_groups()`` and ``num_classes``) and ``self.class_names``,
+    and implement :meth:`forward`, :meth:`cam_maps`, :meth:`class_logits` and :meth:`training_losses`.
+
+    Args:
+        num_classes: foreground classes C.
+        optimizer: partial optimiser (e.g. ``SGD`` with its base ``lr``); receives the parameter groups.
+        lr_multipliers: multiplier of the base lr of every parameter group of ``net.parameter_groups()``.
+        bias_weight_decay: apply the optimiser's weight decay to the ``*_bias`` groups too.
+        lr_schedule: ``"step"`` (x ``lr_gamma`` after each of ``lr_milestone_epochs``, RCA's) or ``"poly"``
+            (``(1 - step / total) ** poly_power`` every optimiser step, EPS's).
+        lr_milestone_epochs: epochs after which the lr is multiplied by ``lr_gamma`` (``"step"``).
+        lr_gamma: the decay factor (``"step"``).
+        poly_power: exponent of the ``"poly"`` schedule.
+        cam_thresholds: (start, stop, step) of the background-threshold sweep for val CAM mIoU.
+    """
+
+    needs_saliency: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        num_classes: int,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        lr_multipliers: dict[str, float],
+        bias_weight_decay: bool,
+        lr_schedule: str,
+        lr_milestone_epochs: Sequence[int],
+        lr_gamma: float,
+        poly_power: float,
+        cam_thresholds: Sequence[float],
+    ) -> None:
+        super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise InvalidSetting(f"lr_schedule: expected one of {list(LR_SCHEDULES)}, got '{lr_schedule}'")
+        self.lr_schedule = lr_schedule
+        self.poly_power = poly_power
+        self.optimizer_factory = optimizer
+        self.lr_multipliers = dict(lr_multipliers)
+        self.bias_weight_decay = bias_weight_decay
+        self.lr_milestone_epochs = list(lr_milestone_epochs)
+        self.lr_gamma = lr_gamma
+        start, stop, step = cam_thresholds
+        if not step > 0 or stop < start:
+            raise InvalidSetting(
+                f"cam_thresholds: expected (start, stop, step) with step > 0 and stop >= start, "
+                f"got {list(cam_thresholds)}"
+            )
+        thresholds = torch.arange(round((stop - start) / step) + 1, dtype=torch.float64) * step + start
+        self.val_cam_sweep = CAMThresholdSweep(num_classes, thresholds.float())
+        # Per-class AP tells classification failures (a class never recognised) from localisation ones.
+        self.val_ap = MultilabelAveragePrecision(num_labels=num_classes, average=None)
+        self.val_loss = MeanMetric()
+
+    # --- what a method provides -------------------------------------------------------------------------
+
+    def cam_maps(self, output: Any) -> torch.Tensor:
+        """(B, C, h, w) non-negative foreground maps from the output of :meth:`forward`."""
+        raise NotImplementedError
+
+    def class_logits(self, output: Any) -> torch.Tensor:
+        """(B, C) image-level class scores (logits) from the output of :meth:`forward`."""
+        raise NotImplementedError
+
+    def training_losses(self, output: Any, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted total loss and its named terms, for ``batch``."""
+        raise NotImplementedError
+
+    def validation_loss(self, output: Any, batch: dict) -> torch.Tensor:
+        """The loss logged as ``val/loss``: the training loss (methods whose terms need training-only
+        inputs, such as saliency maps, leave those out)."""
+        return self.training_losses(output, batch)[0]
+
+    @property
+    def pseudo_mask_overrides(self) -> list[str]:
+        """``rca-pseudo`` overrides this method's CAMs are meant for (none: ``rca-pseudo``'s defaults)."""
+        return []
+
+    def predict_cam_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised images -> (B, C, h, w) non-negative foreground maps."""
+        return self.cam_maps(self(images))
+
+    # --- shared -----------------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        if self.needs_saliency and stage == "fit":
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if datamodule is None or not hasattr(datamodule, "require_saliency"):
+                raise InvalidSetting(
+                    f"data: {type(self).__name__} trains with saliency maps; expected a datamodule with "
+                    "saliency maps (data.saliency_dir), got none"
+                )
+            datamodule.require_saliency()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        images, labels, masks = batch["image"], batch["labels"], batch["mask"]
+        output = self(images)
+        self.val_loss.update(self.validation_loss(output, batch), weight=images.shape[0])
+        self.log("val/loss", self.val_loss, prog_bar=True, on_step=False, on_epoch=True)
+        # The protocol scores CAMs of the classes the image is tagged with.
+        self.val_cam_sweep.update(
+            normalized_cam_scores(self.cam_maps(output), labels, masks.shape[-2:]), masks
+        )
+        self.val_ap.update(torch.sigmoid(self.class_logits(output)), labels.long())
+
+    def on_validation_epoch_end(self) -> None:
+        sweep = self.val_cam_sweep.compute()
+        self.log("val/cam_mIoU", sweep["best_miou"].float() * 100, prog_bar=True)
+        self.log("val/cam_threshold", sweep["best_threshold"])
+        per_class_ap = self.val_ap.compute() * 100  # (C,)
+        self.log("val/mAP", per_class_ap.mean())
+        for name, ap in zip(self.class_names, per_class_ap, strict=True):
+            self.log(f"val/AP_{name}", ap)
+        self.val_cam_sweep.reset()
+        self.val_ap.reset()
+
+    def group_lr_multipliers(self) -> dict[str, float]:
+        """Multiplier of the base lr of every parameter group name (subclasses add derived groups)."""
+        return self.lr_multipliers
+
+    def configure_optimizers(self) -> dict:
+        groups = self.net.parameter_groups()
+        multipliers = self.group_lr_multipliers()
+        unknown = set(groups) - set(multipliers)
+        if unknown:
+            raise ValueError(f"lr_multipliers has no entry for parameter groups {sorted(unknown)}")
+        optimizer = self.optimizer_factory(
+            [{"params": params, "name": name} for name, params in groups.items() if params]
+        )
+        for group in optimizer.param_groups:
+            group["lr"] *= multipliers[group["name"]]
+            if group["name"].endswith("_bias") and not self.bias_weight_decay:
+                group["weight_decay"] = 0.0  # biases and norm parameters
+        # Neither schedule asks the trainer for its number of batches here: asking through
+        # ``trainer.estimated_stepping_batches`` builds the train loader before a checkpoint's loop state is
+        # restored, and Lightning then never restores the loader's position (Lightning issue #20550).
+        if self.lr_schedule == "poly":  # the total is read at the first step, after any restore
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self._poly_factor(step))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # Stepped at each epoch end: the learning rates of a per-step schedule with epoch milestones.
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=self.lr_milestone_epochs, gamma=self.lr_gamma
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def _poly_factor(self, step: int) -> float:
+        """The poly multiplier at optimiser step ``step`` (1 at step 0, before the trainer is asked)."""
+        if step == 0:
+            return 1.0
+        return poly_lr_factor(step, int(self.trainer.estimated_stepping_batches), self.poly_power)
+
+
+__all__ = ["WSSSMethod"]
