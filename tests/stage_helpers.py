@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 from rca_lightning.data import SyntheticVOCGenerator, VOCSegmentationDataset
+from rca_lightning.inference.trained_runs import load_classifier, resolve_training_run
 from rca_lightning.pseudo.cam_writer import cam_path, save_cam_file
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR, TINY_MODEL_OVERRIDES
@@ -74,11 +75,9 @@ def make_training_run(run_dir: Path, cache_dir: Path) -> DictConfig:
 
 
 def load_trained_model(run_dir: Path) -> torch.nn.Module:
-    """The classifier of a run made by :func:`make_training_run`, in eval mode."""
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    model = instantiate(cfg.model)
-    model.load_state_dict(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"])
-    return model.eval()
+    """The classifier of a run made by :func:`make_training_run`, in eval mode (the project's loader)."""
+    run = resolve_training_run(run_dir, None, None)
+    return load_classifier(run.model_cfg, run.checkpoint, run.dataset["class_names"]).eval()
 
 
 def make_dataset_with_cams(root: Path, cams_dir: Path, num_images: int = 12) -> VOCSegmentationDataset:
@@ -149,3 +148,64 @@ def assert_report_is_consistent(report: dict) -> None:
         else:
             assert abs(report[key] - sum(present) / len(present)) < 1e-4, (stage, report[key], present)
     assert report["uses_pixel_labels_for_selection"] is False
+
+
+def train_segmentation_run(
+    root: Path, class_names: list[str], run_dir: Path, epochs: int = 2, *overrides: str
+) -> dict:
+    """``rca-seg`` as a user runs it, on the ground truth of a synthetic dataset as 'pseudo' masks, with
+    multi-scale + flip evaluation; returns its ``metrics.json`` (``test/seg_mIoU``: the evaluation path)."""
+    command = [
+        str(Path(sys.executable).with_name("rca-seg")),
+        f"data.root={root}",
+        f"data.class_names=[{','.join(class_names)}]",
+        "data.generator=null",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "data.val_batch_size=8",
+        f"pseudo_masks_dir={root / 'SegmentationClass'}",
+        "crop_size=64",
+        "seg_model.net.dilations=[2,4,6,8]",  # rates that fit an 8x8 feature map
+        "seg_model.tta_scales=[0.75,1.0]",
+        "seg_model.tta_flip=true",
+        "trainer=cpu",
+        f"trainer.max_epochs={epochs}",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+    env["OMP_NUM_THREADS"] = "1"  # tiny convolutions: one thread is as fast and never oversubscribes the CPU
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=run_dir.parent)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def make_segmentation_run(run_dir: Path, root: Path, class_names: list[str], *overrides: str) -> DictConfig:
+    """An untrained tiny segmentation network saved like an ``rca-seg`` run (checkpoint, metrics.json,
+    .hydra): what the export and loading tests need without the minutes of training."""
+    cfg = compose_config(
+        "seg_train",
+        run_dir,
+        [
+            f"data.root={root}",
+            f"data.class_names=[{','.join(class_names)}]",
+            "data.generator=null",
+            f"pseudo_masks_dir={root / 'SegmentationClass'}",
+            *overrides,
+        ],
+    )
+    torch.manual_seed(0)
+    model = instantiate(cfg.seg_model)
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, checkpoint)
+    summary = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_selection": "last",
+        "dataset": {"root": str(root), "class_names": list(class_names)},
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(summary))
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    return cfg

@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from rca_lightning.inference.palette_png import write_palette_png
 from rca_lightning.pseudo.cam_evaluation import evaluate_cams, evaluate_masks, sweep_thresholds
 from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file
-from rca_lightning.pseudo.pseudo_mask_writer import mask_path, save_palette_png
+from rca_lightning.pseudo.pseudo_mask_writer import mask_path
 from rca_lightning.utils.errors import InvalidData, MissingInput
 from tests.references import reference_cam_sweep, reference_mask_scores
 from tests.stage_helpers import make_dataset_with_cams, make_training_run
@@ -78,7 +79,7 @@ def test_mask_scores_match_reference_and_count_ignored_pixels(dataset_with_cams,
         mask = np.where(truth == 255, 0, truth).astype(np.uint8)
         mask[rng.random(mask.shape) < 0.1] = 2  # wrong labels
         mask[rng.random(mask.shape) < 0.2] = 255  # ignored
-        save_palette_png(mask_path(tmp_path / "masks", image_id), mask)
+        write_palette_png(mask_path(tmp_path / "masks", image_id), mask)
         masks.append(torch.from_numpy(mask))
         targets.append(torch.from_numpy(truth))
     result = evaluate_masks(
@@ -99,7 +100,7 @@ def test_mask_scores_match_reference_and_count_ignored_pixels(dataset_with_cams,
     )
     bad = np.zeros_like(masks[0].numpy())
     bad[0, 0] = 7
-    save_palette_png(mask_path(tmp_path / "masks", ids[0]), bad)
+    write_palette_png(mask_path(tmp_path / "masks", ids[0]), bad)
     with pytest.raises(InvalidData, match=f"{ids[0]}.png: value 7, expected class indices 0..3 or 255"):
         evaluate_masks(
             tmp_path / "masks", ids, [dataset.mask_path(i) for i in ids], CLASS_NAMES, progress=False

@@ -59,7 +59,7 @@ def test_cams_load_the_last_epoch_not_an_earlier_one(compose_train_config, tmp_p
     assert summary["checkpoint_selection"] == "last"
     assert summary["uses_pixel_labels_for_selection"] is False
     assert Path(summary["checkpoint"]) == run_dir / "checkpoints" / "last.ckpt"
-    earlier = torch.load(run_dir / "checkpoints" / "epoch_000.ckpt", weights_only=False)["state_dict"]
+    earlier = torch.load(run_dir / "checkpoints" / "epoch_000.ckpt", weights_only=True)["state_dict"]
 
     cams_cfg = compose_config(
         "cams", tmp_path / "cams", [f"train_dir={run_dir}", "trainer=cpu", "scales=[1.0]"]

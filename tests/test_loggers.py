@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from wandb.proto import wandb_internal_pb2
 
-from rca_lightning.callbacks.cam_image_logger import cam_pseudo_masks
 from rca_lightning.cli.train import train
+from rca_lightning.inference.cam_scores import masks_from_scores
 from rca_lightning.utils.resolvers import sqlite_url, wandb_api_key_available
 from tests.test_image_logging import read_tensorboard_images
 
@@ -74,8 +74,8 @@ def test_sqlite_url_creates_the_folder(tmp_path):
 
 def test_pseudo_masks_take_the_top_class_above_the_threshold():
     scores = torch.tensor([[[[0.9, 0.2]], [[0.5, 0.25]]]])  # (1, 2 classes, 1, 2)
-    assert cam_pseudo_masks(scores, 0.3).tolist() == [[[1, 0]]]
-    assert cam_pseudo_masks(scores, 0.1).tolist() == [[[1, 2]]]
+    assert masks_from_scores(scores, 0.3).tolist() == [[[1, 0]]]
+    assert masks_from_scores(scores, 0.1).tolist() == [[[1, 2]]]
 
 
 @pytest.mark.slow

@@ -8,14 +8,9 @@ from PIL import Image
 
 from rca_lightning.cli.pseudo import pseudo
 from rca_lightning.data import voc_palette
+from rca_lightning.inference.palette_png import mask_file_is_complete, read_mask_png
 from rca_lightning.pseudo.crf import DenseCRF
-from rca_lightning.pseudo.pseudo_mask_writer import (
-    PseudoMaskRule,
-    mask_file_is_complete,
-    mask_path,
-    read_mask_png,
-    write_pseudo_masks,
-)
+from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskRule, mask_path, write_pseudo_masks
 from rca_lightning.pseudo.pseudo_masks import (
     background_and_class_scores,
     channels_to_labels,

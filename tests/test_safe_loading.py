@@ -11,9 +11,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from rca_lightning.cli.cams import load_classifier, resolve_training_run
 from rca_lightning.cli.train import train
-from rca_lightning.report.report_figures import load_segmentation_model
+from rca_lightning.inference.trained_runs import (
+    load_classifier,
+    load_segmentation_network,
+    resolve_training_run,
+)
 from rca_lightning.utils.checkpoint_io import AtomicCheckpointIO
 from rca_lightning.utils.errors import InvalidData, MissingInput
 from rca_lightning.utils.safe_loading import check_config_targets, load_checkpoint, load_run_config
@@ -64,7 +67,7 @@ def test_crafted_checkpoints_run_nothing_in_either_loader(tmp_path, payload_clas
     save_seg_config(segmentation_dir)
     (segmentation_dir / "metrics.json").write_text(json.dumps({"checkpoint": str(checkpoint)}))
     with pytest.raises(InvalidData, match=f"{checkpoint}: refuses to unpickle"):
-        load_segmentation_model(segmentation_dir)
+        load_segmentation_network(segmentation_dir)
     with pytest.raises(InvalidData, match=f"{checkpoint}: refuses to unpickle"):
         AtomicCheckpointIO().load_checkpoint(checkpoint)  # what the trainer reads when resuming
     assert not marker.exists()
@@ -108,7 +111,7 @@ def test_a_trained_classifier_with_attention_maps_loads_through_the_safe_loaders
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")  # as Hydra leaves it in the run folder
 
-    run = resolve_training_run(OmegaConf.create({"train_dir": str(tmp_path), "model": {}}))
+    run = resolve_training_run(tmp_path, None, OmegaConf.create({}))
     checkpoint = load_checkpoint(run.checkpoint)
     assert len(checkpoint["callbacks"]["AttentionAccumulationCallback"]["maps"]) > 0
     assert "RNGStateCallback" in checkpoint["callbacks"]
@@ -127,7 +130,7 @@ def test_a_segmentation_checkpoint_written_by_the_trainer_loads(tmp_path):
     (tmp_path / "metrics.json").write_text(
         json.dumps({"checkpoint": str(tmp_path / "checkpoints" / "last.ckpt")})
     )
-    loaded = load_segmentation_model(tmp_path)
+    loaded = load_segmentation_network(tmp_path)
     assert not loaded.training
     for name, tensor in loaded.state_dict().items():
         assert torch.equal(tensor, model.state_dict()[name]), name
@@ -182,7 +185,7 @@ def test_run_folder_configs_naming_other_targets_are_refused_before_anything_run
     config_file = write_training_run(tmp_path / "train", model_cfg, marker)
     expected = f"{config_file}: {key_path}._target_='{target}'"
     with pytest.raises(InvalidData, match=expected):
-        resolve_training_run(OmegaConf.create({"train_dir": str(tmp_path / "train"), "model": {}}))
+        resolve_training_run(tmp_path / "train", None, OmegaConf.create({}))
     segmentation_dir = tmp_path / "seg"
     (segmentation_dir / ".hydra").mkdir(parents=True)
     seg_config = segmentation_dir / ".hydra" / "config.yaml"
@@ -191,7 +194,7 @@ def test_run_folder_configs_naming_other_targets_are_refused_before_anything_run
         json.dumps({"checkpoint": str(tmp_path / "train" / "last.ckpt")})
     )
     with pytest.raises(InvalidData, match=f"{seg_config}: seg_model"):
-        load_segmentation_model(segmentation_dir)
+        load_segmentation_network(segmentation_dir)
     assert not marker.exists()
 
 

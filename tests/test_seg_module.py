@@ -4,9 +4,6 @@ datamodule and ``rca-seg`` end to end."""
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -24,6 +21,7 @@ from rca_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rca_lightning.lit.seg_module import SegLitModule
 from rca_lightning.utils.errors import InvalidSetting
 from tests.references import reference_confusion, reference_miou, reference_tta_logits
+from tests.stage_helpers import train_segmentation_run
 
 NUM_CLASSES = 3
 CLASSES = ("disc", "square", "triangle")
@@ -198,7 +196,7 @@ def test_crf_hook_gets_the_image_and_probabilities_and_its_output_is_used() -> N
 def test_bad_settings_name_themselves() -> None:
     with pytest.raises(InvalidSetting, match=r"num_classes: expected net.num_classes \(3\), got 4"):
         SegLitModule(ToyNet(), sgd, num_classes=4)
-    with pytest.raises(InvalidSetting, match=r"tta_scales: expected one or more positive scales, got \[\]"):
+    with pytest.raises(InvalidSetting, match=r"tta_scales: expected one or more positive factors, got \[\]"):
         make_module(tta_scales=[])
     with pytest.raises(InvalidSetting, match=r"class_names: expected num_classes \(3\) names, got 1"):
         make_module(class_names=["a"])
@@ -267,30 +265,10 @@ def epoch_means(run_dir: Path, key: str) -> list[float]:
 @pytest.mark.slow
 def test_rca_seg_learns_from_pseudo_masks_and_beats_all_background(synthetic_root, tmp_path) -> None:
     run_dir = tmp_path / "run"
-    command = [
-        str(Path(sys.executable).with_name("rca-seg")),
-        f"data.root={synthetic_root}",
-        f"data.class_names=[{','.join(CLASSES)}]",
-        "data.generator=null",
-        "data.batch_size=4",
-        "data.num_workers=0",
-        "data.val_batch_size=8",
-        f"pseudo_masks_dir={synthetic_root / 'SegmentationClass'}",  # ground truth as 'pseudo' masks
-        "crop_size=64",
-        "seg_model.net.dilations=[2,4,6,8]",  # rates that fit an 8x8 feature map
-        "seg_model.tta_scales=[0.75,1.0]",
-        "seg_model.tta_flip=true",
-        "save_predictions=true",
-        "trainer=cpu",
-        "trainer.max_epochs=10",
-        "trainer.log_every_n_steps=1",
-        "trainer.enable_progress_bar=false",
-        f"hydra.run.dir={run_dir}",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-    env["OMP_NUM_THREADS"] = "1"  # tiny convolutions: one thread is as fast and never oversubscribes the CPU
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-4000:]
+    # Ground truth as 'pseudo' masks, multi-scale + flip evaluation, predictions of val written.
+    train_segmentation_run(
+        synthetic_root, list(CLASSES), run_dir, 10, "save_predictions=true", "trainer.log_every_n_steps=1"
+    )
 
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert Path(summary["checkpoint"]).is_relative_to(run_dir)

@@ -2,6 +2,7 @@
 
 from rca_lightning.callbacks import MemoryBankCallback
 from rca_lightning.data import SyntheticVOCGenerator, VOCDataModule, VOCSegmentationDataset
+from rca_lightning.inference.segmenter import Segmenter
 from rca_lightning.lit import EPSLitModule, RCALitModule, WSSSMethod
 from rca_lightning.memory import RegionalMemoryBank
 from rca_lightning.models import RCANet, TimmBackbone
@@ -14,6 +15,7 @@ __all__ = [
     "RCALitModule",
     "RCANet",
     "RegionalMemoryBank",
+    "Segmenter",
     "SyntheticVOCGenerator",
     "TimmBackbone",
     "VOCDataModule",

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
+from rca_lightning.inference.cam_scores import peak_normalise
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.distributed import gather_padded_batch
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
@@ -49,9 +50,7 @@ def normalise_attention(cams: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, C, h, w) float maps in [0, 255].
     """
-    positive = cams.float().clamp_min(0)  # (B, C, h, w)
-    peak = positive.amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-    return positive / peak * MAX_ATTENTION
+    return peak_normalise(cams, eps=0.0) * MAX_ATTENTION
 
 
 def paste_crops_into_image_grid(

@@ -8,28 +8,14 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch.utils.data import default_collate
 
-from rca_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from rca_lightning.pseudo.cam_scores import normalized_cam_scores
+from rca_lightning.inference.cam_scores import masks_from_scores, normalized_cam_scores
+from rca_lightning.inference.image_arrays import denormalise_images
 from rca_lightning.report.figure_grid import cam_overlay, colourise_mask
 from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.image_logging import log_images
 
 OVERLAY_KEY = "val/cam_overlay"
 PSEUDO_MASK_KEY = "val/pseudo_mask"
-
-
-def cam_pseudo_masks(scores: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Pseudo masks from CAM scores: the top class where its score exceeds ``threshold``, else background.
-
-    Args:
-        scores: (B, C, H, W) foreground scores in [0, 1].
-        threshold: background threshold.
-
-    Returns:
-        (B, H, W) long, 0 = background, 1..C classes.
-    """
-    top_score, top_class = scores.max(dim=1)  # (B, H, W)
-    return torch.where(top_score > threshold, top_class + 1, torch.zeros_like(top_class))
 
 
 class CAMImageLoggerCallback(Callback):
@@ -89,11 +75,9 @@ class CAMImageLoggerCallback(Callback):
             pl_module.cam_maps(output), labels.to(pl_module.device), masks.shape[-2:]
         ).cpu()
         threshold = float(trainer.callback_metrics.get("val/cam_threshold", self.default_threshold))
-        pseudo_masks = cam_pseudo_masks(scores, threshold).numpy()  # (B, H, W)
+        pseudo_masks = masks_from_scores(scores, threshold).numpy()  # (B, H, W)
 
-        mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-        std = torch.tensor(IMAGENET_STD)[:, None, None]
-        rgb = ((images * std + mean).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+        rgb = denormalise_images(images).numpy()  # (B, H, W, 3)
         class_names = pl_module.class_names
         overlays, mask_pairs, captions = [], [], []
         for image, image_scores, image_labels, pseudo, truth, image_id in zip(
@@ -114,4 +98,4 @@ class CAMImageLoggerCallback(Callback):
         )
 
 
-__all__ = ["CAMImageLoggerCallback", "cam_pseudo_masks"]
+__all__ = ["CAMImageLoggerCallback"]

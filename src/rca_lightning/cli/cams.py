@@ -8,127 +8,27 @@ epoch's unless it was trained with another ``checkpoint=`` choice) and dataset;
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import hydra
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from rca_lightning.cli.console import run_console_script
 from rca_lightning.cli.stage_settings import claim_output_folder, datamodule_for, dataset_record
+from rca_lightning.inference.trained_runs import load_classifier, resolve_training_run
 from rca_lightning.pseudo.cam_inference import CAMDataModule, CAMPredictor
 from rca_lightning.pseudo.cam_prediction_writer import CAMWriter
 from rca_lightning.pseudo.seed_sources import SeedSource, check_seed_kind
 from rca_lightning.utils.atomic import write_json_atomically
-from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
-from rca_lightning.utils.safe_loading import load_checkpoint, load_run_config
 
 log = logging.getLogger(__name__)
 register_resolvers()
-
-
-class TrainingRun(NamedTuple):
-    """What ``rca-cams`` needs of a trained classifier.
-
-    Attributes:
-        checkpoint: the weights to load.
-        selection: how they were chosen: the run's ``checkpoint_selection`` (``last``, ``best_map``,
-            ``best_cam_miou``) or ``ckpt_path`` when the user named the file.
-        model_cfg: the model config the checkpoint was trained with.
-        dataset: the dataset the run recorded, or None.
-    """
-
-    checkpoint: Path
-    selection: str
-    model_cfg: DictConfig
-    dataset: dict | None
-
-
-def resolve_training_run(cfg: DictConfig) -> TrainingRun:
-    """The checkpoint, its selection, model config and dataset from ``train_dir`` or ``ckpt_path``.
-
-    With ``train_dir`` the checkpoint is the one the run's ``metrics.json`` names (its ``checkpoint=``
-    choice: the last epoch's unless the user chose otherwise when training); ``ckpt_path`` overrides it.
-    Every file is checked here, before anything is built: a missing one is a MissingInput naming it.
-    """
-    train_dir, ckpt_path = cfg.get("train_dir"), cfg.get("ckpt_path")
-    if ckpt_path and not Path(ckpt_path).is_file():
-        raise MissingInput(
-            f"ckpt_path={ckpt_path} not found: expected a checkpoint file written by rca-train"
-        )
-    if not train_dir:
-        if not ckpt_path:
-            raise InvalidSetting(
-                "train_dir / ckpt_path: expected train_dir=<rca-train run folder> or ckpt_path=<checkpoint>, "
-                "got neither"
-            )
-        return TrainingRun(Path(ckpt_path), "ckpt_path", cfg.model, None)
-    train_dir = Path(train_dir)
-    if not train_dir.is_dir():
-        raise MissingInput(f"train_dir={train_dir} not found: expected a folder written by rca-train")
-    summary_file = train_dir / "metrics.json"
-    if not summary_file.is_file():
-        raise MissingInput(
-            f"{summary_file} not found: expected train_dir={train_dir} to be a finished rca-train run"
-        )
-    try:
-        summary = json.loads(summary_file.read_text())
-    except ValueError as error:
-        raise InvalidData(
-            f"{summary_file}: not valid JSON ({error}); expected what rca-train writes"
-        ) from error
-    if ckpt_path:
-        checkpoint, selection = Path(ckpt_path), "ckpt_path"
-    else:
-        checkpoint = Path(summary.get("checkpoint") or train_dir / "checkpoints" / "last.ckpt")
-        selection = summary.get("checkpoint_selection", "last")
-        if not checkpoint.is_file():
-            raise MissingInput(
-                f"{checkpoint} not found: expected the checkpoint {summary_file} names "
-                f"(checkpoint={selection})"
-            )
-    model_cfg = cfg.model
-    run_config = train_dir / ".hydra" / "config.yaml"
-    if run_config.is_file():  # the model the checkpoint was trained with, built only from allowed classes
-        model_cfg = load_run_config(run_config).model
-    else:
-        log.warning("%s not found; building the model from the composed config", run_config)
-    return TrainingRun(checkpoint, selection, model_cfg, summary.get("dataset"))
-
-
-def load_classifier(model_cfg: DictConfig, checkpoint: Path, class_names: list[str]) -> torch.nn.Module:
-    """Instantiate the classifier and load the checkpoint's weights (memory bank buffers included).
-
-    The checkpoint is read with ``weights_only=True`` (``load_checkpoint``): nothing in it is called.
-    """
-    if not checkpoint.is_file():
-        raise MissingInput(
-            f"checkpoint {checkpoint} not found: expected a checkpoint file (ckpt_path / train_dir)"
-        )
-    state = load_checkpoint(checkpoint)
-    trained_names = state.get("hyper_parameters", {}).get("class_names")
-    if trained_names is not None and list(trained_names) != list(class_names):
-        raise InvalidData(
-            f"{checkpoint}: trained on classes {list(trained_names)}, expected data.class_names {class_names}"
-        )
-    model = instantiate(model_cfg)
-    try:
-        model.load_state_dict(state["state_dict"])
-    except RuntimeError as error:  # missing, unexpected or other-shaped weights, listed over many lines
-        details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
-        first = details[0][:200] if details else "its weights differ"
-        raise InvalidData(
-            f"{checkpoint}: does not fit the model config ({first}); expected a checkpoint of that model"
-        ) from error
-    return model
 
 
 def cams(cfg: DictConfig) -> tuple[dict, dict]:
@@ -136,7 +36,7 @@ def cams(cfg: DictConfig) -> tuple[dict, dict]:
 
     Settings, files and seeds are checked before the model is built: a user error stops it at once.
     """
-    run = resolve_training_run(cfg)
+    run = resolve_training_run(cfg.get("train_dir"), cfg.get("ckpt_path"), cfg.model)
     cams_dir = Path(cfg.cams_dir)
     attention_dir = Path(cfg.attention_dir) if cfg.get("attention_dir") else None
     # Checks cam_dtype, seeds and attention_dir.

@@ -32,15 +32,11 @@ from rca_lightning.cli.pseudo import pseudo
 from rca_lightning.cli.seg import segment
 from rca_lightning.cli.stage_settings import datamodule_for, read_settings
 from rca_lightning.cli.train import train
+from rca_lightning.inference.segmenter import Segmenter
 from rca_lightning.pseudo.seed_sources import SEED_KINDS
 from rca_lightning.report.figure_selection import pick_figure_images
 from rca_lightning.report.pipeline_report import build_report, format_report
-from rca_lightning.report.report_figures import (
-    grid_rows,
-    load_segmentation_model,
-    pipeline_figure,
-    write_grid,
-)
+from rca_lightning.report.report_figures import grid_rows, pipeline_figure, write_grid
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.errors import InvalidSetting, MissingInput
 from rca_lightning.utils.image_logging import log_images
@@ -294,7 +290,7 @@ class Pipeline:
             [dataset.mask_path(image_id) for image_id in image_ids],
             self.cams_dir,
             self.masks_dir,
-            load_segmentation_model(self.folder("segmentation")),
+            Segmenter.from_run(self.folder("segmentation"), source="seg"),
             dataset.class_names,
             self.cfg.report.panel_size,
         )

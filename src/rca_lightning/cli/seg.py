@@ -1,6 +1,5 @@
 """``rca-seg``: train a segmentation network on pseudo masks and score it on ground truth."""
 
-import io
 import json
 import logging
 from pathlib import Path
@@ -10,11 +9,10 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 
 from rca_lightning.cli.console import run_console_script
-from rca_lightning.data.voc_classes import voc_palette
-from rca_lightning.utils.atomic import write_bytes_atomically, write_json_atomically
+from rca_lightning.inference.palette_png import write_palette_png
+from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.checkpoint_selection import (
     check_checkpoint_file,
     check_selection,
@@ -34,21 +32,12 @@ def _scalar_metrics(metrics: dict) -> dict[str, float]:
     return {name: float(value) for name, value in metrics.items() if torch.as_tensor(value).numel() == 1}
 
 
-def _palette_png(prediction: torch.Tensor) -> bytes:
-    """(H, W) uint8 class indices -> palette PNG bytes (the VOC colour map)."""
-    png = Image.fromarray(prediction.numpy())  # mode L; putpalette turns it into P
-    png.putpalette(voc_palette().reshape(-1).tolist())
-    buffer = io.BytesIO()
-    png.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def write_predictions(batches: list[dict], folder: Path) -> int:
     """Write the ``predict_step`` outputs as ``folder/<image_id>.png`` palette PNGs; returns the count."""
     count = 0
     for batch in batches:
         for image_id, prediction in zip(batch["image_id"], batch["prediction"], strict=True):
-            write_bytes_atomically(folder / f"{image_id}.png", _palette_png(prediction))
+            write_palette_png(folder / f"{image_id}.png", prediction.numpy())
             count += 1
     return count
 

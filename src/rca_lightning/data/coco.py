@@ -28,7 +28,6 @@ with ``include_unannotated=True`` they are kept with zero labels and an all-back
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import multiprocessing
@@ -40,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from rca_lightning.data.voc_classes import IGNORE_INDEX, voc_palette
-from rca_lightning.utils.atomic import write_bytes_atomically, write_json_atomically
+from rca_lightning.data.voc_classes import IGNORE_INDEX
+from rca_lightning.inference.palette_png import write_palette_png
+from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.errors import InvalidData, MissingInput
 
 log = logging.getLogger(__name__)
@@ -268,11 +267,7 @@ def render_semantic_mask(record: COCOImageRecord, source: str = "") -> np.ndarra
 def _write_mask(task: tuple[COCOImageRecord, str, str]) -> None:
     """Render and write one mask atomically (a worker-process entry point)."""
     record, output_path, source = task
-    buffer = io.BytesIO()
-    png = Image.fromarray(render_semantic_mask(record, source), mode="P")
-    png.putpalette(voc_palette().reshape(-1).tolist())
-    png.save(buffer, format="PNG")
-    write_bytes_atomically(Path(output_path), buffer.getvalue())
+    write_palette_png(output_path, render_semantic_mask(record, source))
 
 
 def content_sha256(path: Path) -> str:

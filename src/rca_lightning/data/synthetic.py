@@ -33,10 +33,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from rca_lightning.data import synthetic_saliency as saliency
-from rca_lightning.data.voc_classes import IGNORE_INDEX, voc_palette
+from rca_lightning.data.voc_classes import IGNORE_INDEX
+from rca_lightning.inference.palette_png import palette_png_bytes
 from rca_lightning.utils.errors import InvalidSetting
 
 GENERATOR_VERSION = 2
@@ -363,7 +363,6 @@ class SyntheticVOCGenerator:
         for sub in ("JPEGImages", "SegmentationClass", "SegmentationObject", "Annotations"):
             (folder / sub).mkdir()
         (folder / "ImageSets" / "Segmentation").mkdir(parents=True)
-        palette = voc_palette().reshape(-1).tolist()
         split_ids: dict[str, list[str]] = {}
         for split_index, (split, count) in enumerate((("train", self.num_train), ("val", self.num_val))):
             split_ids[split] = []
@@ -371,7 +370,7 @@ class SyntheticVOCGenerator:
                 image_id = f"{split}_{index:06d}"
                 rng = np.random.default_rng([self.seed, split_index, index])
                 rendered = self.render(rng)
-                self._write_image(folder, image_id, rendered, palette)
+                self._write_image(folder, image_id, rendered)
                 split_ids[split].append(image_id)
         split_ids["trainval"] = split_ids["train"] + split_ids["val"]
         for split, ids in split_ids.items():
@@ -382,7 +381,7 @@ class SyntheticVOCGenerator:
         saliency_record = saliency.write_saliency_maps(folder, self.seed)  # from the masks just written
         (folder / COMPLETE_MARKER).write_bytes(saliency.marker_bytes(self.settings(), saliency_record))
 
-    def _write_image(self, folder: Path, image_id: str, rendered: RenderedImage, palette: list[int]) -> None:
+    def _write_image(self, folder: Path, image_id: str, rendered: RenderedImage) -> None:
         ok, jpeg = cv2.imencode(".jpg", rendered.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             raise RuntimeError(f"JPEG encoding failed for {image_id}")
@@ -391,9 +390,7 @@ class SyntheticVOCGenerator:
             ("SegmentationClass", rendered.class_mask),
             ("SegmentationObject", rendered.object_mask),
         ):
-            png = Image.fromarray(mask)
-            png.putpalette(palette)  # L -> P, the VOC colour map
-            png.save(folder / sub / f"{image_id}.png", optimize=False)
+            (folder / sub / f"{image_id}.png").write_bytes(palette_png_bytes(mask))
         xml = self._annotation_xml(image_id, rendered)
         (folder / "Annotations" / f"{image_id}.xml").write_bytes(xml)
 

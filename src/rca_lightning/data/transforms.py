@@ -10,10 +10,9 @@ import numpy as np
 from albumentations.pytorch import ToTensorV2
 
 from rca_lightning.data.voc_classes import IGNORE_INDEX
+from rca_lightning.inference.image_arrays import IMAGENET_MEAN, IMAGENET_STD
 from rca_lightning.utils.errors import InvalidSetting
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 # Nearest neighbour with pixel centres aligned like the linear image resize (cv2.INTER_NEAREST is
 # shifted by up to half a source pixel).
 MASK_INTERPOLATION = cv2.INTER_NEAREST_EXACT

@@ -7,10 +7,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from rca_lightning.data.saliency import check_saliency_maps, read_saliency, saliency_map_path
@@ -21,6 +19,8 @@ from rca_lightning.data.transforms import (
     follow_geometry,
 )
 from rca_lightning.data.voc_classes import IGNORE_INDEX
+from rca_lightning.inference.image_arrays import read_rgb_file
+from rca_lightning.inference.palette_png import read_mask_png
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 
 Transform = Callable[..., dict]
@@ -160,24 +160,12 @@ class VOCSegmentationDataset(Dataset):
 
     def _read_image(self, image_id: str) -> np.ndarray:
         """(H, W, 3) uint8 RGB."""
-        path = self.image_path(image_id)
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise InvalidData(f"{path}: cannot decode image (corrupt or not an image file)")
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return read_rgb_file(self.image_path(image_id))
 
     def _read_mask(self, image_id: str) -> np.ndarray:
         """(H, W) uint8 class indices (palette PNG or single-channel PNG)."""
         path = self.mask_path(image_id)
-        try:
-            with Image.open(path) as png:
-                if png.mode not in ("P", "L"):
-                    raise InvalidData(
-                        f"{path}: mask mode {png.mode!r}; expected a palette (P) or grey (L) PNG"
-                    )
-                mask = np.array(png, dtype=np.uint8)
-        except OSError as error:
-            raise InvalidData(f"{path}: cannot decode mask ({error})") from error
+        mask = read_mask_png(path)
         invalid = (mask > self.num_classes) & (mask != IGNORE_INDEX)
         if invalid.any():
             raise InvalidData(

@@ -11,8 +11,9 @@ from lightning import LightningModule
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from rca_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rca_lightning.data.voc_classes import IGNORE_INDEX
+from rca_lightning.inference.image_arrays import IMAGENET_MEAN, IMAGENET_STD, denormalise_images
+from rca_lightning.inference.test_time_augmentation import average_over_views, check_views
 from rca_lightning.metrics import iou_from_confusion
 from rca_lightning.utils.errors import InvalidSetting
 
@@ -78,10 +79,7 @@ class SegLitModule(LightningModule):
             raise InvalidSetting(
                 f"class_names: expected num_classes ({num_classes}) names, got {len(class_names)}"
             )
-        if not tta_scales or any(scale <= 0 for scale in tta_scales):
-            raise InvalidSetting(
-                f"tta_scales: expected one or more positive scales, got {list(tta_scales)!r}"
-            )
+        check_views(tta_scales, tta_flip)
         if crf is not None and not callable(crf):
             raise InvalidSetting(
                 f"crf: expected a callable (image, probs) -> probs or None, got {type(crf).__name__}"
@@ -127,42 +125,30 @@ class SegLitModule(LightningModule):
         self._log_confusion("val", self.val_confusion)
 
     @torch.no_grad()
-    def predict_scores(self, images: torch.Tensor) -> torch.Tensor:
+    def predict_scores(
+        self, images: torch.Tensor, tta_scales: Sequence[float] | None = None, tta_flip: bool | None = None
+    ) -> torch.Tensor:
         """The evaluation path: test-time augmentation, then the optional CRF.
 
         Args:
             images: (B, 3, H, W) normalised images.
+            tta_scales: the views' scales (None: ``tta_scales`` of the module).
+            tta_flip: also the mirrored images (None: ``tta_flip`` of the module).
 
         Returns:
             (B, C + 1, H, W) class scores: logits averaged over the scales (and flips), or class
             probabilities refined by ``crf`` when it is set. Their argmax is the prediction.
         """
-        size = images.shape[-2:]
-        logits_sum: torch.Tensor | None = None
-        for scale in self.hparams.tta_scales:  # a few scales, each a batched forward
-            scaled_size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
-            scaled = images
-            if scaled_size != tuple(size):
-                scaled = F.interpolate(images, size=scaled_size, mode="bilinear", align_corners=False)
-            if self.hparams.tta_flip:  # original and mirrored in one batch
-                original, mirrored = self(torch.cat([scaled, scaled.flip(-1)])).chunk(2)  # (B, K, h, w) each
-                logits = original + mirrored.flip(-1)
-            else:
-                logits = self(scaled)  # (B, K, h, w)
-            if logits.shape[-2:] != size:
-                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-            logits_sum = logits if logits_sum is None else logits_sum + logits
-        views = len(self.hparams.tta_scales) * (2 if self.hparams.tta_flip else 1)
-        scores = logits_sum / views  # (B, K, H, W)
+        scales = self.hparams.tta_scales if tta_scales is None else tta_scales
+        flip = self.hparams.tta_flip if tta_flip is None else tta_flip
+        scores = average_over_views(self, images, scales, flip)
         if self.crf is not None:
             scores = self._refine_with_crf(images, scores.softmax(1))
-        return scores
+        return scores  # (B, C + 1, H, W)
 
     def _refine_with_crf(self, images: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        mean = images.new_tensor(self.hparams.image_mean).view(1, 3, 1, 1)
-        std = images.new_tensor(self.hparams.image_std).view(1, 3, 1, 1)
-        pixels = ((images * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)  # (B, 3, H, W)
-        pixels_np = pixels.permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
+        pixels = denormalise_images(images, self.hparams.image_mean, self.hparams.image_std)
+        pixels_np = pixels.cpu().numpy()  # (B, H, W, 3)
         probs_np = probs.float().cpu().numpy()  # (B, K, H, W)
         # The CRF is a per-image CPU routine (e.g. pydensecrf): one call per image.
         refined = [

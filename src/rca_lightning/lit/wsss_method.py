@@ -32,9 +32,9 @@ from lightning import LightningModule
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MultilabelAveragePrecision
 
+from rca_lightning.inference.cam_scores import normalized_cam_scores
 from rca_lightning.lit.seg_module import poly_lr_factor
 from rca_lightning.metrics import CAMThresholdSweep
-from rca_lightning.pseudo.cam_scores import normalized_cam_scores
 from rca_lightning.utils.errors import InvalidSetting
 
 LR_SCHEDULES = ("step", "poly")

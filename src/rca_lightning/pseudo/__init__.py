@@ -2,14 +2,8 @@
 attention), dense CRF, pseudo-mask rules, scoring."""
 
 from rca_lightning.pseudo.cam_evaluation import evaluate_cams, evaluate_masks, sweep_thresholds
-from rca_lightning.pseudo.cam_inference import (
-    CAMDataModule,
-    CAMPredictor,
-    multiscale_cams,
-    tagged_class_scores,
-)
+from rca_lightning.pseudo.cam_inference import CAMDataModule, CAMPredictor, tagged_class_scores
 from rca_lightning.pseudo.cam_prediction_writer import CAMWriter
-from rca_lightning.pseudo.cam_scores import normalized_cam_scores
 from rca_lightning.pseudo.cam_writer import (
     cam_file_is_complete,
     cam_path,
@@ -17,7 +11,7 @@ from rca_lightning.pseudo.cam_writer import (
     save_cam_file,
 )
 from rca_lightning.pseudo.crf import DenseCRF
-from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskRule, save_palette_png, write_pseudo_masks
+from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskRule, write_pseudo_masks
 from rca_lightning.pseudo.pseudo_masks import (
     background_and_class_scores,
     channels_to_labels,
@@ -44,11 +38,8 @@ __all__ = [
     "evaluate_cams",
     "evaluate_masks",
     "load_cam_file",
-    "multiscale_cams",
-    "normalized_cam_scores",
     "saliency_pseudo_mask",
     "save_cam_file",
-    "save_palette_png",
     "sweep_thresholds",
     "tagged_class_scores",
     "write_pseudo_masks",

@@ -9,57 +9,16 @@ maps of the classes the image is tagged with are scaled to [0, 1] by their maxim
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from lightning import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader, Subset
 
 from rca_lightning.data.transforms import build_eval_transform
+from rca_lightning.inference.cam_scores import peak_normalise
+from rca_lightning.inference.test_time_augmentation import CAM_SCALES, check_views, sum_over_views
 from rca_lightning.pseudo.cam_writer import pending_image_ids
-from rca_lightning.utils.errors import InvalidSetting
-
-DEFAULT_SCALES: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
-
-
-def multiscale_cams(
-    cam_fn: Callable[[torch.Tensor], torch.Tensor],
-    images: torch.Tensor,
-    scales: Sequence[float] = DEFAULT_SCALES,
-    flip: bool = True,
-) -> torch.Tensor:
-    """Sum of the ReLU'd class maps over scales (and horizontal flips), at the images' resolution.
-
-    Args:
-        cam_fn: images (N, 3, h, w) -> raw class maps (N, C, h', w').
-        images: (B, 3, H, W) normalised images of one size.
-        scales: resize factors of the input.
-        flip: also run each scale on the mirrored images (in the same forward pass).
-
-    Returns:
-        (B, C, H, W) float32 non-negative summed maps.
-    """
-    batch, _, height, width = images.shape
-    total: torch.Tensor | None = None
-    for scale in scales:  # a handful of scales, each a batched forward pass
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        scaled = (
-            images
-            if size == (height, width)
-            else F.interpolate(images, size, mode="bilinear", align_corners=False)
-        )
-        if flip:
-            scaled = torch.cat([scaled, scaled.flip(-1)])  # (2B, 3, h, w)
-        cams = F.interpolate(
-            cam_fn(scaled).float().relu(), (height, width), mode="bilinear", align_corners=False
-        )  # (N, C, H, W)
-        if flip:
-            cams = cams[:batch] + cams[batch:].flip(-1)
-        total = cams if total is None else total + cams
-    if total is None:
-        raise ValueError("scales: expected at least one scale, got an empty list")
-    return total
 
 
 def tagged_class_scores(
@@ -75,9 +34,7 @@ def tagged_class_scores(
         classes (K,) long, increasing; scores (K, H, W) in [0, 1].
     """
     classes = (labels > 0).nonzero().flatten()  # (K,)
-    selected = summed_cams[classes]  # (K, H, W)
-    peak = selected.flatten(1).amax(-1) if len(classes) else selected.new_zeros(0)  # (K,)
-    return classes, selected / (peak[:, None, None] + eps)
+    return classes, peak_normalise(summed_cams[classes], eps)
 
 
 class CAMPredictor(LightningModule):
@@ -92,20 +49,18 @@ class CAMPredictor(LightningModule):
     """
 
     def __init__(
-        self, model: torch.nn.Module, scales: Sequence[float] = DEFAULT_SCALES, flip: bool = True
+        self, model: torch.nn.Module, scales: Sequence[float] = CAM_SCALES, flip: bool = True
     ) -> None:
         super().__init__()
-        if not scales or any(float(scale) <= 0 for scale in scales):
-            raise InvalidSetting(
-                f"scales: expected a non-empty list of positive factors, got {list(scales)!r}"
-            )
         self.model = model
-        self.scales = tuple(float(scale) for scale in scales)
-        self.flip = flip
+        self.scales, self.flip = check_views(scales, flip, setting="scales")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, C, H, W) summed multi-scale maps."""
-        return multiscale_cams(self.model.predict_cam_maps, images, self.scales, self.flip)
+        return sum_over_views(self._positive_maps, images, self.scales, self.flip)
+
+    def _positive_maps(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.predict_cam_maps(images).float().relu()
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         summed = self(batch["image"])  # (B, C, H, W)

@@ -7,19 +7,17 @@ decodes are skipped, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from rca_lightning.data.voc_classes import voc_palette
+from rca_lightning.inference.image_arrays import read_rgb_file
+from rca_lightning.inference.palette_png import mask_file_is_complete, read_mask_png, write_palette_png
 from rca_lightning.pseudo.crf import DenseCRF
 from rca_lightning.pseudo.pseudo_masks import (
     background_and_class_scores,
@@ -27,62 +25,12 @@ from rca_lightning.pseudo.pseudo_masks import (
     saliency_pseudo_mask,
 )
 from rca_lightning.pseudo.seed_sources import SeedSource, as_seed_source
-from rca_lightning.utils.atomic import write_bytes_atomically
 from rca_lightning.utils.errors import InvalidData, MissingInput
 
 
 def mask_path(masks_dir: str | os.PathLike, image_id: str) -> Path:
     """Where the pseudo mask of ``image_id`` lives."""
     return Path(masks_dir) / f"{image_id}.png"
-
-
-def save_palette_png(path: str | os.PathLike, mask: np.ndarray) -> None:
-    """Write an (H, W) uint8 mask as a VOC palette PNG, atomically."""
-    png = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
-    png.putpalette(voc_palette().flatten().tolist())
-    buffer = io.BytesIO()
-    png.save(buffer, format="PNG")
-    write_bytes_atomically(Path(path), buffer.getvalue())
-
-
-def read_mask_png(path: str | os.PathLike) -> np.ndarray:
-    """(H, W) uint8 values of a palette or grey PNG; InvalidData naming the file if it does not decode
-    (MissingInput if it does not exist)."""
-    if not Path(path).is_file():
-        raise MissingInput(f"{path} not found: expected a PNG mask")
-    try:
-        with Image.open(path) as png:
-            if png.mode not in ("P", "L"):
-                raise InvalidData(f"{path}: mode {png.mode!r}; expected a palette (P) or grey (L) PNG")
-            return np.array(png, dtype=np.uint8)
-    except OSError as error:
-        reason = " ".join(str(error).split())
-        raise InvalidData(
-            f"{path}: cannot decode PNG ({reason}); expected a palette (P) or grey (L) PNG"
-        ) from error
-
-
-def mask_file_is_complete(path: str | os.PathLike) -> bool:
-    """Whether ``path`` exists and decodes as a mask PNG (a truncated file does not)."""
-    if not Path(path).is_file():
-        return False
-    try:
-        read_mask_png(path)
-    except ValueError:
-        return False
-    return True
-
-
-def read_rgb_image(path: str | os.PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; InvalidData naming the file if it does not decode (MissingInput if absent)."""
-    if not Path(path).is_file():
-        raise MissingInput(f"{path} not found: expected an image file")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InvalidData(
-            f"{path}: cannot decode image (corrupt or not an image file); expected a JPEG or PNG"
-        )
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 @dataclass(frozen=True)
@@ -126,7 +74,7 @@ class PseudoMaskRule:
             image_path: its RGB file.
             tags: (K,) class indices it is tagged with (needed by ``attention`` seeds).
         """
-        image = read_rgb_image(image_path)
+        image = read_rgb_file(image_path)
         classes, seeds = self.seed_source.seeds(image_id, image.shape[:2], tags)  # (K,), (K, H, W)
         scores = background_and_class_scores(seeds, self.background_power, self.background_threshold)
         if self.crf is not None:
@@ -156,7 +104,7 @@ class PseudoMaskRule:
 
     def __call__(self, item: tuple) -> str:
         """Compute and write the mask of ``(image_id, image_path[, tags])``; returns the image id."""
-        save_palette_png(mask_path(self.masks_dir, item[0]), self.pseudo_mask(*item))
+        write_palette_png(mask_path(self.masks_dir, item[0]), self.pseudo_mask(*item))
         return item[0]
 
 

@@ -7,16 +7,13 @@ the masks are in the VOC colours, named by a legend under the grid.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-from hydra.utils import instantiate
 from PIL import Image
 
-from rca_lightning.lit.seg_module import SegLitModule
+from rca_lightning.inference.segmenter import Segmenter
 from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file
 from rca_lightning.pseudo.pseudo_mask_writer import mask_path
 from rca_lightning.report.figure_grid import (
@@ -29,32 +26,8 @@ from rca_lightning.report.figure_grid import (
     legend_strip,
 )
 from rca_lightning.utils.atomic import write_bytes_atomically
-from rca_lightning.utils.safe_loading import load_checkpoint, load_run_config
 
 GRID_TITLES = ("image", "ground truth", "CAM", "pseudo mask", "prediction")
-
-
-def load_segmentation_model(segmentation_dir: Path) -> SegLitModule:
-    """The network of a finished ``rca-seg`` folder (its config and evaluated checkpoint), in eval mode.
-
-    The config may build only allowed classes and the checkpoint is read with ``weights_only=True``
-    (``rca_lightning.utils.safe_loading``): nothing in the folder's files is called.
-    """
-    summary = json.loads((segmentation_dir / "metrics.json").read_text())
-    checkpoint = summary.get("checkpoint") or segmentation_dir / "checkpoints" / "last.ckpt"
-    cfg = load_run_config(segmentation_dir / ".hydra" / "config.yaml")
-    model = instantiate(cfg.seg_model)
-    model.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
-    return model.eval()
-
-
-def predict_mask(model: SegLitModule, image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (H, W) uint8 class indices through the model's evaluation path."""
-    mean = torch.tensor(model.hparams.image_mean).view(3, 1, 1)
-    std = torch.tensor(model.hparams.image_std).view(3, 1, 1)
-    pixels = torch.from_numpy(image).permute(2, 0, 1).float() / 255  # (3, H, W)
-    scores = model.predict_scores(((pixels - mean) / std)[None])  # (1, C + 1, H, W)
-    return scores[0].argmax(0).to(torch.uint8).numpy()
 
 
 def cam_panel(
@@ -95,7 +68,7 @@ def grid_rows(
     ground_truth_paths: Sequence[Path],
     cams_dir: Path,
     masks_dir: Path,
-    model: SegLitModule,
+    segmenter: Segmenter,
     class_names: Sequence[str],
     panel_size: int,
 ) -> tuple[list[list[np.ndarray]], list[int]]:
@@ -110,7 +83,7 @@ def grid_rows(
         truth = np.asarray(Image.open(truth_path)) if truth_path.is_file() else np.full(image.shape[:2], 255)
         classes, cams = load_cam_file(cam_path(cams_dir, image_id))
         pseudo_mask = np.asarray(Image.open(mask_path(masks_dir, image_id)))
-        prediction = predict_mask(model, image)
+        prediction = segmenter.segment(image)
         masks += [truth, pseudo_mask, prediction]
         rows.append(
             [
@@ -156,8 +129,6 @@ __all__ = [
     "GRID_TITLES",
     "cam_panel",
     "grid_rows",
-    "load_segmentation_model",
     "pipeline_figure",
-    "predict_mask",
     "write_grid",
 ]

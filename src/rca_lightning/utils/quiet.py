@@ -14,6 +14,8 @@ KNOWN_WARNINGS = (
 )
 # Lightning's advertisement of its hosted logger, printed at every fit.
 KNOWN_LOG_LINES = ("litlogger",)
+# Loggers that report their passes at INFO (torch's ONNX exporter's graph passes), shown from WARNING on.
+CHATTY_LOGGERS = ("onnx_ir", "onnxscript")
 
 
 class _DropKnownLines(logging.Filter):
@@ -23,13 +25,16 @@ class _DropKnownLines(logging.Filter):
 
 
 def silence_known_noise() -> None:
-    """Hide :data:`KNOWN_WARNINGS` and :data:`KNOWN_LOG_LINES` for the rest of the process. Idempotent."""
+    """Hide :data:`KNOWN_WARNINGS`, :data:`KNOWN_LOG_LINES` and the INFO lines of :data:`CHATTY_LOGGERS` for
+    the rest of the process. Idempotent."""
     for pattern in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropKnownLines) for f in logger.filters):
             logger.addFilter(_DropKnownLines())
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 __all__ = ["silence_known_noise"]

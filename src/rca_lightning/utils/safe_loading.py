@@ -17,6 +17,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rca_lightning.utils.errors import InvalidData, MissingInput
+from rca_lightning.utils.resolvers import register_resolvers
 
 # Packages whose classes a run-folder config may build: this project, and the libraries its own configs
 # and models are built from (optimisers, backbones, trainer, callbacks and loggers, metrics, augmentations).
@@ -103,7 +104,9 @@ def check_config_targets(cfg: DictConfig | ListConfig, source_path: str | Path) 
 
 
 def load_run_config(path: str | Path) -> DictConfig:
-    """A run folder's saved config (``<run>/.hydra/config.yaml``), checked by ``check_config_targets``."""
+    """A run folder's saved config (``<run>/.hydra/config.yaml``), checked by ``check_config_targets``,
+    with the project's resolvers registered (its interpolations use them)."""
+    register_resolvers()
     try:
         cfg = OmegaConf.load(path)
     except Exception as error:  # YAML syntax and OmegaConf errors have no common base class
