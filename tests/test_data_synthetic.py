@@ -9,13 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rca_lightning.data.synthetic import (
-    CLASS_CATALOGUE,
-    COMPLETE_MARKER,
-    SYNTHETIC_CLASS_NAMES,
-    SyntheticVOCGenerator,
-    border_band,
-)
+from rca_lightning.data.synthetic import COMPLETE_MARKER, SyntheticVOCGenerator
+from rca_lightning.data.synthetic_catalogue import CLASS_CATALOGUE, SYNTHETIC_CLASS_NAMES
+from rca_lightning.data.synthetic_renderer import border_band
 from rca_lightning.data.voc_classes import VOC_CLASS_NAMES, voc_palette
 from rca_lightning.utils.errors import InvalidSetting
 from tests.references import reference_border_band, reference_voc_palette

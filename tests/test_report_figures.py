@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from rca_lightning.data.synthetic import SYNTHETIC_CLASS_NAMES, SyntheticVOCGenerator
+from rca_lightning.data.synthetic import SyntheticVOCGenerator
+from rca_lightning.data.synthetic_catalogue import SYNTHETIC_CLASS_NAMES
 from rca_lightning.data.voc_classes import IGNORE_INDEX, voc_palette
 from rca_lightning.report import (
     cam_overlay,

@@ -9,11 +9,8 @@ from rca_lightning.data.coco import (
 from rca_lightning.data.coco_datamodule import COCODataModule
 from rca_lightning.data.coco_dataset import COCOSegmentationDataset
 from rca_lightning.data.datamodule import VOCDataModule
-from rca_lightning.data.synthetic import (
-    DEFAULT_SYNTHETIC_CLASSES,
-    SYNTHETIC_CLASS_NAMES,
-    SyntheticVOCGenerator,
-)
+from rca_lightning.data.synthetic import SyntheticVOCGenerator
+from rca_lightning.data.synthetic_catalogue import DEFAULT_SYNTHETIC_CLASSES, SYNTHETIC_CLASS_NAMES
 from rca_lightning.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
