@@ -10,21 +10,18 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from rca_lightning.callbacks import (
-    AttentionAccumulationCallback,
-    MemoryBankCallback,
-    attention_seed,
-    load_accumulated_attention,
-)
-from rca_lightning.callbacks.attention_accumulation import (
+from rca_lightning.callbacks import AttentionAccumulationCallback, MemoryBankCallback
+from rca_lightning.callbacks.attention_accumulation import normalise_attention
+from rca_lightning.data import build_train_transform
+from rca_lightning.data.transforms import crop_window
+from rca_lightning.memory.attention_store import (
     ATTENTION_FILE,
     INDEX_FILE,
     WRITTEN_FILE,
-    normalise_attention,
-    paste_crops_into_image_grid,
+    load_accumulated_attention,
 )
-from rca_lightning.data import build_train_transform
-from rca_lightning.data.transforms import crop_window
+from rca_lightning.memory.crop_grid import paste_crops_into_image_grid
+from rca_lightning.pseudo.seed_sources import attention_maps
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 from tests.references import reference_accumulate, reference_paste_crop
 
@@ -369,10 +366,11 @@ def test_fit_leaves_a_file_keyed_by_the_split_and_resume_continues_it(compose_tr
     assert attention[seen].max() > 0 and not attention[np.setdiff1d(range(48), seen)].any()
     index = json.loads((tmp_path / "first" / INDEX_FILE).read_text())
     assert index["complete"] and index["epochs_done"] == 2
-    seed = attention_seed(tmp_path / "first", image_ids[seen[0]], (20, 30))
+    every_class = np.arange(len(class_names))
+    seed = attention_maps(tmp_path / "first", image_ids[seen[0]], every_class, (20, 30))
     assert seed.shape == (len(class_names), 20, 30) and 0 <= seed.min() and seed.max() <= 1
     with pytest.raises(InvalidData, match="no image 'not_an_image'"):
-        attention_seed(tmp_path / "first", "not_an_image", (4, 4))
+        attention_maps(tmp_path / "first", "not_an_image", every_class, (4, 4))
 
     # Resume from the end of epoch 2 into a new run folder: the checkpoint's maps are recreated there and
     # continued; the first run's folder is left as it was.

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from rca_lightning.callbacks.attention_accumulation import WRITTEN_FILE
 from rca_lightning.data import VOCSegmentationDataset
 from rca_lightning.data.synthetic import CLASS_NAMES_FILE
+from rca_lightning.memory.attention_store import WRITTEN_FILE
 from tests.conftest import TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
 
 NUM_VAL = 15  # odd: Lightning's default sampler would repeat one image to even out the two ranks

@@ -1,8 +1,4 @@
-from rca_lightning.callbacks.attention_accumulation import (
-    AttentionAccumulationCallback,
-    attention_seed,
-    load_accumulated_attention,
-)
+from rca_lightning.callbacks.attention_accumulation import AttentionAccumulationCallback
 from rca_lightning.callbacks.cam_image_logger import CAMImageLoggerCallback
 from rca_lightning.callbacks.memory_bank import MemoryBankCallback
 from rca_lightning.callbacks.rng_state import RNGStateCallback
@@ -12,6 +8,4 @@ __all__ = [
     "CAMImageLoggerCallback",
     "MemoryBankCallback",
     "RNGStateCallback",
-    "attention_seed",
-    "load_accumulated_attention",
 ]

@@ -6,7 +6,7 @@ Kinds (the ``seeds`` setting of ``rca-pseudo`` and ``rca-eval``, :data:`SEED_KIN
     ``attention``: the image's maps in an attention accumulation (the folder of
         :class:`rca_lightning.callbacks.AttentionAccumulationCallback`), for the classes the image is
         tagged with in the dataset, resized bilinearly (``align_corners=False``) to the image size and
-        scaled to [0, 1] (255 -> 1), as :func:`rca_lightning.callbacks.attention_seed` does.
+        scaled to [0, 1] (255 -> 1), (:func:`attention_maps`).
     ``max``: the pixel-wise max of both, for the classes of the CAM file.
 Seeds of every kind are what a CAM file holds, ``classes`` (K,) and (K, H, W) float32 maps in [0, 1] at the
 image size, so they are scored and turned into pseudo masks the same way.
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rca_lightning.callbacks.attention_accumulation import (
+from rca_lightning.memory.attention_store import (
     INDEX_FILE,
     MAX_ATTENTION,
     load_accumulated_attention,
