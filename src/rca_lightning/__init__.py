@@ -1,5 +1,7 @@
 """rca-lightning: weakly supervised semantic segmentation with Regional Semantic Contrast and Aggregation."""
 
+from importlib.metadata import version
+
 from rca_lightning.callbacks import MemoryBankCallback
 from rca_lightning.data import SyntheticVOCGenerator, VOCDataModule, VOCSegmentationDataset
 from rca_lightning.inference.segmenter import Segmenter
@@ -7,7 +9,7 @@ from rca_lightning.lit import EPSLitModule, RCALitModule, WSSSMethod
 from rca_lightning.memory import RegionalMemoryBank
 from rca_lightning.models import RCANet, TimmBackbone
 
-__version__ = "0.1.0"
+__version__ = version("rca-lightning")  # the one version, pyproject.toml's
 
 __all__ = [
     "EPSLitModule",

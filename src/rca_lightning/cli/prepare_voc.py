@@ -1,4 +1,4 @@
-"""``python -m rca_lightning.cli.prepare_voc ROOT``: check a VOC 2012 + SBD folder, write class-label files.
+"""``rca-prepare-voc ROOT``: check a VOC 2012 + SBD folder, write class-label files.
 
 Writes, from the XML annotations of every listed split (labels of one image are the same in every split):
 

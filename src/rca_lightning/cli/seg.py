@@ -6,11 +6,11 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rca_lightning.cli.console import run_console_script
+from rca_lightning.cli.stage_settings import scalar_metrics
 from rca_lightning.inference.palette_png import write_palette_png
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.checkpoint_selection import (
@@ -26,10 +26,6 @@ from rca_lightning.utils.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
 register_resolvers()
-
-
-def _scalar_metrics(metrics: dict) -> dict[str, float]:
-    return {name: float(value) for name, value in metrics.items() if torch.as_tensor(value).numel() == 1}
 
 
 def write_predictions(batches: list[dict], folder: Path) -> int:
@@ -90,13 +86,13 @@ def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     checkpoint_file = eval_checkpoint
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        metrics.update(_scalar_metrics(trainer.callback_metrics))
+        metrics.update(scalar_metrics(trainer.callback_metrics))
         checkpoint_file, _ = selected_checkpoint(trainer, selection)
         # checkpoint=last evaluates the weights in memory: the final ones, whatever was saved.
         eval_checkpoint = checkpoint_file if selection != "last" else None
     if cfg.evaluate:
         trainer.test(model, datamodule=datamodule, ckpt_path=eval_checkpoint)
-        metrics.update(_scalar_metrics(trainer.callback_metrics))
+        metrics.update(scalar_metrics(trainer.callback_metrics))
 
     output_dir = Path(cfg.paths.output_dir)
     predictions_dir = None

@@ -1,11 +1,12 @@
-"""What the CAM / pseudo-mask / evaluation stages share: settings files that tie an output folder to its
-dataset and settings, the datamodule built for a recorded dataset, and the seeds a stage reads."""
+"""What the stages share: settings files that tie an output folder to its dataset and settings, the
+datamodule built for a recorded dataset, the seeds a stage reads, and a trainer's metrics as floats."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import torch
 from hydra.utils import instantiate
 from lightning import LightningDataModule
 from omegaconf import DictConfig, OmegaConf
@@ -16,6 +17,11 @@ from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 
 SETTINGS_FILE = "settings.json"
+
+
+def scalar_metrics(metrics: dict) -> dict[str, float]:
+    """The one-number entries of a trainer's ``callback_metrics`` as plain floats (for ``metrics.json``)."""
+    return {name: float(value) for name, value in metrics.items() if torch.as_tensor(value).numel() == 1}
 
 
 def read_settings(folder: str | Path, stage: str, setting: str | None = None) -> dict:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -19,6 +18,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from rca_lightning.cli.console import run_console_script
+from rca_lightning.cli.stage_settings import scalar_metrics
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.checkpoint_selection import (
     check_checkpoint_file,
@@ -33,10 +33,6 @@ from rca_lightning.utils.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
 register_resolvers()
-
-
-def _scalar_metrics(metrics: dict) -> dict[str, float]:
-    return {name: float(value) for name, value in metrics.items() if torch.as_tensor(value).numel() == 1}
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
@@ -66,7 +62,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
         for logger in loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.finish()
-    metrics = _scalar_metrics(trainer.callback_metrics)
+    metrics = scalar_metrics(trainer.callback_metrics)
 
     output_dir = Path(cfg.paths.output_dir)
     checkpoint, checkpoint_score = selected_checkpoint(trainer, selection)

@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from rca_lightning.data.voc_classes import IGNORE_INDEX
 from rca_lightning.inference.image_arrays import IMAGENET_MEAN, IMAGENET_STD, denormalise_images
 from rca_lightning.inference.test_time_augmentation import average_over_views, check_views
+from rca_lightning.lit.optimization import grouped_optimizer, poly_schedule
 from rca_lightning.metrics import iou_from_confusion
 from rca_lightning.utils.errors import InvalidSetting
 
@@ -22,11 +23,6 @@ DEFAULT_LR_MULTIPLIERS = {"backbone_weight": 1.0, "backbone_bias": 1.0, "new_wei
 
 # (image (H, W, 3) uint8 RGB, probabilities (K, H, W) float32) -> refined probabilities (K, H, W).
 ProbabilityRefiner = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-def poly_lr_factor(step: int, total_steps: int, power: float) -> float:
-    """The poly schedule's multiplier of the base learning rate: ``(1 - step / total_steps) ** power``."""
-    return (1.0 - min(step, total_steps) / max(1, total_steps)) ** power
 
 
 class SegLitModule(LightningModule):
@@ -45,7 +41,7 @@ class SegLitModule(LightningModule):
         class_names: foreground class names for the per-class IoU keys (default: class indices).
         ignore_index: mask value left out of the loss and the metrics.
         poly_power: exponent of the poly learning-rate schedule, stepped every optimiser step over
-            ``trainer.estimated_stepping_batches``.
+            ``trainer.estimated_stepping_batches`` (read at the first step, so resumed runs continue exactly).
         lr_multipliers: multipliers of the base lr per ``net.parameter_groups()`` key; ``*_bias`` groups
             get no weight decay.
         tta_scales: input scales averaged at evaluation (test / predict).
@@ -183,23 +179,13 @@ class SegLitModule(LightningModule):
         confusion_metric.reset()
 
     def configure_optimizers(self) -> dict:
-        groups = self.net.parameter_groups()
-        unknown = set(groups) - set(self.lr_multipliers)
-        if unknown:
-            raise ValueError(f"lr_multipliers has no entry for parameter groups {sorted(unknown)}")
-        optimizer = self.optimizer_factory(
-            [{"params": params, "name": name} for name, params in groups.items() if params]
+        optimizer = grouped_optimizer(
+            self.net.parameter_groups(), self.optimizer_factory, self.lr_multipliers
         )
-        for group in optimizer.param_groups:
-            group["lr"] *= self.lr_multipliers[group["name"]]
-            if group["name"].endswith("_bias"):  # biases and norm parameters: no weight decay
-                group["weight_decay"] = 0.0
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        power = self.hparams.poly_power
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: poly_lr_factor(step, total_steps, power)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": poly_schedule(optimizer, self, self.hparams.poly_power),
+        }
 
 
-__all__ = ["SegLitModule", "poly_lr_factor"]
+__all__ = ["SegLitModule"]

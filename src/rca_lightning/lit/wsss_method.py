@@ -33,7 +33,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MultilabelAveragePrecision
 
 from rca_lightning.inference.cam_scores import normalized_cam_scores
-from rca_lightning.lit.seg_module import poly_lr_factor
+from rca_lightning.lit.optimization import grouped_optimizer, poly_schedule
 from rca_lightning.metrics import CAMThresholdSweep
 from rca_lightning.utils.errors import InvalidSetting
 
@@ -162,35 +162,19 @@ class WSSSMethod(LightningModule):
         return self.lr_multipliers
 
     def configure_optimizers(self) -> dict:
-        groups = self.net.parameter_groups()
-        multipliers = self.group_lr_multipliers()
-        unknown = set(groups) - set(multipliers)
-        if unknown:
-            raise ValueError(f"lr_multipliers has no entry for parameter groups {sorted(unknown)}")
-        optimizer = self.optimizer_factory(
-            [{"params": params, "name": name} for name, params in groups.items() if params]
+        optimizer = grouped_optimizer(
+            self.net.parameter_groups(),
+            self.optimizer_factory,
+            self.group_lr_multipliers(),
+            self.bias_weight_decay,
         )
-        for group in optimizer.param_groups:
-            group["lr"] *= multipliers[group["name"]]
-            if group["name"].endswith("_bias") and not self.bias_weight_decay:
-                group["weight_decay"] = 0.0  # biases and norm parameters
-        # Neither schedule asks the trainer for its number of batches here: asking through
-        # ``trainer.estimated_stepping_batches`` builds the train loader before a checkpoint's loop state is
-        # restored, and Lightning then never restores the loader's position (Lightning issue #20550).
-        if self.lr_schedule == "poly":  # the total is read at the first step, after any restore
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self._poly_factor(step))
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        if self.lr_schedule == "poly":
+            return {"optimizer": optimizer, "lr_scheduler": poly_schedule(optimizer, self, self.poly_power)}
         # Stepped at each epoch end: the learning rates of a per-step schedule with epoch milestones.
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
             optimizer, milestones=self.lr_milestone_epochs, gamma=self.lr_gamma
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-
-    def _poly_factor(self, step: int) -> float:
-        """The poly multiplier at optimiser step ``step`` (1 at step 0, before the trainer is asked)."""
-        if step == 0:
-            return 1.0
-        return poly_lr_factor(step, int(self.trainer.estimated_stepping_batches), self.poly_power)
 
 
 __all__ = ["WSSSMethod"]
