@@ -6,13 +6,8 @@ import pytest
 from rca_lightning.data.synthetic import SyntheticVOCGenerator
 from rca_lightning.data.synthetic_catalogue import SYNTHETIC_CLASS_NAMES
 from rca_lightning.data.voc_classes import IGNORE_INDEX, voc_palette
-from rca_lightning.report import (
-    cam_overlay,
-    colourise_mask,
-    figure_grid,
-    legend_strip,
-    pick_figure_images,
-)
+from rca_lightning.inference.drawing import cam_overlay, colourise_mask, turbo_colours
+from rca_lightning.report import figure_grid, legend_strip, pick_figure_images
 from rca_lightning.report.figure_grid import (
     GAP,
     LEGEND_LINE_HEIGHT,
@@ -20,7 +15,6 @@ from rca_lightning.report.figure_grid import (
     TITLE_HEIGHT,
     cam_peaks,
     label_panel,
-    turbo_colours,
 )
 from rca_lightning.report.report_figures import cam_panel
 

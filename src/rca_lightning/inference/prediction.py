@@ -25,11 +25,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from rca_lightning.inference.drawing import class_overlay
 from rca_lightning.inference.image_arrays import read_rgb_file
 from rca_lightning.inference.palette_png import (
     mask_file_is_complete,
     read_mask_png,
-    voc_palette,
     write_palette_png,
 )
 from rca_lightning.inference.segmenter import Segmenter
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 RECORDS_FILE = "predictions.jsonl"
-OVERLAY_ALPHA = 0.5
 
 
 def list_inputs(inputs: str | Sequence[str]) -> list[Path]:
@@ -100,12 +99,10 @@ class _ImageFiles(Dataset):
             return index, None, str(error)
 
 
-def overlay_jpeg(image: np.ndarray, mask: np.ndarray, alpha: float = OVERLAY_ALPHA) -> bytes:
-    """JPEG bytes of the image with every non-background pixel blended with its class colour."""
-    colours = voc_palette()[mask].astype(np.float32)  # (H, W, 3)
-    blend = np.where((mask > 0)[:, :, None], (1 - alpha) * image + alpha * colours, image)
+def jpeg_bytes(image: np.ndarray, quality: int = 90) -> bytes:
+    """(H, W, 3) uint8 RGB -> JPEG bytes."""
     buffer = io.BytesIO()
-    Image.fromarray(np.clip(blend + 0.5, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
 
 
@@ -205,7 +202,8 @@ def predict_files(
                 for (index, pixels), mask in zip(group, masks.numpy(), strict=True):
                     if overlay:
                         write_bytes_atomically(
-                            output_dir / f"{stems[index]}_overlay.jpg", overlay_jpeg(pixels, mask)
+                            output_dir / f"{stems[index]}_overlay.jpg",
+                            jpeg_bytes(class_overlay(pixels, mask)),
                         )
                     write_palette_png(output_dir / f"{stems[index]}.png", mask)  # last: marks the image done
                     records[index] = mask_record(paths[index], mask, segmenter.class_names)
@@ -229,6 +227,6 @@ __all__ = [
     "list_inputs",
     "mask_record",
     "output_stems",
-    "overlay_jpeg",
+    "jpeg_bytes",
     "predict_files",
 ]

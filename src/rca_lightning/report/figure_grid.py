@@ -1,14 +1,15 @@
-"""Pictures of the pipeline's outputs: masks in the VOC colours, CAM heat maps, a titled grid, a legend."""
+"""The pipeline's figure layout: panels fitted and labelled, a titled grid, a legend of the mask colours
+(the masks and heat maps themselves are drawn by :mod:`rca_lightning.inference.drawing`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from rca_lightning.data.voc_classes import IGNORE_INDEX, voc_palette
+from rca_lightning.inference.drawing import turbo_colours
 
 TITLE_HEIGHT = 14
 GAP = 2
@@ -19,38 +20,6 @@ BLACK, WHITE = (0, 0, 0), (255, 255, 255)
 
 # (text, row, column): a name drawn centred on a pixel of a panel.
 PanelLabel = tuple[str, float, float]
-
-
-def colourise_mask(mask: np.ndarray) -> np.ndarray:
-    """(H, W) class indices (0 background, 1..C, 255 ignore) -> (H, W, 3) uint8 in the VOC colours."""
-    return voc_palette()[mask.astype(np.uint8)]
-
-
-def turbo_colours(scores: np.ndarray) -> np.ndarray:
-    """Scores in [0, 1] of any 2-D shape (S1, S2) -> (S1, S2, 3) uint8 RGB in the turbo colour map."""
-    levels = np.rint(np.clip(scores, 0, 1) * 255).astype(np.uint8)
-    return cv2.applyColorMap(levels, cv2.COLORMAP_TURBO)[..., ::-1]  # OpenCV gives BGR
-
-
-def cam_overlay(image: np.ndarray, cams: np.ndarray, *, strength: float = 0.6) -> np.ndarray:
-    """The image under a turbo heat map of its tagged classes' strongest CAM score, opaque as the score.
-
-    Each pixel blends the turbo colour of ``s = max_k cams[k]`` over the image with weight
-    ``strength * s``: where no tagged class scores, the pixel is the image's, untouched.
-
-    Args:
-        image: (H, W, 3) uint8 RGB.
-        cams: (K, H, W) scores in [0, 1] of the image's K tagged classes.
-        strength: weight of the heat colour at score 1.
-
-    Returns:
-        (H, W, 3) uint8.
-    """
-    if len(cams) == 0:
-        return image.copy()
-    score = np.clip(cams.max(0), 0, 1)  # (H, W)
-    weight = strength * score[..., None]  # (H, W, 1)
-    return np.rint(image * (1 - weight) + turbo_colours(score) * weight).astype(np.uint8)
 
 
 def cam_peaks(cams: np.ndarray) -> np.ndarray:
@@ -182,13 +151,4 @@ def legend_strip(mask_values: Sequence[int], class_names: Sequence[str], width: 
     return np.asarray(canvas)
 
 
-__all__ = [
-    "cam_overlay",
-    "cam_peaks",
-    "colourise_mask",
-    "figure_grid",
-    "fit_panel",
-    "label_panel",
-    "legend_strip",
-    "turbo_colours",
-]
+__all__ = ["cam_peaks", "figure_grid", "fit_panel", "label_panel", "legend_strip"]

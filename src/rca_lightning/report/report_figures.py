@@ -13,18 +13,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from rca_lightning.inference.drawing import cam_overlay, colourise_mask
 from rca_lightning.inference.segmenter import Segmenter
 from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file
 from rca_lightning.pseudo.pseudo_mask_writer import mask_path
-from rca_lightning.report.figure_grid import (
-    cam_overlay,
-    cam_peaks,
-    colourise_mask,
-    figure_grid,
-    fit_panel,
-    label_panel,
-    legend_strip,
-)
+from rca_lightning.report.figure_grid import cam_peaks, figure_grid, fit_panel, label_panel, legend_strip
 from rca_lightning.utils.atomic import write_bytes_atomically
 
 GRID_TITLES = ("image", "ground truth", "CAM", "pseudo mask", "prediction")
