@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rca_lightning.data import VOCSegmentationDataset
-from rca_lightning.data.synthetic import CLASS_NAMES_FILE
+from rca_lightning.data.voc_layout import CLASS_NAMES_FILE
 from rca_lightning.memory.attention_store import WRITTEN_FILE
 from tests.conftest import TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
 

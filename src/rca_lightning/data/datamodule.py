@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -20,11 +21,27 @@ from rca_lightning.data.split_validation import (
     check_validate_mode,
     validate_split,
 )
-from rca_lightning.data.synthetic import CLASS_NAMES_FILE, SyntheticVOCGenerator
 from rca_lightning.data.transforms import build_eval_transform, build_train_transform
 from rca_lightning.data.voc_dataset import VOCSegmentationDataset
-from rca_lightning.data.voc_layout import DEFAULT_MASK_DIR, check_voc_layout, split_file_path
+from rca_lightning.data.voc_layout import (
+    CLASS_NAMES_FILE,
+    DEFAULT_MASK_DIR,
+    check_voc_layout,
+    split_file_path,
+)
 from rca_lightning.utils.errors import InvalidSetting, MissingInput
+
+
+class DatasetGenerator(Protocol):
+    """What writes a dataset into ``data.root`` on first use (``data.generator``, built by Hydra)."""
+
+    class_names: Sequence[str]
+
+    def is_complete(self, root: str | os.PathLike) -> bool:
+        """Whether ``root`` holds this generator's finished dataset."""
+
+    def generate(self, root: str | os.PathLike) -> None:
+        """Write the dataset under ``root`` unless it is already complete."""
 
 
 class VOCDataModule(LightningDataModule):
@@ -62,7 +79,8 @@ class VOCDataModule(LightningDataModule):
         crop: random scale + crop (True) or squash-resize like the public code (False).
         hflip: random horizontal flips in training.
         color_jitter: (brightness, contrast, saturation, hue) or None.
-        generator: writes the built-in synthetic dataset to ``root`` when it is not there yet.
+        generator: writes a generated dataset to ``root`` when it is not there yet (``data.generator``:
+            the built-in dataset's ``SyntheticVOCGenerator``, or any :class:`DatasetGenerator`).
         pin_memory: DataLoader ``pin_memory``.
         mask_dirs: split -> mask folder for splits whose masks are not in ``SegmentationClass``
             (VOC + SBD: ``{"train_aug": "SegmentationClassAug"}``); an absolute path is used as is.
@@ -85,7 +103,7 @@ class VOCDataModule(LightningDataModule):
         crop: bool = True,
         hflip: bool = True,
         color_jitter: Sequence[float] | None = (0.3, 0.3, 0.3, 0.1),
-        generator: SyntheticVOCGenerator | None = None,
+        generator: DatasetGenerator | None = None,
         pin_memory: bool = False,
         mask_dirs: Mapping[str, str] | None = None,
         validate: str = "full",

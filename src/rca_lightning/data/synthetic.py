@@ -27,12 +27,12 @@ import numpy as np
 
 from rca_lightning.data import synthetic_saliency as saliency
 from rca_lightning.data.synthetic_renderer import RenderedImage, SyntheticRenderer
+from rca_lightning.data.voc_layout import CLASS_NAMES_FILE
 from rca_lightning.inference.palette_png import palette_png_bytes
 from rca_lightning.utils.errors import InvalidSetting
 
 GENERATOR_VERSION = 2
 COMPLETE_MARKER = ".synthetic_complete.json"
-CLASS_NAMES_FILE = "class_names.txt"
 JPEG_QUALITY = 92
 
 

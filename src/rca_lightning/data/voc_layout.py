@@ -19,6 +19,9 @@ from rca_lightning.utils.errors import MissingInput
 
 SPLIT_FOLDER = Path("ImageSets") / "Segmentation"
 DEFAULT_MASK_DIR = "SegmentationClass"
+# Optional: the foreground classes of the folder, one per line in mask-value order (the built-in dataset
+# writes it; the datamodule checks data.class_names against it).
+CLASS_NAMES_FILE = "class_names.txt"
 # What a user needs to know to find a missing piece (the official archives and SBD).
 _HINTS = {
     "JPEGImages": "images of VOCtrainval_11-May-2012.tar",
