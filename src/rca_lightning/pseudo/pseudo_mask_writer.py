@@ -19,11 +19,7 @@ from tqdm import tqdm
 from rca_lightning.inference.image_arrays import read_rgb_file
 from rca_lightning.inference.palette_png import mask_file_is_complete, read_mask_png, write_palette_png
 from rca_lightning.pseudo.crf import DenseCRF
-from rca_lightning.pseudo.pseudo_masks import (
-    background_and_class_scores,
-    channels_to_labels,
-    saliency_pseudo_mask,
-)
+from rca_lightning.pseudo.pseudo_masks import crf_pseudo_mask, refined_scores, saliency_pseudo_mask
 from rca_lightning.pseudo.seed_sources import SeedSource, as_seed_source
 from rca_lightning.utils.errors import InvalidData, MissingInput
 
@@ -76,11 +72,11 @@ class PseudoMaskRule:
         """
         image = read_rgb_file(image_path)
         classes, seeds = self.seed_source.seeds(image_id, image.shape[:2], tags)  # (K,), (K, H, W)
-        scores = background_and_class_scores(seeds, self.background_power, self.background_threshold)
-        if self.crf is not None:
-            scores = self.crf(image, scores)  # (K + 1, H, W)
         if self.saliency_dir is None:
-            return channels_to_labels(scores.argmax(0), classes)
+            return crf_pseudo_mask(
+                image, seeds, classes, self.crf, self.background_power, self.background_threshold
+            )
+        scores = refined_scores(image, seeds, self.crf, self.background_power, self.background_threshold)
         saliency_file = Path(self.saliency_dir) / f"{image_id}.png"
         if not saliency_file.is_file():
             raise MissingInput(

@@ -55,6 +55,29 @@ def channels_to_labels(channels: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return lookup[channels]
 
 
+def refined_scores(
+    image: np.ndarray,
+    cams: np.ndarray,
+    crf: DenseCRF | None = DEFAULT_CRF,
+    background_power: float = 4.0,
+    background_threshold: float | None = None,
+) -> np.ndarray:
+    """[background, classes] scores of one image, refined by the dense CRF when one is given.
+
+    Args:
+        image: (H, W, 3) uint8.
+        cams: (K, H, W) scores in [0, 1] of the tagged classes.
+        crf: the CRF, or None for the plain scores.
+        background_power: see :func:`background_and_class_scores`.
+        background_threshold: see :func:`background_and_class_scores`.
+
+    Returns:
+        (K + 1, H, W) float32, background first.
+    """
+    scores = background_and_class_scores(cams, background_power, background_threshold)  # (K+1, H, W)
+    return crf(image, scores) if crf is not None else scores
+
+
 def crf_pseudo_mask(
     image: np.ndarray,
     cams: np.ndarray,
@@ -63,22 +86,18 @@ def crf_pseudo_mask(
     background_power: float = 4.0,
     background_threshold: float | None = None,
 ) -> np.ndarray:
-    """The CAM + CRF rule: background score, dense CRF, arg-max.
+    """The CAM + CRF rule: background score, dense CRF, arg-max (:func:`refined_scores`).
 
     Args:
         image: (H, W, 3) uint8.
         cams: (K, H, W) scores in [0, 1] of the tagged classes.
         classes: (K,) their class indices (increasing).
-        crf: the CRF, or None for the plain arg-max of the scores.
-        background_power: see :func:`background_and_class_scores`.
-        background_threshold: see :func:`background_and_class_scores`.
+        crf, background_power, background_threshold: see :func:`refined_scores`.
 
     Returns:
         (H, W) uint8 mask, 0 = background, ``c + 1`` = class c.
     """
-    scores = background_and_class_scores(cams, background_power, background_threshold)  # (K+1, H, W)
-    if crf is not None:
-        scores = crf(image, scores)
+    scores = refined_scores(image, cams, crf, background_power, background_threshold)
     return channels_to_labels(scores.argmax(0), classes)
 
 
