@@ -19,6 +19,7 @@ from rca_lightning.report.figure_grid import LEGEND_LINE_HEIGHT
 from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR, TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
+from tests.references import reference_miou
 from tests.stage_helpers import assert_report_is_consistent
 from tests.test_train_end_to_end import all_background_miou
 
@@ -109,6 +110,24 @@ def test_pipeline_report_and_segmentation_beats_all_background(finished_run):
     grid = np.array(Image.open(run_dir / "figures" / "grid.png"))
     assert grid.shape == (14 + 4 * 162 + LEGEND_LINE_HEIGHT, 5 * 162, 3)  # titles, 4 rows, the legend
     assert list((run_dir / "csv" / "images" / "pipeline" / "figures").glob("*.png"))
+    # Each scored stage's confusion matrix and per-class IoU bars, drawn from the recorded pixel counts,
+    # whose IoU is the report's.
+    recorded = {
+        "cam": json.loads((run_dir / "cam_eval" / "eval.json").read_text())["cams"]["confusion"],
+        "pseudo_label": json.loads((run_dir / "pseudo_mask_eval" / "eval.json").read_text())["pseudo_masks"][
+            "confusion"
+        ],
+        "seg": json.loads((run_dir / "segmentation" / "metrics.json").read_text())["test_confusion"],
+    }
+    for kind, confusion in recorded.items():
+        assert (run_dir / "figures" / f"confusion_{kind}.png").is_file(), kind
+        assert (run_dir / "figures" / f"iou_{kind}.png").is_file(), kind
+        _, ious = reference_miou(confusion)
+        for name, iou in zip(names, ious, strict=True):
+            expected = report["per_class_iou"][kind][name]
+            assert (expected is None) == math.isnan(iou) and (
+                expected is None or abs(100 * iou - expected) < 1e-3
+            )
 
 
 @pytest.mark.slow

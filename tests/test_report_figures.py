@@ -17,6 +17,17 @@ from rca_lightning.report.figure_grid import (
     label_panel,
 )
 from rca_lightning.report.report_figures import cam_panel
+from rca_lightning.report.score_figures import (
+    BAR_HEIGHT,
+    BAR_LENGTH,
+    MARGIN,
+    TEXT_HEIGHT,
+    confusion_figure,
+    iou_bar_figure,
+    row_normalised,
+)
+
+TEXT_ROW = TEXT_HEIGHT + MARGIN  # the first bar's top
 
 
 def test_heat_map_changes_the_image_where_the_cam_is_high_and_nowhere_else():
@@ -151,3 +162,32 @@ def test_picked_images_cover_every_class_richest_first_and_deterministically():
     assert pick_figure_images([], np.zeros((0, 5)), 4) == []
     with pytest.raises(ValueError, match="one per id"):
         pick_figure_images(image_ids, labels[:2], 2)
+
+
+def test_confusion_figure_colours_each_cell_by_its_share_of_the_row():
+    confusion = np.array([[90, 10, 0], [5, 5, 10], [0, 0, 0]])  # the last class has no pixel
+    # By hand: each row over its total; an empty row stays zero.
+    expected = np.array([[0.9, 0.1, 0.0], [0.25, 0.25, 0.5], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(row_normalised(confusion), expected)
+    figure = confusion_figure(confusion, ["background", "disc", "square"], "test", cell=24)
+    colours = turbo_colours(expected)  # (3, 3, 3)
+    # Locate the grid by its top-left cell: the first pixel of the expected colour in its row band.
+    rows, columns = np.nonzero((figure == colours[0, 0]).all(-1))
+    top, left = rows.min(), columns.min()
+    for r, c in np.ndindex(3, 3):
+        corner = figure[top + r * 24 + 1, left + c * 24 + 1]  # a cell corner: no text there
+        np.testing.assert_array_equal(corner, colours[r, c], err_msg=f"cell {r}, {c}")
+
+
+def test_iou_bars_are_as_long_as_the_iou_and_absent_classes_have_none():
+    per_class = {"background": 100.0, "disc": 50.0, "square": None}
+    figure = iou_bar_figure(per_class, "test")
+    palette = voc_palette()
+    row_of = {
+        name: TEXT_ROW + index * (BAR_HEIGHT + 2) + BAR_HEIGHT // 2 for index, name in enumerate(per_class)
+    }
+    disc_pixels = (figure[row_of["disc"]] == palette[1]).all(-1).sum()
+    background_pixels = (figure[row_of["background"]] == palette[0]).all(-1).sum()
+    assert disc_pixels == pytest.approx(BAR_LENGTH / 2 + 1, abs=1)  # the bar spans 0..100 over BAR_LENGTH
+    assert background_pixels >= BAR_LENGTH  # black: the bar and the text
+    assert not (figure[row_of["square"]] == palette[2]).all(-1).any()

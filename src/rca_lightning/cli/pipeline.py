@@ -37,6 +37,7 @@ from rca_lightning.pseudo.seed_sources import SEED_KINDS
 from rca_lightning.report.figure_selection import pick_figure_images
 from rca_lightning.report.pipeline_report import build_report, format_report
 from rca_lightning.report.report_figures import grid_rows, pipeline_figure, write_grid
+from rca_lightning.report.score_figures import write_score_figures
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.errors import InvalidSetting, MissingInput
 from rca_lightning.utils.image_logging import log_images
@@ -280,7 +281,8 @@ class Pipeline:
         write_json_atomically(self.state_path, self.state)
 
     def write_figures(self, report: dict) -> Path:
-        """``figures/grid.png`` for CAM-split images that cover many classes, also logged to the loggers."""
+        """``figures/grid.png`` for CAM-split images that cover many classes (also logged to the loggers),
+        and each scored stage's ``confusion_<stage>.png`` and ``iou_<stage>.png``."""
         settings = read_settings(self.cams_dir, "rca-cams")
         dataset = datamodule_for(self.cfg.data, settings["dataset"]).make_dataset(settings["split"])
         image_ids = pick_figure_images(dataset.image_ids, dataset.labels, self.cfg.report.figure_images)
@@ -296,6 +298,7 @@ class Pipeline:
         )
         grid = pipeline_figure(rows, mask_values, dataset.class_names, self.cfg.report.panel_size)
         path = write_grid(grid, self.run_dir / "figures" / "grid.png")
+        write_score_figures({stage.name: self.folder(stage.name) for stage in STAGES}, report, path.parent)
         loggers = instantiate_loggers(self.cfg.get("logger"))
         scalars = {f"pipeline/{key}": report[key] for key in ("cam_miou", "pseudo_label_miou", "seg_miou")}
         for logger in loggers:

@@ -111,6 +111,8 @@ def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:
         "uses_pixel_labels_for_selection": cfg.train and uses_pixel_labels(selection),
         "predictions_dir": str(predictions_dir) if predictions_dir else None,
         "metrics": metrics,
+        # The evaluation path's pixel counts on the val split (rows ground truth, background first).
+        "test_confusion": model.confusion_counts.get("test") if cfg.evaluate else None,
         "dataset": {
             "root": str(datamodule.root),
             "class_names": list(datamodule.class_names),

@@ -94,6 +94,8 @@ class SegLitModule(LightningModule):
         self.metric_class_names = ["background", *names]
         self.val_confusion = MulticlassConfusionMatrix(num_classes + 1, ignore_index=ignore_index)
         self.test_confusion = MulticlassConfusionMatrix(num_classes + 1, ignore_index=ignore_index)
+        # The last computed confusion of each loop ("val", "test"): pixel counts, rows ground truth.
+        self.confusion_counts: dict[str, list[list[int]]] = {}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Args: images (B, 3, H, W). Returns: logits (B, C + 1, H, W)."""
@@ -171,6 +173,7 @@ class SegLitModule(LightningModule):
 
     def _log_confusion(self, stage: str, confusion_metric: MulticlassConfusionMatrix) -> None:
         confusion = confusion_metric.compute()  # (K, K), rows = ground truth, columns = prediction
+        self.confusion_counts[stage] = confusion.long().tolist()
         iou = iou_from_confusion(confusion)  # (K,), NaN for classes absent from both
         self.log(f"{stage}/seg_mIoU", (iou.nanmean() * 100).float(), prog_bar=True)
         for name, value in zip(self.metric_class_names, iou.tolist(), strict=True):

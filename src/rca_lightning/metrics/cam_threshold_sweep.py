@@ -62,8 +62,10 @@ class CAMThresholdSweep(Metric):
         return confusion
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """Scores of the sweep: ``miou`` (T,), ``best_miou``, ``best_threshold``, ``best_iou`` (K,)."""
-        iou = iou_from_confusion(self.confusion_matrices())  # (T, K)
+        """Scores of the sweep: ``miou`` (T,), ``best_miou``, ``best_threshold``, ``best_iou`` (K,) and
+        ``best_confusion`` (K, K), rows ground truth."""
+        confusion = self.confusion_matrices()  # (T, K, K)
+        iou = iou_from_confusion(confusion)  # (T, K)
         miou = iou.nanmean(-1)
         best = int(torch.nan_to_num(miou, nan=-1.0).argmax())
         return {
@@ -71,4 +73,5 @@ class CAMThresholdSweep(Metric):
             "best_miou": miou[best],
             "best_threshold": self.thresholds[best],
             "best_iou": iou[best],
+            "best_confusion": confusion[best],
         }

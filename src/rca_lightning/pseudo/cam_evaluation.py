@@ -155,7 +155,9 @@ def evaluate_cams(
 
     Returns:
         ``best_threshold``, ``miou`` (at the best threshold), ``per_class_iou`` (name -> IoU, None where the
-        class is in neither prediction nor ground truth), ``sweep`` ({threshold: mIoU}), ``num_images``.
+        class is in neither prediction nor ground truth), ``confusion`` (at the best threshold: pixel counts,
+        rows ground truth, columns prediction, background first), ``sweep`` ({threshold: mIoU}),
+        ``num_images``.
     """
     thresholds = (
         sweep_thresholds() if thresholds is None else torch.as_tensor(thresholds, dtype=torch.float32)
@@ -175,6 +177,7 @@ def evaluate_cams(
         "best_threshold": round(float(result["best_threshold"]), 6),
         "miou": float(result["best_miou"]),
         "per_class_iou": _per_class(result["best_iou"], class_names),
+        "confusion": result["best_confusion"].long().tolist(),
         "sweep": {
             f"{t:.4f}": float(m) for t, m in zip(thresholds.tolist(), result["miou"].tolist(), strict=True)
         },
@@ -193,8 +196,9 @@ def evaluate_masks(
     """Pseudo-mask mIoU, scored where neither the mask nor the ground truth is 255.
 
     Returns:
-        ``miou``, ``per_class_iou``, ``ignored_fraction`` (of the valid ground-truth pixels, the share the
-        masks mark 255), ``miou_ignored_as_background`` (the masks' 255 read as background) and
+        ``miou``, ``per_class_iou``, ``confusion`` (pixel counts of the scored pixels, rows ground truth,
+        columns prediction, background first), ``ignored_fraction`` (of the valid ground-truth pixels, the
+        share the masks mark 255), ``miou_ignored_as_background`` (the masks' 255 read as background) and
         ``num_images``.
     """
     target_paths = [Path(path) for path in target_paths]
@@ -217,10 +221,12 @@ def evaluate_masks(
         as_background.update(mask[valid].masked_fill(ignored[valid], 0), target[valid])
         valid_pixels += int(valid.sum())
         ignored_pixels += int((valid & ignored).sum())
-    iou = iou_from_confusion(scored.compute())
+    confusion = scored.compute()  # (K, K)
+    iou = iou_from_confusion(confusion)
     return {
         "miou": float(iou.nanmean()),
         "per_class_iou": _per_class(iou, class_names),
+        "confusion": confusion.long().tolist(),
         "ignored_fraction": ignored_pixels / max(valid_pixels, 1),
         "miou_ignored_as_background": float(iou_from_confusion(as_background.compute()).nanmean()),
         "num_images": len(dataset),
