@@ -7,10 +7,14 @@ stage's val split through its evaluation path (test-time augmentation, optional 
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 from rca_lightning.utils.checkpoint_selection import uses_pixel_labels
 from rca_lightning.utils.errors import InvalidData, MissingInput
@@ -141,6 +145,13 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
     }
 
 
+def _render(table: Table) -> str:
+    """A rich table as plain text (no colour codes: the same on a terminal, in a log and in a pipe)."""
+    console = Console(file=io.StringIO(), width=120, color_system=None, highlight=False)
+    console.print(table)
+    return console.file.getvalue().rstrip("\n")
+
+
 def _cell(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -158,7 +169,8 @@ def _weak_line(report: dict) -> str:
 
 
 def format_report(report: dict) -> str:
-    """The report as plain text: stages, per-class IoU (``!`` marks a weak class), checkpoint choices."""
+    """The report as text: rich tables of the stages and of the per-class IoU (``!`` marks a weak class),
+    then the checkpoint choices."""
     seconds = report["stage_seconds"]
     checkpoints = report["checkpoints"]
     classifier_choice = checkpoints["classifier"]["checkpoint_selection"]
@@ -188,19 +200,23 @@ def format_report(report: dict) -> str:
             "segmentation",
         ),
     ]
-    lines = [f"{'stage':<28} {'mIoU (%)':>9}  {'':<32} {'seconds':>8}"]
+    stages = Table("stage", "mIoU (%)", "", "seconds", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in (1, 3):
+        stages.columns[column].justify = "right"
     for name, miou, detail, stage in rows:
-        stage_seconds = seconds.get(stage)
-        lines.append(f"{name:<28} {miou:>9}  {detail:<32} {_cell(stage_seconds, 0):>8}")
+        stages.add_row(name, miou, detail, _cell(seconds.get(stage), 0))
     other = {name: value for name, value in seconds.items() if name not in {r[3] for r in rows}}
+    lines = [_render(stages)]
     if other:
         lines.append("other stages (s): " + ", ".join(f"{name} {value:.0f}" for name, value in other.items()))
     per_class = report["per_class_iou"]
-    lines += ["", f"{'IoU (%)':<20} {'CAM':>8} {'pseudo':>8} {'seg':>8}"]
+    classes = Table("IoU (%)", "CAM", "pseudo", "seg", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in (1, 2, 3):
+        classes.columns[column].justify = "right"
     for name in per_class["cam"]:
-        values = (per_class[stage].get(name) for stage in STAGE_LABELS)
-        marker = "!" if name in report["weak_classes"] else " "
-        lines.append(f"{marker}{name:<19} " + " ".join(f"{_cell(v):>8}" for v in values))
+        marker = "!" if name in report["weak_classes"] else ""
+        classes.add_row(marker + name, *(_cell(per_class[stage].get(name)) for stage in STAGE_LABELS))
+    lines += ["", _render(classes)]
     lines.append(_weak_line(report))
     chosen_by_pixels = [stage for stage, record in checkpoints.items() if record["uses_pixel_labels"]]
     lines.append("")
