@@ -62,9 +62,8 @@ def _onnx_bytes(net: nn.Module, example: torch.Tensor, opset: int) -> bytes:
 
 
 def _torchscript_bytes(net: nn.Module, example: torch.Tensor) -> bytes:
-    with (
-        warnings.catch_warnings()
-    ):  # torch.jit is deprecated in favour of torch.export; the format is asked for
+    # torch.jit is deprecated in favour of torch.export; the format is what the user asked for.
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.*deprecated", category=Warning)
         traced = torch.jit.trace(net, example)
     with tempfile.TemporaryDirectory() as folder:

@@ -39,13 +39,17 @@ def voc_palette() -> np.ndarray:
     return palette.astype(np.uint8)
 
 
+# The palette as PIL takes it (768 ints), computed once per process.
+_PNG_PALETTE = voc_palette().reshape(-1).tolist()
+
+
 def palette_png_bytes(mask: np.ndarray) -> bytes:
     """(H, W) uint8 class values -> the bytes of a palette PNG with the VOC colour map."""
     values = np.asarray(mask)
     if values.ndim != 2:
         raise ValueError(f"mask: expected (H, W) class values, got shape {values.shape}")
     png = Image.fromarray(values.astype(np.uint8, copy=False), mode="L")
-    png.putpalette(voc_palette().reshape(-1).tolist())  # L -> P
+    png.putpalette(_PNG_PALETTE)  # L -> P
     buffer = io.BytesIO()
     png.save(buffer, format="PNG")
     return buffer.getvalue()

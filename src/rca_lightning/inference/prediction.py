@@ -27,14 +27,10 @@ from tqdm import tqdm
 
 from rca_lightning.inference.drawing import class_overlay
 from rca_lightning.inference.image_arrays import read_rgb_file
-from rca_lightning.inference.palette_png import (
-    mask_file_is_complete,
-    read_mask_png,
-    write_palette_png,
-)
+from rca_lightning.inference.palette_png import read_mask_png, write_palette_png
 from rca_lightning.inference.segmenter import Segmenter
 from rca_lightning.utils.atomic import write_bytes_atomically
-from rca_lightning.utils.errors import InvalidSetting, MissingInput, UserError
+from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput, UserError
 
 log = logging.getLogger(__name__)
 
@@ -172,13 +168,22 @@ def predict_files(
     stems = output_stems(paths)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    def finished(index: int) -> bool:
-        done = mask_file_is_complete(output_dir / f"{stems[index]}.png")
-        return done and (not overlay or (output_dir / f"{stems[index]}_overlay.jpg").is_file())
+    def finished_mask(index: int) -> np.ndarray | None:
+        """The mask an earlier run finished (its PNG decodes, its overlay exists when asked), else None."""
+        if overlay and not (output_dir / f"{stems[index]}_overlay.jpg").is_file():
+            return None
+        try:
+            return read_mask_png(output_dir / f"{stems[index]}.png")
+        except (InvalidData, MissingInput):
+            return None
 
-    pending = [index for index in range(len(paths)) if not finished(index)]
-    summary = PredictionSummary(total=len(paths), skipped=len(paths) - len(pending))
-    records: dict[int, dict] = {}
+    records: dict[int, dict] = {}  # finished by an earlier run: the record from its mask, read once
+    for index in range(len(paths)):
+        mask = finished_mask(index)
+        if mask is not None:
+            records[index] = mask_record(paths[index], mask, segmenter.class_names)
+    pending = [index for index in range(len(paths)) if index not in records]
+    summary = PredictionSummary(total=len(paths), skipped=len(records))
     loader = DataLoader(
         _ImageFiles(paths, pending), batch_size=batch_size, num_workers=num_workers, collate_fn=list
     )
@@ -207,14 +212,9 @@ def predict_files(
                         )
                     write_palette_png(output_dir / f"{stems[index]}.png", mask)  # last: marks the image done
                     records[index] = mask_record(paths[index], mask, segmenter.class_names)
-            summary.written = len(records)
+            summary.written = len(records) - summary.skipped
             bar.update(len(batch))
     summary.seconds = time.perf_counter() - start
-    for index in range(len(paths)):  # finished by an earlier run: the record from its mask
-        if index not in records and finished(index):
-            records[index] = mask_record(
-                paths[index], read_mask_png(output_dir / f"{stems[index]}.png"), segmenter.class_names
-            )
     lines = "".join(json.dumps(records[index]) + "\n" for index in sorted(records))
     write_bytes_atomically(output_dir / RECORDS_FILE, lines.encode())
     return summary

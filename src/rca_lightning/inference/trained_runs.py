@@ -206,8 +206,9 @@ def _pipeline_cam_settings(run_dir: Path) -> tuple[float | None, str | None, tup
     """The background threshold ``rca-eval`` chose and the views ``rca-cams`` used, in a pipeline run."""
     threshold, origin, views = None, None, None
     report = run_dir / "report.json"
-    if report.is_file() and json.loads(report.read_text()).get("cam_threshold") is not None:
-        threshold = float(json.loads(report.read_text())["cam_threshold"])
+    chosen = json.loads(report.read_text()).get("cam_threshold") if report.is_file() else None
+    if chosen is not None:
+        threshold = float(chosen)
         origin = f"{report} cam_threshold (the CAM sweep on the train split's ground truth)"
     cams = run_dir / "cams" / "cams.json"
     if cams.is_file():
