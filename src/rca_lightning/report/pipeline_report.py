@@ -147,7 +147,8 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
 
 def _render(table: Table) -> str:
     """A rich table as plain text (no colour codes: the same on a terminal, in a log and in a pipe)."""
-    console = Console(file=io.StringIO(), width=120, color_system=None, highlight=False)
+    # force_jupyter=False: in a notebook rich would display the table itself instead of writing to the file.
+    console = Console(file=io.StringIO(), width=120, color_system=None, highlight=False, force_jupyter=False)
     console.print(table)
     return console.file.getvalue().rstrip("\n")
 
