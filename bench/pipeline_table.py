@@ -60,7 +60,7 @@ def run_pipeline(name: str, seed: int, out: Path, ablation: Path, extra: list[st
             *overrides,
             f"seed={seed}",
             "trainer.enable_progress_bar=false",
-            'stages.segmentation=["trainer.enable_progress_bar=false"]',
+            'stages.segmentation.overrides=["trainer.enable_progress_bar=false"]',
             f"hydra.run.dir={run_dir}",
             *reuse,
             *extra,

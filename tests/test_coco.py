@@ -337,4 +337,5 @@ def test_rca_pipeline_runs_end_to_end_on_tiny_coco(coco, tmp_path):
         path.stem for path in (coco.root / "SegmentationClassCOCO" / "train2014").glob("*.png")
     )
     seg_config = OmegaConf.load(run_dir / "segmentation" / ".hydra" / "config.yaml")
-    assert seg_config.data._target_.endswith("COCOPseudoMaskDataModule")
+    assert seg_config.data._target_.endswith("COCODataModule")
+    assert seg_config.data.train_masks_dir == str(run_dir / "pseudo_masks" / "masks")

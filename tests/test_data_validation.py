@@ -29,7 +29,6 @@ from rca_lightning.data import (
 from rca_lightning.data.coco import MASK_CACHE_FOLDER
 from rca_lightning.data.coco_dataset import COCOSegmentationDataset
 from rca_lightning.data.file_checks import ImageFiles, image_id_problem
-from rca_lightning.data.pseudo_mask_datamodule import PseudoMaskDataModule
 from rca_lightning.data.split_validation import CACHE_FOLDER, quick_sample, validate_split
 from rca_lightning.utils.errors import InvalidData, InvalidSetting
 from tests.test_coco import TinyCOCO
@@ -315,12 +314,10 @@ def test_pseudo_masks_are_not_compared_with_the_labels(root, tmp_path):
     pseudo.mkdir()
     for image_id in (f"train_{index:06d}" for index in range(6)):
         write_mask(pseudo / f"{image_id}.png", np.zeros((48, 48), np.uint8))
-    module = PseudoMaskDataModule(root, list(CLASSES), pseudo_masks_dir=pseudo, image_size=48)
+    module = VOCDataModule(root, list(CLASSES), train_masks_dir=pseudo, image_size=48)
     assert module.validate_splits()["train"].checked == 6
     write_mask(pseudo / "train_000003.png", np.zeros((48, 40), np.uint8))
-    message, _ = prepare_fails(
-        PseudoMaskDataModule(root, list(CLASSES), pseudo_masks_dir=pseudo, image_size=48)
-    )
+    message, _ = prepare_fails(VOCDataModule(root, list(CLASSES), train_masks_dir=pseudo, image_size=48))
     assert f"first train_000003: mask {pseudo / 'train_000003.png'} size (48, 40) differs" in message
 
 

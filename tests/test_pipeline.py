@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,11 +25,11 @@ from tests.stage_helpers import assert_report_is_consistent
 from tests.test_train_end_to_end import all_background_miou
 
 QUIET_STAGES = [
-    'stages.cams=["scales=[1.0,1.5]"]',
-    'stages.cam_eval=["progress=false"]',
-    'stages.pseudo_masks=["progress=false","num_workers=2"]',
-    'stages.pseudo_mask_eval=["progress=false"]',
-    'stages.segmentation=["trainer.max_epochs=6","trainer.enable_progress_bar=false"]',
+    'stages.cams.overrides=["scales=[1.0,1.5]"]',
+    'stages.cam_eval.overrides=["progress=false"]',
+    'stages.pseudo_masks.overrides=["progress=false","num_workers=2"]',
+    'stages.pseudo_mask_eval.overrides=["progress=false"]',
+    'stages.segmentation.overrides=["trainer.max_epochs=6","trainer.enable_progress_bar=false"]',
 ]
 
 
@@ -178,9 +179,9 @@ def test_rca_on_eps_pipeline_runs_with_the_built_in_saliency_and_eps_pseudo_mask
         assert f"train/loss_{term}_epoch" in header, term
     # The pseudo-mask stage took EPS's rule from the CAM stage's record: constant background 0.20, no CRF.
     cams_record = json.loads((run_dir / "cams" / "cams.json").read_text())
-    assert cams_record["pseudo_mask_overrides"] == ["background_threshold=0.2", "crf=null"]
+    assert cams_record["pseudo_mask_overrides"] == ["refine.background_threshold=0.2", "refine.crf=null"]
     pseudo_cfg = OmegaConf.load(run_dir / "pseudo_masks" / ".hydra" / "config.yaml")
-    assert pseudo_cfg.background_threshold == 0.2 and pseudo_cfg.crf is None
+    assert pseudo_cfg.refine.background_threshold == 0.2 and pseudo_cfg.refine.crf is None
     assert f"{report['pseudo_label_miou']:.1f}" in result.stdout
 
 
@@ -193,8 +194,10 @@ def make_pipeline(run_dir: Path, overrides: list[str]) -> Pipeline:
 
 def test_stage_overrides_route_shared_settings_to_every_stage(tmp_path):
     overrides = ["model=cam", "data.root=/voc", "seed=3", "paths.cache_dir=/c", "trainer=cpu"]
-    pipeline = make_pipeline(tmp_path, [*overrides, 'stages.cams=["scales=[1.0]"]', "report.figure_images=2"])
-    by_stage = {stage.name: pipeline.stage_overrides(stage) for stage in STAGES}
+    pipeline = make_pipeline(
+        tmp_path, [*overrides, 'stages.cams.overrides=["scales=[1.0]"]', "report.figure_images=2"]
+    )
+    by_stage = {stage.name: stage.overrides(pipeline) for stage in STAGES}
     # The classifier sees the command line as rca-train would, without the pipeline's own keys.
     assert by_stage["classifier"] == overrides
     shared = ["data=synthetic", "data.root=/voc", "paths.cache_dir=/c"]
@@ -207,7 +210,8 @@ def test_stage_overrides_route_shared_settings_to_every_stage(tmp_path):
     assert {"trainer=cpu", "seed=3", "experiment=synthetic"} <= set(by_stage["cams"])
     assert f"train_dir={tmp_path / 'classifier'}" in by_stage["cams"]
     assert f"pseudo_masks_dir={tmp_path / 'pseudo_masks' / 'masks'}" in by_stage["segmentation"]
-    assert not any(o.startswith("seg_experiment") for o in by_stage["segmentation"])
+    # No classifier experiment: the built-in dataset's recipe, named explicitly.
+    assert "seg_experiment=synthetic" in by_stage["segmentation"]
     # Each composes (the shared overrides exist in every stage's config).
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         composed = {stage.name: pipeline.compose_stage(stage) for stage in STAGES[1:]}
@@ -216,46 +220,61 @@ def test_stage_overrides_route_shared_settings_to_every_stage(tmp_path):
     assert (tmp_path / "segmentation" / ".hydra" / "config.yaml").is_file()
 
 
+def test_every_shipped_classifier_experiment_has_a_segmentation_recipe(tmp_path):
+    recipes = {path.stem for path in (CONFIG_DIR / "seg_experiment").glob("*.yaml")}
+    for experiment in sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml")):
+        assert make_pipeline(tmp_path, [f"experiment={experiment}"]).seg_recipe in recipes, experiment
+    chosen = make_pipeline(tmp_path, ["experiment=voc_rca_eps", "seg_recipe=synthetic"])
+    assert chosen.seg_recipe == "synthetic"
+    unpaired = make_pipeline(tmp_path, ["experiment=voc_rca_eps", "~seg_recipes.voc_rca_eps"])
+    with pytest.raises(InvalidSetting, match=r"^experiment=voc_rca_eps: seg_recipes names no segmentation"):
+        STAGES[-1].overrides(unpaired)
+
+
 def test_stage_overrides_resume_from_last_checkpoint_and_follow_the_experiment(tmp_path):
     pipeline = make_pipeline(tmp_path, ["experiment=voc_rca_resnet101"])
     segmentation = STAGES[-1]
-    assert "seg_experiment=deeplab_v2_voc" in pipeline.stage_overrides(segmentation)
-    assert not any(o.startswith("ckpt_path") for o in pipeline.stage_overrides(STAGES[0]))
+    assert "seg_experiment=deeplab_v2_voc" in segmentation.overrides(pipeline)
+    assert not any(o.startswith("ckpt_path") for o in STAGES[0].overrides(pipeline))
     for stage in (STAGES[0], segmentation):
         last = tmp_path / stage.name / "checkpoints" / "last.ckpt"
         last.parent.mkdir(parents=True)
         last.touch()
-        assert f"ckpt_path={last}" in pipeline.stage_overrides(stage)
+        assert f"ckpt_path={last}" in stage.overrides(pipeline)
 
 
 def test_seeds_auto_follow_the_classifier_attention_accumulation(tmp_path):
     cams = STAGES[1]
-    assert "seeds=cams" in make_pipeline(tmp_path, []).stage_overrides(cams)
+    # Before the classifier finished, the cams stage composes with its default seeds.
+    assert not any(o.startswith("seeds") for o in cams.overrides(make_pipeline(tmp_path, ["seeds=max"])))
+    (tmp_path / "classifier").mkdir()
+    (tmp_path / "classifier" / "metrics.json").write_text("{}")
+    assert "seeds=cams" in cams.overrides(make_pipeline(tmp_path, []))
     with pytest.raises(InvalidSetting, match="seeds=max: the classifier left no attention accumulation"):
-        make_pipeline(tmp_path, ["seeds=max"]).stage_overrides(cams)
+        cams.overrides(make_pipeline(tmp_path, ["seeds=max"]))
     attention = tmp_path / "classifier" / "attention"
     attention.mkdir(parents=True)
     (attention / "index.json").write_text("{}")
-    overrides = make_pipeline(tmp_path, []).stage_overrides(cams)
+    overrides = cams.overrides(make_pipeline(tmp_path, []))
     assert {"seeds=attention", f"attention_dir={attention}", "scales=[1.0]"} <= set(overrides)
-    assert "seeds=cams" in make_pipeline(tmp_path, ["seeds=cams"]).stage_overrides(cams)
-    assert "seeds=max" in make_pipeline(tmp_path, ["seeds=max"]).stage_overrides(cams)
+    assert "seeds=cams" in cams.overrides(make_pipeline(tmp_path, ["seeds=cams"]))
+    assert "seeds=max" in cams.overrides(make_pipeline(tmp_path, ["seeds=max"]))
 
 
 def test_an_existing_classifier_run_replaces_the_classifier_stage(tmp_path):
     pipeline = make_pipeline(tmp_path / "run", [f"train_dir={tmp_path / 'trained'}"])
     assert pipeline.is_done(STAGES[0])
-    assert f"train_dir={tmp_path / 'trained'}" in pipeline.stage_overrides(STAGES[1])
+    assert f"train_dir={tmp_path / 'trained'}" in STAGES[1].overrides(pipeline)
 
 
 @pytest.mark.parametrize(
     ("experiment", "seg_target", "train_split"),
     [
-        ("voc_rca_vgg16", "PseudoMaskDataModule", "train_aug"),
-        ("voc_rca_resnet101", "PseudoMaskDataModule", "train_aug"),
-        ("coco_rca_resnet101", "COCOPseudoMaskDataModule", "train2014"),
-        ("voc_rca_eps", "PseudoMaskDataModule", "train_aug"),
-        ("coco_rca_eps", "COCOPseudoMaskDataModule", "train2014"),
+        ("voc_rca_vgg16", "VOCDataModule", "train_aug"),
+        ("voc_rca_resnet101", "VOCDataModule", "train_aug"),
+        ("coco_rca_resnet101", "COCODataModule", "train2014"),
+        ("voc_rca_eps", "VOCDataModule", "train_aug"),
+        ("coco_rca_eps", "COCODataModule", "train2014"),
     ],
 )
 def test_published_experiments_compose_every_stage(tmp_path, experiment, seg_target, train_split):
@@ -267,6 +286,28 @@ def test_published_experiments_compose_every_stage(tmp_path, experiment, seg_tar
     segmentation = composed["segmentation"]
     assert segmentation.data._target_.endswith(f".{seg_target}") and segmentation.data.root == "/real"
     assert segmentation.data.train_split == train_split
+    assert segmentation.data.train_masks_dir == str(tmp_path / "pseudo_masks" / "masks")
     # The DeepLab-v2 protocol: ResNet-101, crop 321, SGD with weight decay 5e-4, poly schedule.
     assert segmentation.seg_model.net.backbone.name == "resnet101" and segmentation.crop_size == 321
     assert segmentation.seg_model.optimizer.weight_decay == 5e-4 and segmentation.trainer.max_steps > 0
+
+
+@pytest.mark.slow
+def test_switched_off_stages_leave_the_report_and_a_later_run_adds_them(finished_run, tmp_path):
+    source, cache, _ = finished_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("segmentation", "cam_eval", "report.json"))
+    off = ["stages.segmentation.enabled=false", "stages.cam_eval.enabled=false"]
+    result = run_pipeline(run_dir, cache, *off)
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["stages"] == ["classifier", "cams", "pseudo_masks", "pseudo_mask_eval"]
+    assert report["seg_miou"] is None and report["cam_miou"] is None and report["pseudo_label_miou"] > 0
+    assert set(report["per_class_iou"]) == {"pseudo_label"} and "segmentation" not in report["checkpoints"]
+    assert not (run_dir / "segmentation").exists() and not (run_dir / "figures" / "grid.png").exists()
+    assert (run_dir / "figures" / "iou_pseudo_label.png").is_file()
+    assert f"{report['pseudo_label_miou']:.1f}" in result.stdout and "segmentation (" not in result.stdout
+    # Switched on again in the same folder: only the missing stages run, and the report has them.
+    run_pipeline(run_dir, cache)
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["stages"] == [stage.name for stage in STAGES]
+    assert report["seg_miou"] > 0 and report["cam_miou"] > 0 and (run_dir / "figures" / "grid.png").is_file()

@@ -8,15 +8,18 @@ from PIL import Image
 
 from rca_lightning.cli.pseudo import pseudo
 from rca_lightning.data import voc_palette
+from rca_lightning.inference.image_arrays import read_rgb_file
 from rca_lightning.inference.palette_png import mask_file_is_complete, read_mask_png
 from rca_lightning.pseudo.crf import DenseCRF
-from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskRule, mask_path, write_pseudo_masks
+from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskJob, mask_path, write_pseudo_masks
 from rca_lightning.pseudo.pseudo_masks import (
     background_and_class_scores,
     channels_to_labels,
     crf_pseudo_mask,
     saliency_pseudo_mask,
 )
+from rca_lightning.pseudo.refiners import CRFRefiner, SaliencyRefiner
+from rca_lightning.pseudo.seed_sources import SeedSource
 from rca_lightning.utils.errors import MissingInput
 from tests.references import reference_saliency_mask
 from tests.stage_helpers import compose_config, make_dataset_with_cams
@@ -106,8 +109,8 @@ def test_pool_writer_is_deterministic_and_resumes(dataset_with_cams, tmp_path):
     dataset, cams_dir = dataset_with_cams
     items = [(i, str(dataset.image_path(i))) for i in dataset.image_ids]
     inline, pooled = tmp_path / "inline", tmp_path / "pooled"
-    write_pseudo_masks(items, PseudoMaskRule(cams_dir, inline), num_workers=0, progress=False)
-    counts = write_pseudo_masks(items, PseudoMaskRule(cams_dir, pooled), num_workers=2, progress=False)
+    write_pseudo_masks(items, PseudoMaskJob(cams_dir, inline), num_workers=0, progress=False)
+    counts = write_pseudo_masks(items, PseudoMaskJob(cams_dir, pooled), num_workers=2, progress=False)
     assert counts == {"total": 12, "written": 12, "skipped": 0}
     for image_id in dataset.image_ids:
         with Image.open(mask_path(pooled, image_id)) as png:
@@ -129,10 +132,51 @@ def test_pool_writer_is_deterministic_and_resumes(dataset_with_cams, tmp_path):
     broken.write_bytes(broken.read_bytes()[:60])
     assert not mask_file_is_complete(broken)
     mtimes = {i: mask_path(pooled, i).stat().st_mtime_ns for i in ids[2:]}
-    counts = write_pseudo_masks(items, PseudoMaskRule(cams_dir, pooled), num_workers=2, progress=False)
+    counts = write_pseudo_masks(items, PseudoMaskJob(cams_dir, pooled), num_workers=2, progress=False)
     assert counts == {"total": 12, "written": 2, "skipped": 10}
     assert {i: mask_path(pooled, i).stat().st_mtime_ns for i in ids[2:]} == mtimes
     assert mask_file_is_complete(broken)
+
+
+class RecordingRefiner:
+    """A refiner of one's own: labels every pixel with the first tagged class, and notes what it was given."""
+
+    def __init__(self) -> None:
+        self.calls = []
+
+    def __call__(self, image, seeds, classes, image_id):
+        self.calls.append((image.shape, seeds.shape, tuple(classes), image_id))
+        return np.full(image.shape[:2], classes[0] + 1 if len(classes) else 0, np.uint8)
+
+
+def test_the_writer_runs_the_refiner_it_is_given(dataset_with_cams, tmp_path):
+    dataset, cams_dir = dataset_with_cams
+    items = [(i, str(dataset.image_path(i))) for i in dataset.image_ids[:3]]
+    refiner = RecordingRefiner()
+    write_pseudo_masks(
+        items, PseudoMaskJob(cams_dir, tmp_path / "own", refiner), num_workers=0, progress=False
+    )
+    source = SeedSource("cams", cams_dir)
+    for (image_id, image_path), call in zip(items, refiner.calls, strict=True):
+        image = read_rgb_file(image_path)
+        classes, seeds = source.seeds(image_id, image.shape[:2])
+        assert call == (image.shape, seeds.shape, tuple(classes), image_id)
+        assert (read_mask_png(mask_path(tmp_path / "own", image_id)) == classes[0] + 1).all()
+        # The default refiner is the tested CRF rule itself.
+        default = PseudoMaskJob(cams_dir, tmp_path / "default").pseudo_mask(image_id, image_path)
+        np.testing.assert_array_equal(default, crf_pseudo_mask(image, seeds, classes, DenseCRF()))
+        assert PseudoMaskJob(cams_dir, tmp_path).refiner == CRFRefiner()
+
+
+def test_the_saliency_refiner_names_a_missing_folder_or_map(dataset_with_cams, tmp_path):
+    dataset, cams_dir = dataset_with_cams
+    with pytest.raises(MissingInput, match=r"^refine\.saliency_dir=.*nowhere not found"):
+        SaliencyRefiner(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    job = PseudoMaskJob(cams_dir, tmp_path / "out", SaliencyRefiner(tmp_path / "empty"))
+    first = dataset.image_ids[0]
+    with pytest.raises(MissingInput, match=rf"saliency map .*{first}\.png not found"):
+        job.pseudo_mask(first, dataset.image_path(first))
 
 
 def test_missing_cam_files_are_named(dataset_with_cams, tmp_path):
@@ -140,7 +184,7 @@ def test_missing_cam_files_are_named(dataset_with_cams, tmp_path):
     (cams_dir / f"{dataset.image_ids[3]}.npz").unlink()
     items = [(i, str(dataset.image_path(i))) for i in dataset.image_ids]
     with pytest.raises(MissingInput, match=f"1 of 12 CAM files.*{dataset.image_ids[3]}"):
-        write_pseudo_masks(items, PseudoMaskRule(cams_dir, tmp_path / "out"), num_workers=0, progress=False)
+        write_pseudo_masks(items, PseudoMaskJob(cams_dir, tmp_path / "out"), num_workers=0, progress=False)
 
 
 def test_rca_pseudo_with_saliency(dataset_with_cams, tmp_path):
@@ -156,12 +200,18 @@ def test_rca_pseudo_with_saliency(dataset_with_cams, tmp_path):
     cfg = compose_config(
         "pseudo",
         output_dir,
-        [f"cams_dir={cams_dir}", f"saliency_dir={saliency_dir}", "num_workers=2", "progress=false"],
+        [
+            f"cams_dir={cams_dir}",
+            "refine=saliency",
+            f"refine.saliency_dir={saliency_dir}",
+            "num_workers=2",
+            "progress=false",
+        ],
     )
     metrics, _ = pseudo(cfg)
     assert metrics["written"] == 12
     summary = json.loads((output_dir / "pseudo.json").read_text())
-    assert summary["saliency"]["conflict"] == 0.9 and summary["crf"]["bilateral_srgb"] == 13.0
+    assert summary["refine"]["conflict"] == 0.9 and summary["refine"]["crf"]["bilateral_srgb"] == 13.0
     masks = [read_mask_png(mask_path(output_dir / "pseudo_masks", i)) for i in dataset.image_ids]
     assert all(set(np.unique(m).tolist()) <= {0, 1, 2, 3, 255} for m in masks)
     assert any((m == 255).any() for m in masks)

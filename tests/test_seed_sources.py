@@ -15,7 +15,7 @@ from rca_lightning.inference.palette_png import read_mask_png
 from rca_lightning.pseudo.cam_evaluation import evaluate_cams
 from rca_lightning.pseudo.cam_prediction_writer import CAMWriter
 from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file, save_cam_file
-from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskRule, mask_path, write_pseudo_masks
+from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskJob, mask_path, write_pseudo_masks
 from rca_lightning.pseudo.seed_sources import SeedSource, attention_maps, combine_seeds
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 from tests.references import reference_cam_sweep
@@ -241,7 +241,7 @@ def test_rca_pseudo_attention_seeds_need_no_cams_dir(attention_run, tmp_path):
     # The same masks as from CAM files holding the same maps (same background rule and CRF).
     items = [(i, str(dataset.image_path(i))) for i in dataset.image_ids]
     write_pseudo_masks(
-        items, PseudoMaskRule(same_maps, tmp_path / "from_files"), num_workers=0, progress=False
+        items, PseudoMaskJob(same_maps, tmp_path / "from_files"), num_workers=0, progress=False
     )
     for image_id in dataset.image_ids:
         np.testing.assert_array_equal(

@@ -15,8 +15,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from rca_lightning.data import SyntheticVOCGenerator, VOCSegmentationDataset
-from rca_lightning.data.pseudo_mask_datamodule import PseudoMaskDataModule
+from rca_lightning.data import SyntheticVOCGenerator, VOCDataModule, VOCSegmentationDataset
 from rca_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rca_lightning.lit.seg_module import SegLitModule
 from rca_lightning.utils.errors import InvalidSetting
@@ -224,10 +223,11 @@ def test_pseudo_masks_train_and_ground_truth_validates(synthetic_root, tmp_path)
     dataset = VOCSegmentationDataset(synthetic_root, "train", CLASSES, mask_dir=pseudo)
     assert (dataset[0]["mask"] == 2).all()
 
-    datamodule = PseudoMaskDataModule(
+    datamodule = VOCDataModule(
         synthetic_root,
         list(CLASSES),
-        pseudo,
+        train_masks_dir=pseudo,
+        eval_resize=False,
         image_size=48,
         batch_size=4,
         val_batch_size=3,
@@ -246,12 +246,12 @@ def test_pseudo_masks_train_and_ground_truth_validates(synthetic_root, tmp_path)
 
 
 def test_missing_pseudo_masks_are_named(synthetic_root, tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="pseudo_masks_dir .*nowhere"):
-        PseudoMaskDataModule(synthetic_root, list(CLASSES), tmp_path / "nowhere").prepare_data()
+    with pytest.raises(FileNotFoundError, match=r"^data\.train_masks_dir=.*nowhere does not exist"):
+        VOCDataModule(synthetic_root, list(CLASSES), train_masks_dir=tmp_path / "nowhere").prepare_data()
     train_ids = (synthetic_root / "ImageSets/Segmentation/train.txt").read_text().split()
     write_constant_masks(tmp_path / "partial", train_ids[:3], value=1)
     with pytest.raises(FileNotFoundError, match=f"{len(train_ids) - 3} of {len(train_ids)} masks"):
-        PseudoMaskDataModule(synthetic_root, list(CLASSES), tmp_path / "partial").prepare_data()
+        VOCDataModule(synthetic_root, list(CLASSES), train_masks_dir=tmp_path / "partial").prepare_data()
 
 
 # ------------------------------------------------------------------------------------------ end to end

@@ -197,7 +197,7 @@ def test_every_experiment_passes_with_the_test_suite_overrides(experiment):
         )
         check_overrides("train", [f"experiment={experiment}", *data, *TEST_SUITE_OVERRIDES])
         check_overrides(
-            "pipeline", [f"experiment={experiment}", "seeds=cams", 'stages.cams=["scales=[1.0]"]']
+            "pipeline", [f"experiment={experiment}", "seeds=cams", 'stages.cams.overrides=["scales=[1.0]"]']
         )
 
 
@@ -255,7 +255,7 @@ def test_rca_pipeline_checks_every_stage_before_the_classifier_trains(tmp_path):
     result, seconds = run_script(
         "rca_lightning.cli.pipeline",
         run_dir,
-        'stages.segmentation=["trainer.max_epochs=abc"]',
+        'stages.segmentation.overrides=["trainer.max_epochs=abc"]',
         f"paths.cache_dir={tmp_path}",
     )
     assert result.returncode == 2, result.stderr[-2000:]

@@ -5,7 +5,8 @@ import os
 
 from omegaconf import OmegaConf
 
-from rca_lightning.cli.pipeline import STATE_FILE, Stage
+from rca_lightning.cli.pipeline import Stage
+from rca_lightning.cli.stage_clock import STATE_FILE
 from tests.test_pipeline import make_pipeline
 
 KILLED_ATTEMPT_SECONDS = 5.0

@@ -92,8 +92,8 @@ CASES: list[tuple[str, str, Callable[[Path], list[str]], Callable[[Path], list[s
     (
         "stage_entry_not_a_list",
         "rca-pipeline",
-        lambda d: ["stages.cams=scales"],
-        lambda d: ["stages.cams: expected a list", "got 'scales'"],
+        lambda d: ["stages.cams.overrides=scales"],
+        lambda d: ["stages.cams.overrides: expected a list", "got 'scales'"],
     ),
 ]
 
@@ -231,10 +231,16 @@ def pipeline_for(run_dir: Path, overrides: list[str]) -> Pipeline:
     ("overrides", "message"),
     [
         (["+stages.bogus=[]"], r"stages.bogus: unknown stage; expected one of \['classifier', 'cams', "),
-        (["stages.cams=scales"], r"stages.cams: expected a list of overrides .*, got 'scales'"),
+        (
+            ["stages.cams.overrides=scales"],
+            r"stages.cams.overrides: expected a list of overrides .*, got 'scales'",
+        ),
         (["seeds=sum"], r"seeds='sum': expected one of \['auto', 'cams', 'attention', 'max'\]"),
         (["seeds=attention"], r"seeds=attention: the classifier would leave no attention accumulation"),
-        (['stages.segmentation=["trainer.no_such_setting=1"]'], r"stages.segmentation: .*no_such_setting"),
+        (
+            ['stages.segmentation.overrides=["trainer.no_such_setting=1"]'],
+            r"stages.segmentation: .*no_such_setting",
+        ),
     ],
 )
 def test_pipeline_settings_are_checked_before_any_stage(tmp_path, overrides, message):

@@ -1,15 +1,16 @@
 """``rca-pipeline``: from images with tags to a trained segmentation network and a report, stage by stage.
 
 classifier (``rca-train``) -> cams (``rca-cams``) -> cam_eval (``rca-eval``) -> pseudo_masks (``rca-pseudo``)
--> pseudo_mask_eval (``rca-eval``) -> segmentation (``rca-seg``) -> report. Each stage runs in this process
+-> pseudo_mask_eval (``rca-eval``) -> segmentation (``rca-seg``) -> report. :data:`STAGES` is the table:
+each stage's config, done-file, runner, the stages it reads and the overrides the pipeline gives it;
+``stages.<name>.enabled=false`` leaves a stage out (and the report with it). Each stage runs in this process
 from its own composed config, writes into ``<run>/<stage>/`` exactly what its console script would write
-there, and is skipped when its summary file exists; an unfinished stage resumes (the classifier and the
+there, and is skipped when its done-file exists; an unfinished stage resumes (the classifier and the
 segmentation network from their last checkpoint, CAMs and pseudo masks image by image).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -26,22 +27,18 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from rca_lightning.cli.cams import cams
+from rca_lightning.cli.config_tree import print_config_tree
 from rca_lightning.cli.console import one_line, run_console_script
 from rca_lightning.cli.evaluate import evaluate
+from rca_lightning.cli.pipeline_figures import write_pipeline_figures
 from rca_lightning.cli.pseudo import pseudo
 from rca_lightning.cli.seg import segment
-from rca_lightning.cli.stage_settings import datamodule_for, read_settings
+from rca_lightning.cli.stage_clock import StageClock
 from rca_lightning.cli.train import train
-from rca_lightning.inference.segmenter import Segmenter
 from rca_lightning.pseudo.seed_sources import SEED_KINDS
-from rca_lightning.report.figure_selection import pick_figure_images
 from rca_lightning.report.pipeline_report import build_report, format_report
-from rca_lightning.report.report_figures import grid_rows, pipeline_figure, write_grid
-from rca_lightning.report.score_figures import write_score_figures
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.errors import InvalidSetting, MissingInput
-from rca_lightning.utils.image_logging import log_images
-from rca_lightning.utils.instantiate import instantiate_loggers
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
 from rca_lightning.utils.settings_check import check_overrides
@@ -49,9 +46,8 @@ from rca_lightning.utils.settings_check import check_overrides
 log = logging.getLogger(__name__)
 register_resolvers()
 
-STATE_FILE = "pipeline_state.json"
 # Keys of this config that are the pipeline's own, not rca-train's.
-PIPELINE_KEYS = ("train_dir", "stages", "seg_experiment", "report", "seeds")
+PIPELINE_KEYS = ("train_dir", "stages", "seg_recipe", "seg_recipes", "report", "seeds", "print_config")
 # Where rca-train's online attention accumulation leaves its maps (callbacks/attention_accumulation.yaml).
 ATTENTION_FOLDER = "attention"
 ATTENTION_CALLBACK = "AttentionAccumulationCallback"
@@ -61,22 +57,15 @@ PIPELINE_SEEDS = ("auto", *SEED_KINDS)
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of the pipeline: the config it is composed from, the file that marks it finished."""
+    """One step of the pipeline: the config it is composed from, the file that marks it finished, what it
+    runs, the stages whose outputs it reads, and the overrides the pipeline gives its config."""
 
     name: str
     config_name: str
     done_file: str
     run: Callable[[DictConfig], tuple[dict, object]]
-
-
-STAGES = (
-    Stage("classifier", "train", "metrics.json", train),
-    Stage("cams", "cams", "cams.json", cams),
-    Stage("cam_eval", "eval", "eval.json", evaluate),
-    Stage("pseudo_masks", "pseudo", "pseudo.json", pseudo),
-    Stage("pseudo_mask_eval", "eval", "eval.json", evaluate),
-    Stage("segmentation", "seg_train", "metrics.json", segment),
-)
+    needs: tuple[str, ...] = ()
+    overrides: Callable[[Pipeline], list[str]] = lambda pipeline: []
 
 
 def _override_key(override: str) -> str:
@@ -88,7 +77,7 @@ def _is_pipeline_override(override: str) -> bool:
 
 
 class Pipeline:
-    """Runs the stages of one ``rca-pipeline`` call into ``run_dir``.
+    """Runs the enabled stages of one ``rca-pipeline`` call into ``run_dir``.
 
     Args:
         cfg: the composed ``pipeline.yaml``.
@@ -107,10 +96,8 @@ class Pipeline:
             o for o in command_line if _override_key(o).split(".", 1)[0] in ("data", "paths")
         ]
         self.trainer_overrides = [f"trainer={choices['trainer']}", f"seed={cfg.seed}"]
-        self.seg_experiment = cfg.get("seg_experiment") or choices.get("seg")
         self.experiment = choices.get("experiment")
-        self.state_path = run_dir / STATE_FILE
-        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"stages": {}}
+        self.clock = StageClock(run_dir)
 
     def folder(self, stage: str) -> Path:
         return self.run_dir / stage
@@ -119,44 +106,75 @@ class Pipeline:
     def classifier_dir(self) -> Path:
         return Path(self.cfg.train_dir) if self.cfg.get("train_dir") else self.folder("classifier")
 
-    def stage_overrides(self, stage: Stage, seed_overrides: list[str] | None = None) -> list[str]:
-        """The overrides ``stage``'s config is composed with (its own command line, as it were); the cams
-        stage's seed overrides are ``seed_overrides`` when given, else :meth:`seed_overrides`."""
-        folder = self.folder(stage.name)
-        last = folder / "checkpoints" / "last.ckpt"
-        if stage.name == "classifier":
-            resume = [f"ckpt_path={last}"] if last.is_file() and not self.cfg.get("ckpt_path") else []
-            return [*self.classifier_overrides, *resume]
-        if stage.name == "cams":
-            experiment = [f"experiment={self.experiment}"] if self.experiment else []
-            return [
-                *self.data_overrides,
-                *self.trainer_overrides,
-                *experiment,
-                f"train_dir={self.classifier_dir}",
-                f"cams_dir={self.cams_dir}",
-                *(self.seed_overrides() if seed_overrides is None else seed_overrides),
-            ]
-        if stage.name == "cam_eval":
-            return [*self.data_overrides, f"cams_dir={self.cams_dir}"]
-        if stage.name == "pseudo_masks":
-            return [
-                *self.data_overrides,
-                *self.method_pseudo_mask_overrides(),
-                f"cams_dir={self.cams_dir}",
-                f"masks_dir={self.masks_dir}",
-            ]
-        if stage.name == "pseudo_mask_eval":
-            return [*self.data_overrides, f"masks_dir={self.masks_dir}"]
-        experiment = [f"seg_experiment={self.seg_experiment}"] if self.seg_experiment else []
-        resume = [f"ckpt_path={last}"] if last.is_file() else []
+    @property
+    def cams_dir(self) -> Path:
+        return self.folder("cams") / "maps"
+
+    @property
+    def masks_dir(self) -> Path:
+        return self.folder("pseudo_masks") / "masks"
+
+    def last_checkpoint(self, stage: str) -> list[str]:
+        """``ckpt_path=<last.ckpt>`` when ``stage`` left one (an unfinished run resumes from it), else []."""
+        last = self.folder(stage) / "checkpoints" / "last.ckpt"
+        return [f"ckpt_path={last}"] if last.is_file() else []
+
+    # for_<stage>: the overrides the stage's config is composed with (its own command line, as it were),
+    # before the user's `stages.<name>.overrides`.
+    def for_classifier(self) -> list[str]:
+        resume = [] if self.cfg.get("ckpt_path") else self.last_checkpoint("classifier")
+        return [*self.classifier_overrides, *resume]
+
+    def for_cams(self) -> list[str]:
+        """Before the classifier finished, the seeds are left at the default (its config says whether it
+        will leave attention; :meth:`check_settings` checks that)."""
+        experiment = [f"experiment={self.experiment}"] if self.experiment else []
+        seeds = self.seed_overrides() if self.is_done(STAGES[0]) else []
         return [
             *self.data_overrides,
             *self.trainer_overrides,
             *experiment,
-            f"pseudo_masks_dir={self.masks_dir}",
-            *resume,
+            f"train_dir={self.classifier_dir}",
+            f"cams_dir={self.cams_dir}",
+            *seeds,
         ]
+
+    def for_cam_eval(self) -> list[str]:
+        return [*self.data_overrides, f"cams_dir={self.cams_dir}"]
+
+    def for_pseudo_masks(self) -> list[str]:
+        return [
+            *self.data_overrides,
+            *self.method_pseudo_mask_overrides(),
+            f"cams_dir={self.cams_dir}",
+            f"masks_dir={self.masks_dir}",
+        ]
+
+    def for_pseudo_mask_eval(self) -> list[str]:
+        return [*self.data_overrides, f"masks_dir={self.masks_dir}"]
+
+    def for_segmentation(self) -> list[str]:
+        return [
+            *self.data_overrides,
+            *self.trainer_overrides,
+            f"seg_experiment={self.seg_recipe}",
+            f"pseudo_masks_dir={self.masks_dir}",
+            *self.last_checkpoint("segmentation"),
+        ]
+
+    @property
+    def seg_recipe(self) -> str:
+        """The segmentation stage's recipe (a ``seg_experiment/`` name): ``seg_recipe``, else the
+        ``seg_recipes`` entry of the classifier's experiment (``synthetic``'s without one)."""
+        if self.cfg.get("seg_recipe"):
+            return str(self.cfg.seg_recipe)
+        experiment = self.experiment or "synthetic"
+        if experiment not in self.cfg.seg_recipes:
+            raise InvalidSetting(
+                f"experiment={experiment}: seg_recipes names no segmentation recipe for it; expected "
+                f"seg_recipe=<a seg_experiment/ name> or seg_recipes.{experiment}=<recipe>"
+            )
+        return str(self.cfg.seg_recipes[experiment])
 
     def seed_overrides(self) -> list[str]:
         """The ``seeds`` / ``attention_dir`` of the cams stage: ``seeds=auto`` takes the classifier's
@@ -186,18 +204,20 @@ class Pipeline:
             return []
         return list(json.loads(record.read_text()).get("pseudo_mask_overrides", []))
 
-    @property
-    def cams_dir(self) -> Path:
-        return self.folder("cams") / "maps"
+    def user_overrides(self, stage: Stage) -> list[str]:
+        return [*self.cfg.stages[stage.name].overrides]
 
-    @property
-    def masks_dir(self) -> Path:
-        return self.folder("pseudo_masks") / "masks"
+    def enabled(self, stage: Stage) -> bool:
+        return bool(self.cfg.stages[stage.name].enabled)
+
+    def to_run(self) -> list[Stage]:
+        """The enabled stages that have not finished, in order."""
+        return [stage for stage in STAGES if self.enabled(stage) and not self.is_done(stage)]
 
     def check_settings(self) -> None:
-        """Before any stage runs: ``seeds``, ``train_dir`` and ``stages`` make sense, and every unfinished
-        stage's config composes, so that a typo in the last stage's overrides stops the run now, not after
-        hours of training."""
+        """Before any stage runs: ``seeds``, ``train_dir`` and ``stages`` make sense (every stage that will
+        run finds what it reads), and every stage to run composes, so that a typo in the last stage's
+        overrides stops the run now, not after hours of training."""
         if self.cfg.seeds not in PIPELINE_SEEDS:
             raise InvalidSetting(f"seeds={self.cfg.seeds!r}: expected one of {list(PIPELINE_SEEDS)}")
         if self.cfg.get("train_dir"):
@@ -206,22 +226,19 @@ class Pipeline:
                 raise MissingInput(
                     f"train_dir={self.classifier_dir}: {summary} not found; expected a finished rca-train run"
                 )
-        stages = check_stage_entries(self.cfg.get("stages") or {})
-        classifier_done = self.is_done(STAGES[0])
-        for stage in STAGES:
-            if self.is_done(stage):
-                continue
-            # Before the classifier ran, its config says whether it will leave attention (checked below).
-            seeds = None if classifier_done else []
-            try:
-                cfg = compose(
-                    stage.config_name,
-                    overrides=self.stage_overrides(stage, seeds) + [*stages.get(stage.name, [])],
-                )
-            except (HydraException, OmegaConfBaseException) as error:
-                raise InvalidSetting(f"stages.{stage.name}: {one_line(error)}") from error
-            own = [*stages.get(stage.name, [])]  # their values against the types of the stage's settings
-            overrides = self.stage_overrides(stage, seeds) + own
+        check_stage_entries(self.cfg.get("stages"))
+        by_name = {stage.name: stage for stage in STAGES}
+        for stage in self.to_run():
+            for needed in map(by_name.get, stage.needs):
+                if not self.enabled(needed) and not self.is_done(needed):
+                    raise InvalidSetting(
+                        f"stages.{needed.name}.enabled=false: stage {stage.name} reads its output; expected "
+                        f"stages.{stage.name}.enabled=false too (or a finished {needed.name} in this run)"
+                    )
+        for stage in self.to_run():
+            cfg = self.stage_config(stage)
+            own = self.user_overrides(stage)  # their values against the types of the stage's settings
+            overrides = stage.overrides(self) + own
             check_overrides(stage.config_name, overrides, own, source=f"stages.{stage.name}")
             if stage.name == "classifier" and self.cfg.seeds in ("attention", "max"):
                 targets = [str(c.get("_target_", "")) for c in (cfg.get("callbacks") or {}).values() if c]
@@ -231,16 +248,27 @@ class Pipeline:
                         "expected callbacks=[default,attention_accumulation] (or seeds=auto / cams)"
                     )
 
-    def compose_stage(self, stage: Stage) -> DictConfig:
-        overrides = [*self.stage_overrides(stage), *self.cfg.stages.get(stage.name, [])]
-        cfg = compose(stage.config_name, overrides=overrides)
-        folder = self.folder(stage.name)
+    def stage_config(self, stage: Stage) -> DictConfig:
+        """``stage``'s composed config (its outputs in its folder of the run); InvalidSetting naming
+        ``stages.<name>`` when it does not compose."""
+        overrides = [*stage.overrides(self), *self.user_overrides(stage)]
+        try:
+            cfg = compose(stage.config_name, overrides=overrides)
+        except (HydraException, OmegaConfBaseException) as error:
+            raise InvalidSetting(f"stages.{stage.name}: {one_line(error)}") from error
         with open_dict(cfg):
-            cfg.paths.output_dir = str(folder)
-        # What the console script would leave in .hydra/, so the folder stands alone (rca-cams reads it).
-        (folder / ".hydra").mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
-        OmegaConf.save(OmegaConf.create(overrides), folder / ".hydra" / "overrides.yaml")
+            cfg.paths.output_dir = str(self.folder(stage.name))
+        return cfg
+
+    def compose_stage(self, stage: Stage) -> DictConfig:
+        """:meth:`stage_config`, also saved where the console script would leave it (``.hydra/``), so the
+        folder stands alone (rca-cams reads it)."""
+        cfg = self.stage_config(stage)
+        hydra_dir = self.folder(stage.name) / ".hydra"
+        hydra_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, hydra_dir / "config.yaml")
+        overrides = [*stage.overrides(self), *self.user_overrides(stage)]
+        OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
         return cfg
 
     def is_done(self, stage: Stage) -> bool:
@@ -249,79 +277,38 @@ class Pipeline:
         return (self.folder(stage.name) / stage.done_file).is_file()
 
     def run_stage(self, stage: Stage) -> None:
-        """Run ``stage`` unless it is done; its ``seconds`` in the state file add up every attempt.
-
-        The state records when an attempt starts, so an attempt that never reached the end (killed, or
-        stopped by an error) is counted when the stage is next visited: from its start to the last
-        modification of a file in the stage's folder.
-        """
-        entry = self.state["stages"].get(stage.name, {})
-        seconds = entry.get("seconds", 0.0)
-        if "attempt_started" in entry:
-            seconds += max(0.0, last_modification(self.folder(stage.name)) - entry["attempt_started"])
-            self.record_stage_seconds(stage, seconds)
+        """Run ``stage`` unless it is done; its ``seconds`` (:class:`StageClock`) add up every attempt."""
+        self.clock.settle(stage.name, self.folder(stage.name))
         if self.is_done(stage):
             log.info("Stage %s: finished earlier, skipped", stage.name)
             return
         log.info("Stage %s: running (outputs in %s)", stage.name, self.folder(stage.name))
         cfg = self.compose_stage(stage)
-        self.record_stage_seconds(stage, seconds, attempt_started=time.time())
-        start = time.perf_counter()
-        stage.run(cfg)
-        self.record_stage_seconds(stage, seconds + time.perf_counter() - start)
+        self.clock.time(stage.name, self.folder(stage.name), lambda: stage.run(cfg))
 
-    def record_stage_seconds(
-        self, stage: Stage, seconds: float, attempt_started: float | None = None
-    ) -> None:
-        """Write ``stage``'s seconds so far (and the start time of the attempt now running) to the state."""
-        entry = {"seconds": seconds}
-        if attempt_started is not None:
-            entry["attempt_started"] = attempt_started
-        self.state["stages"][stage.name] = entry
-        write_json_atomically(self.state_path, self.state)
+    def print_configs(self) -> None:
+        """Print every enabled stage's composed config as a tree (``print_config=true``)."""
+        configs = {}
+        for stage in STAGES:
+            if self.enabled(stage) and not (stage.name == "classifier" and self.cfg.get("train_dir")):
+                configs[stage.name] = self.stage_config(stage)
+        print_config_tree(configs, title=f"rca-pipeline stages ({self.run_dir})")
 
-    def write_figures(self, report: dict) -> Path:
-        """``figures/grid.png`` for CAM-split images that cover many classes (also logged to the loggers),
-        and each scored stage's ``confusion_<stage>.png`` and ``iou_<stage>.png``."""
-        settings = read_settings(self.cams_dir, "rca-cams")
-        dataset = datamodule_for(self.cfg.data, settings["dataset"]).make_dataset(settings["split"])
-        image_ids = pick_figure_images(dataset.image_ids, dataset.labels, self.cfg.report.figure_images)
-        rows, mask_values = grid_rows(
-            image_ids,
-            [dataset.image_path(image_id) for image_id in image_ids],
-            [dataset.mask_path(image_id) for image_id in image_ids],
-            self.cams_dir,
-            self.masks_dir,
-            Segmenter.from_run(self.folder("segmentation"), source="seg"),
-            dataset.class_names,
-            self.cfg.report.panel_size,
-        )
-        grid = pipeline_figure(rows, mask_values, dataset.class_names, self.cfg.report.panel_size)
-        path = write_grid(grid, self.run_dir / "figures" / "grid.png")
-        write_score_figures({stage.name: self.folder(stage.name) for stage in STAGES}, report, path.parent)
-        loggers = instantiate_loggers(self.cfg.get("logger"))
-        scalars = {f"pipeline/{key}": report[key] for key in ("cam_miou", "pseudo_label_miou", "seg_miou")}
-        for logger in loggers:
-            logger.log_metrics(scalars)
-        log_images(loggers, "pipeline/figures", [grid], captions=[", ".join(image_ids)])
-        for logger in loggers:
-            logger.save()
-            logger.finalize("success")
-        return path
-
-    def run(self) -> dict:
-        """Run every unfinished stage, then write and print the report; returns the report."""
+    def run(self) -> dict | None:
+        """Run every enabled unfinished stage, then write and print the report of what ran; returns the
+        report (None with ``print_config=true``, which only prints the stages' configs)."""
         self.check_settings()
+        if self.cfg.get("print_config"):
+            self.print_configs()
+            return None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for stage in STAGES:
-            self.run_stage(stage)
+            if self.enabled(stage):
+                self.run_stage(stage)
         start = time.perf_counter()
-        report = build_report(
-            classifier_dir=self.classifier_dir,
-            stage_dirs={stage.name: self.folder(stage.name) for stage in STAGES},
-            stage_seconds={name: entry["seconds"] for name, entry in self.state["stages"].items()},
-        )
-        report["figures"] = [str(self.write_figures(report))]
+        finished = {stage.name: self.folder(stage.name) for stage in STAGES[1:] if self.is_done(stage)}
+        report = build_report(self.classifier_dir, finished, self.clock.seconds)
+        report["figures"] = write_pipeline_figures(self.cfg, report, finished, self.run_dir / "figures")
         report["stage_seconds"]["report"] = time.perf_counter() - start
         write_json_atomically(self.run_dir / "report.json", report)
         print(format_report(report), flush=True)
@@ -329,33 +316,44 @@ class Pipeline:
         return report
 
 
-def check_stage_entries(stages: object) -> DictConfig:
-    """``stages`` if it maps names of :data:`STAGES` to lists of override strings, else InvalidSetting."""
-    names = [stage.name for stage in STAGES]
+STAGES = (
+    Stage("classifier", "train", "metrics.json", train, (), Pipeline.for_classifier),
+    Stage("cams", "cams", "cams.json", cams, ("classifier",), Pipeline.for_cams),
+    Stage("cam_eval", "eval", "eval.json", evaluate, ("cams",), Pipeline.for_cam_eval),
+    Stage("pseudo_masks", "pseudo", "pseudo.json", pseudo, ("cams",), Pipeline.for_pseudo_masks),
+    Stage(
+        "pseudo_mask_eval", "eval", "eval.json", evaluate, ("pseudo_masks",), Pipeline.for_pseudo_mask_eval
+    ),
+    Stage("segmentation", "seg_train", "metrics.json", segment, ("pseudo_masks",), Pipeline.for_segmentation),
+)
+STAGE_NAMES = tuple(stage.name for stage in STAGES)
+
+
+def check_stage_entries(stages: object) -> None:
+    """InvalidSetting unless ``stages`` maps names of :data:`STAGES` to ``{enabled, overrides}``."""
     if not isinstance(stages, DictConfig):
-        raise InvalidSetting(f"stages: expected a mapping of stage names {names} to lists, got {stages!r}")
-    for name, overrides in stages.items():
-        if name not in names:
-            raise InvalidSetting(f"stages.{name}: unknown stage; expected one of {names}")
+        raise InvalidSetting(
+            f"stages: expected a mapping of stage names {list(STAGE_NAMES)} to settings, got {stages!r}"
+        )
+    for name, entry in stages.items():
+        if name not in STAGE_NAMES:
+            raise InvalidSetting(f"stages.{name}: unknown stage; expected one of {list(STAGE_NAMES)}")
+        if not isinstance(entry, DictConfig) or set(entry) != {"enabled", "overrides"}:
+            raise InvalidSetting(
+                f"stages.{name}: expected enabled and overrides (stages.{name}.enabled=false, "
+                f"'stages.{name}.overrides=[\"key=value\"]'), got {entry!r}"
+            )
+        if not isinstance(entry.enabled, bool):
+            raise InvalidSetting(f"stages.{name}.enabled: expected true or false, got {entry.enabled!r}")
+        overrides = entry.overrides
         if not isinstance(overrides, ListConfig) or not all(isinstance(o, str) for o in overrides):
             raise InvalidSetting(
-                f"stages.{name}: expected a list of overrides like ['trainer.max_epochs=2'], "
+                f"stages.{name}.overrides: expected a list of overrides like ['trainer.max_epochs=2'], "
                 f"got {overrides!r}"
             )
-    return stages
 
 
-def last_modification(folder: Path) -> float:
-    """The latest modification time (``time.time()`` scale) of ``folder`` and everything under it."""
-    latest = folder.stat().st_mtime if folder.exists() else 0.0
-    for root, directories, files in os.walk(folder):
-        for name in [*directories, *files]:
-            with contextlib.suppress(OSError):  # removed meanwhile
-                latest = max(latest, os.stat(os.path.join(root, name), follow_symlinks=False).st_mtime)
-    return latest
-
-
-def run_pipeline(overrides: Sequence[str] = (), run_dir: str | os.PathLike = "pipeline_run") -> dict:
+def run_pipeline(overrides: Sequence[str] = (), run_dir: str | os.PathLike = "pipeline_run") -> dict | None:
     """The Python form of ``rca-pipeline <overrides> hydra.run.dir=<run_dir>`` (for notebooks and scripts).
 
     Args:
@@ -363,7 +361,7 @@ def run_pipeline(overrides: Sequence[str] = (), run_dir: str | os.PathLike = "pi
         run_dir: the run folder; running again with the same folder skips finished stages.
 
     Returns:
-        The report (what ``report.json`` holds).
+        The report (what ``report.json`` holds; None with ``print_config=true``).
     """
     config_dir = Path(__file__).resolve().parent.parent / "conf"
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
@@ -386,7 +384,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
         choices=dict(hydra_cfg.runtime.choices),
         run_dir=Path(hydra_cfg.runtime.output_dir),
     )
-    return pipeline.run()["seg_miou"]
+    report = pipeline.run()
+    return report["seg_miou"] if report else None
 
 
 def main() -> None:

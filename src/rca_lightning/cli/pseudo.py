@@ -1,12 +1,13 @@
 """``rca-pseudo``: pseudo masks (palette PNGs, 255 = ignore) from seeds: the CAM files of ``rca-cams``,
 the attention accumulated during training, or their max.
 
-``rca-pseudo cams_dir=<rca-cams run>/cams`` uses background ``(1 - max CAM) ** 4`` + dense CRF;
-``background_threshold=0.3`` uses a constant background score instead; ``saliency_dir=<folder>`` applies the
-public code's saliency rule; ``crf=null`` skips the CRF. ``seeds=attention attention_dir=<rca-train
-run>/attention`` uses the accumulated attention of the tagged classes instead of CAMs (no ``cams_dir``
-needed: the ``data`` config's dataset and its ``train_split``), ``seeds=max cams_dir=... attention_dir=...``
-the pixel-wise max of both. Rerunning with the same ``hydra.run.dir`` resumes.
+``rca-pseudo cams_dir=<rca-cams run>/cams`` uses background ``(1 - max CAM) ** 4`` + dense CRF
+(``refine=crf``); ``refine.background_threshold=0.3`` uses a constant background score instead;
+``refine=saliency refine.saliency_dir=<folder>`` applies the public code's saliency rule; ``refine=none``
+skips the CRF. ``seeds=attention attention_dir=<rca-train run>/attention`` uses the accumulated attention of
+the tagged classes instead of CAMs (no ``cams_dir`` needed: the ``data`` config's dataset and its
+``train_split``), ``seeds=max cams_dir=... attention_dir=...`` the pixel-wise max of both. Rerunning with the
+same ``hydra.run.dir`` resumes.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from rca_lightning.cli.console import run_console_script
 from rca_lightning.cli.stage_settings import claim_output_folder, seed_settings, seeds_and_dataset
-from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskRule, write_pseudo_masks
+from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskJob, write_pseudo_masks
 from rca_lightning.utils.atomic import write_json_atomically
-from rca_lightning.utils.errors import MissingInput
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
 
@@ -34,36 +34,16 @@ register_resolvers()
 
 def pseudo(cfg: DictConfig) -> tuple[dict, dict]:
     """Write the pseudo masks of the images of the seeds' split; returns the run's figures and objects."""
-    saliency_dir = Path(cfg.saliency_dir) if cfg.get("saliency_dir") else None
-    if saliency_dir is not None and not saliency_dir.is_dir():
-        raise MissingInput(
-            f"saliency_dir={saliency_dir} not found: expected a folder of <image_id>.png saliency maps"
-        )
+    refiner = instantiate(cfg.refine)
     seed_source, record, split, dataset = seeds_and_dataset(cfg)
-    crf = instantiate(cfg.crf) if cfg.get("crf") else None
     masks_dir = Path(cfg.masks_dir)
-    rule = PseudoMaskRule(
-        seed_source=seed_source,
-        masks_dir=masks_dir,
-        crf=crf,
-        background_power=cfg.background_power,
-        background_threshold=cfg.background_threshold,
-        saliency_dir=saliency_dir,
-        conflict=cfg.saliency.conflict,
-        attention=cfg.saliency.attention,
-        background_saliency=cfg.saliency.background,
-        min_foreground=cfg.saliency.min_foreground,
-    )
+    job = PseudoMaskJob(seed_source=seed_source, masks_dir=masks_dir, refiner=refiner)
     settings = {
         "stage": "rca-pseudo",
         **seed_settings(seed_source),
         "split": split,
         "dataset": record,
-        "crf": OmegaConf.to_container(cfg.crf, resolve=True) if cfg.get("crf") else None,
-        "background_power": cfg.background_power,
-        "background_threshold": cfg.background_threshold,
-        "saliency_dir": str(saliency_dir.resolve()) if saliency_dir else None,
-        "saliency": OmegaConf.to_container(cfg.saliency, resolve=True) if saliency_dir else None,
+        "refine": OmegaConf.to_container(cfg.refine, resolve=True),
     }
     masks_dir.mkdir(parents=True, exist_ok=True)
     claim_output_folder(masks_dir, settings)
@@ -73,7 +53,7 @@ def pseudo(cfg: DictConfig) -> tuple[dict, dict]:
         for image_id, labels in zip(dataset.image_ids, dataset.labels, strict=True)
     ]
     start = time.perf_counter()
-    counts = write_pseudo_masks(items, rule, num_workers=cfg.num_workers, progress=cfg.progress)
+    counts = write_pseudo_masks(items, job, num_workers=cfg.num_workers, progress=cfg.progress)
     seconds = time.perf_counter() - start
     metrics = {
         **counts,
@@ -86,7 +66,7 @@ def pseudo(cfg: DictConfig) -> tuple[dict, dict]:
     log.info(
         "Pseudo masks of %d images in %s (%d computed now)", counts["total"], masks_dir, counts["written"]
     )
-    return metrics, {"cfg": cfg, "rule": rule, "dataset": dataset}
+    return metrics, {"cfg": cfg, "job": job, "dataset": dataset}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pseudo")

@@ -37,7 +37,8 @@ class COCODataModule(VOCDataModule):
         include_unannotated: keep images without any annotation (zero labels, background mask).
         **loader_settings: ``VOCDataModule``'s ``image_size``, ``batch_size``, ``num_workers``,
             ``scale_range``, ``crop``, ``hflip``, ``color_jitter``, ``pin_memory``, ``validate``,
-            ``saliency_dir`` (maps named by file stem, ``<saliency_dir>/COCO_train2014_<id>.png``).
+            ``saliency_dir`` (maps named by file stem, ``<saliency_dir>/COCO_train2014_<id>.png``),
+            ``train_masks_dir`` (``<file stem>.png``), ``eval_resize``, ``val_batch_size``.
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class COCODataModule(VOCDataModule):
         """Check the layout, build the masks and label index of the train and val splits once, then
         validate both splits."""
         splits = list(dict.fromkeys((self.train_split, self.val_split)))
+        self.check_train_masks_dir()
         check_coco_layout(self.root, splits)
         for split in splits:
             build_coco_masks(
@@ -80,6 +82,8 @@ class COCODataModule(VOCDataModule):
         return annotation_file(self.root, split)
 
     def labels_checked_against_masks(self, split: str) -> bool:
+        """Never: the masks come from the same annotations as the labels (``train_masks_dir``'s need not
+        agree with them)."""
         return False
 
     def validation_cache_dir(self) -> Path:
@@ -92,10 +96,15 @@ class COCODataModule(VOCDataModule):
     def make_dataset(self, split: str, train: bool = False) -> COCOSegmentationDataset:
         """A dataset of ``split`` with the training or the evaluation transform."""
         transform = self.train_transform if train else self.eval_transform
-        return COCOSegmentationDataset(
+        dataset = COCOSegmentationDataset(
             self.root,
             split,
             transform=transform,
             cache_dir=self.mask_cache_dir,
             saliency_dir=self.saliency_folder(split),
         )
+        if split == self.train_split and self.train_masks_dir is not None:
+            # The labels and image ids stay those of the annotations.
+            dataset.mask_root = self.train_masks_dir
+            dataset.mask_dir = str(self.train_masks_dir)
+        return dataset

@@ -88,6 +88,13 @@ class VOCDataModule(LightningDataModule):
             (every image id), ``quick`` (a fixed sample) or ``off``.
         saliency_dir: folder of saliency maps ``<image_id>.png`` (grey or RGB, any size), read only after
             ``require_saliency()``; a relative path is taken from the working directory, as ``root`` is.
+        train_masks_dir: folder of the train split's masks ``<image_id>.png`` when they are not the
+            dataset's own (the segmentation stage's pseudo masks: palette or grey PNGs, 0 background, 1..C
+            classes, 255 ignored; they need not agree with the image tags); a relative path is taken from
+            the working directory. Evaluation splits keep their ground truth.
+        eval_resize: squash evaluation images and masks to ``image_size`` (batches of one size), or keep
+            each at its own size (exact masks; ``val_batch_size`` 1 when sizes differ).
+        val_batch_size: images per validation / test / predict batch (None: ``batch_size``).
     """
 
     def __init__(
@@ -108,6 +115,9 @@ class VOCDataModule(LightningDataModule):
         mask_dirs: Mapping[str, str] | None = None,
         validate: str = "full",
         saliency_dir: str | os.PathLike | None = None,
+        train_masks_dir: str | os.PathLike | None = None,
+        eval_resize: bool = True,
+        val_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -123,22 +133,28 @@ class VOCDataModule(LightningDataModule):
             )
         if batch_size < 1:
             raise InvalidSetting(f"data.batch_size={batch_size!r}: expected a positive integer")
+        if val_batch_size is not None and val_batch_size < 1:
+            raise InvalidSetting(f"data.val_batch_size={val_batch_size!r}: expected a positive integer")
         self.validate = check_validate_mode(validate)
         self.train_split = train_split
         self.val_split = val_split
         self.image_size = image_size
         self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
         self.generator = generator
         self.pin_memory = pin_memory
         self.mask_dirs = dict(mask_dirs or {})
         self.saliency_dir = None if saliency_dir in (None, "") else Path(saliency_dir).expanduser().absolute()
+        self.train_masks_dir = (
+            None if train_masks_dir in (None, "") else Path(train_masks_dir).expanduser().absolute()
+        )
         self.load_saliency = False
         self._files_checked = False  # validate_splits ran in this process (prepare_data, rank zero)
         self.train_transform = build_train_transform(
             image_size, scale_range=tuple(scale_range), crop=crop, hflip=hflip, color_jitter=color_jitter
         )
-        self.eval_transform = build_eval_transform(image_size)
+        self.eval_transform = build_eval_transform(image_size if eval_resize else None)
         self.train_dataset: VOCSegmentationDataset | None = None
         self.val_dataset: VOCSegmentationDataset | None = None
 
@@ -178,6 +194,7 @@ class VOCDataModule(LightningDataModule):
         splits (no state is set here)."""
         if self.generator is not None and not self.generator.is_complete(self.root):
             self.generator.generate(self.root)
+        self.check_train_masks_dir()
         self._check_root()
         check_voc_layout(
             self.root, {split: self.mask_dir(split) for split in (self.train_split, self.val_split)}
@@ -226,17 +243,28 @@ class VOCDataModule(LightningDataModule):
         """The file that lists the images of ``split`` (named in validation messages)."""
         return split_file_path(self.root, split)
 
+    def check_train_masks_dir(self) -> None:
+        """MissingInput when ``train_masks_dir`` is set but is not a folder."""
+        if self.train_masks_dir is not None and not self.train_masks_dir.is_dir():
+            raise MissingInput(
+                f"data.train_masks_dir={self.train_masks_dir} does not exist "
+                "(expected a folder of <image id>.png masks)"
+            )
+
     def labels_checked_against_masks(self, split: str) -> bool:
         """Whether validation compares the XML labels of ``split`` with its masks (true masks must agree
-        with them; pseudo masks need not)."""
-        return True
+        with them; the masks of ``train_masks_dir`` need not)."""
+        return self.train_masks_dir is None or split != self.train_split
 
     def validation_cache_dir(self) -> Path:
         """Folder of the validation cache (``.validation/`` is made in it)."""
         return self.root
 
     def mask_dir(self, split: str) -> str:
-        """Mask folder of ``split`` (``mask_dirs`` entry, else ``SegmentationClass``)."""
+        """Mask folder of ``split`` (``train_masks_dir`` for the train split when set, else the ``mask_dirs``
+        entry, else ``SegmentationClass``; an absolute folder replaces ``root/<folder>``)."""
+        if split == self.train_split and self.train_masks_dir is not None:
+            return str(self.train_masks_dir)
         return self.mask_dirs.get(split, DEFAULT_MASK_DIR)
 
     def _check_root(self) -> None:
@@ -279,7 +307,7 @@ class VOCDataModule(LightningDataModule):
         """Loader over a split in order (a ``sampler`` picks this rank's share under DDP)."""
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=self.val_batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -318,6 +346,10 @@ class VOCDataModule(LightningDataModule):
             self.val_dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
         return self._in_order_loader(self.val_dataset, sampler)
+
+    def test_dataloader(self) -> DataLoader:
+        """The validation split again (the segmentation stage's evaluation path scores it)."""
+        return self.val_dataloader()
 
     def predict_dataloader(self, split: str | None = None) -> DataLoader:
         """Loader over ``split`` (default: the validation split) with the evaluation transform."""

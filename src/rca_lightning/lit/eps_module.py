@@ -136,8 +136,8 @@ class EPSLitModule(RCALitModule):
     @property
     def pseudo_mask_overrides(self) -> list[str]:
         """EPS's pseudo masks: a constant background score, no CRF unless ``pseudo_crf``."""
-        threshold = [f"background_threshold={self.hparams.pseudo_background_threshold}"]
-        return threshold if self.hparams.pseudo_crf else [*threshold, "crf=null"]
+        threshold = [f"refine.background_threshold={self.hparams.pseudo_background_threshold}"]
+        return threshold if self.hparams.pseudo_crf else [*threshold, "refine.crf=null"]
 
 
 __all__ = ["EPSLitModule"]

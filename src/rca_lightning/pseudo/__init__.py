@@ -1,5 +1,5 @@
 """From CAMs to pseudo masks: multi-scale CAM inference, CAM files, seed sources (CAMs, accumulated
-attention), dense CRF, pseudo-mask rules, scoring."""
+attention), dense CRF, refiners (seeds -> pseudo masks), scoring."""
 
 from rca_lightning.pseudo.cam_evaluation import evaluate_cams, evaluate_masks, sweep_thresholds
 from rca_lightning.pseudo.cam_inference import CAMDataModule, CAMPredictor, tagged_class_scores
@@ -11,13 +11,14 @@ from rca_lightning.pseudo.cam_writer import (
     save_cam_file,
 )
 from rca_lightning.pseudo.crf import DenseCRF
-from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskRule, write_pseudo_masks
+from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskJob, write_pseudo_masks
 from rca_lightning.pseudo.pseudo_masks import (
     background_and_class_scores,
     channels_to_labels,
     crf_pseudo_mask,
     saliency_pseudo_mask,
 )
+from rca_lightning.pseudo.refiners import CRFRefiner, Refiner, SaliencyRefiner
 from rca_lightning.pseudo.seed_sources import SEED_KINDS, SeedSource, attention_maps, combine_seeds
 
 __all__ = [
@@ -25,7 +26,10 @@ __all__ = [
     "CAMPredictor",
     "CAMWriter",
     "DenseCRF",
-    "PseudoMaskRule",
+    "CRFRefiner",
+    "PseudoMaskJob",
+    "Refiner",
+    "SaliencyRefiner",
     "SEED_KINDS",
     "SeedSource",
     "attention_maps",

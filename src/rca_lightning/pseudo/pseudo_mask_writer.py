@@ -17,11 +17,9 @@ import numpy as np
 from tqdm import tqdm
 
 from rca_lightning.inference.image_arrays import read_rgb_file
-from rca_lightning.inference.palette_png import mask_file_is_complete, read_mask_png, write_palette_png
-from rca_lightning.pseudo.crf import DenseCRF
-from rca_lightning.pseudo.pseudo_masks import crf_pseudo_mask, refined_scores, saliency_pseudo_mask
+from rca_lightning.inference.palette_png import mask_file_is_complete, write_palette_png
+from rca_lightning.pseudo.refiners import CRFRefiner, Refiner
 from rca_lightning.pseudo.seed_sources import SeedSource, as_seed_source
-from rca_lightning.utils.errors import InvalidData, MissingInput
 
 
 def mask_path(masks_dir: str | os.PathLike, image_id: str) -> Path:
@@ -30,32 +28,20 @@ def mask_path(masks_dir: str | os.PathLike, image_id: str) -> Path:
 
 
 @dataclass(frozen=True)
-class PseudoMaskRule:
-    """Everything needed to turn one image's seeds into its pseudo mask (picklable for the pool).
+class PseudoMaskJob:
+    """One image's pseudo mask from its seeds and a refiner, written to ``masks_dir`` (picklable for the
+    pool).
 
     Args:
         seed_source: where the seeds (CAMs, accumulated attention or their max) come from, or a folder of
             CAM files (read as ``SeedSource("cams", folder)``).
         masks_dir: output folder.
-        crf: dense CRF applied to the [background, classes] scores, or None.
-        background_power: background score ``(1 - max seed) ** background_power``.
-        background_threshold: a constant background score instead (e.g. the best threshold of the CAM
-            sweep); None uses the power rule.
-        saliency_dir: folder of ``<image_id>.png`` grey saliency maps (0..255); when given, the saliency
-            rule (:func:`rca_lightning.pseudo.pseudo_masks.saliency_pseudo_mask`) labels the image.
-        conflict, attention, background_saliency, min_foreground: the saliency rule's settings.
+        refiner: seeds -> mask (:class:`~rca_lightning.pseudo.refiners.Refiner`; the ``refine=`` group).
     """
 
     seed_source: SeedSource | Path
     masks_dir: Path
-    crf: DenseCRF | None = field(default_factory=DenseCRF)
-    background_power: float = 4.0
-    background_threshold: float | None = None
-    saliency_dir: Path | None = None
-    conflict: float = 0.9
-    attention: float = 0.8
-    background_saliency: int = 32
-    min_foreground: float = 0.01
+    refiner: Refiner = field(default_factory=CRFRefiner)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seed_source", as_seed_source(self.seed_source))
@@ -72,31 +58,7 @@ class PseudoMaskRule:
         """
         image = read_rgb_file(image_path)
         classes, seeds = self.seed_source.seeds(image_id, image.shape[:2], tags)  # (K,), (K, H, W)
-        if self.saliency_dir is None:
-            return crf_pseudo_mask(
-                image, seeds, classes, self.crf, self.background_power, self.background_threshold
-            )
-        scores = refined_scores(image, seeds, self.crf, self.background_power, self.background_threshold)
-        saliency_file = Path(self.saliency_dir) / f"{image_id}.png"
-        if not saliency_file.is_file():
-            raise MissingInput(
-                f"saliency map {saliency_file} not found: expected <image_id>.png in "
-                f"saliency_dir={self.saliency_dir}"
-            )
-        saliency = read_mask_png(saliency_file)
-        if saliency.shape != image.shape[:2]:
-            raise InvalidData(
-                f"{saliency_file}: size {saliency.shape}, expected the image's {image.shape[:2]}"
-            )
-        return saliency_pseudo_mask(
-            scores[1:],
-            classes,
-            saliency,
-            conflict=self.conflict,
-            attention=self.attention,
-            background_saliency=self.background_saliency,
-            min_foreground=self.min_foreground,
-        )
+        return self.refiner(image, seeds, classes, image_id)
 
     def __call__(self, item: tuple) -> str:
         """Compute and write the mask of ``(image_id, image_path[, tags])``; returns the image id."""
@@ -106,7 +68,7 @@ class PseudoMaskRule:
 
 def write_pseudo_masks(
     items: Sequence[tuple],
-    rule: PseudoMaskRule,
+    job: PseudoMaskJob,
     num_workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, int]:
@@ -115,26 +77,26 @@ def write_pseudo_masks(
     Args:
         items: ``(image_id, image_path)`` or ``(image_id, image_path, tags)``, tags (K,) the image's tagged
             class indices (needed by ``attention`` seeds).
-        rule: how a mask is computed and where it goes.
+        job: how a mask is computed and where it goes.
         num_workers: pool processes (None: every CPU; 0 or 1: in this process).
         progress: show a tqdm progress bar.
 
     Returns:
         ``{"total": ..., "written": ..., "skipped": ...}``.
     """
-    rule.seed_source.validate([item[0] for item in items])
-    pending = [item for item in items if not mask_file_is_complete(mask_path(rule.masks_dir, item[0]))]
-    Path(rule.masks_dir).mkdir(parents=True, exist_ok=True)
+    job.seed_source.validate([item[0] for item in items])
+    pending = [item for item in items if not mask_file_is_complete(mask_path(job.masks_dir, item[0]))]
+    Path(job.masks_dir).mkdir(parents=True, exist_ok=True)
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
     bar = tqdm(total=len(pending), desc="pseudo masks", unit="img", disable=not progress)
     if workers <= 1 or len(pending) <= 1:
         for item in pending:
-            rule(item)
+            job(item)
             bar.update()
     else:
         with Pool(processes=min(workers, len(pending))) as pool:
             chunksize = max(1, min(16, len(pending) // (4 * workers)))
-            for _ in pool.imap_unordered(rule, pending, chunksize=chunksize):
+            for _ in pool.imap_unordered(job, pending, chunksize=chunksize):
                 bar.update()
     bar.close()
     return {"total": len(items), "written": len(pending), "skipped": len(items) - len(pending)}

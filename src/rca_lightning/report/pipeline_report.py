@@ -58,89 +58,101 @@ def weak_classes(
     """The classes whose IoU falls below ``below`` at some stage, with their IoU at every stage.
 
     Args:
-        per_class_iou: stage (``cam``, ``pseudo_label``, ``seg``) -> class -> IoU (%), None where the class
-            is absent from both prediction and ground truth (never flagged).
+        per_class_iou: stage (``cam``, ``pseudo_label``, ``seg``: those that ran) -> class -> IoU (%), None
+            where the class is absent from both prediction and ground truth (never flagged).
         below: the IoU (%) under which a class is weak.
 
     Returns:
-        class -> stage -> IoU (None where that stage has no value), in the order of the CAM stage's classes.
+        class -> stage -> IoU (None where that stage has no value), in the stages' class order.
     """
     flagged = {}
-    for name in per_class_iou["cam"]:
-        values = {stage: per_class_iou[stage].get(name) for stage in STAGE_LABELS}
+    names = next(iter(per_class_iou.values()), {})
+    for name in names:
+        values = {stage: per_class_iou[stage].get(name) for stage in STAGE_LABELS if stage in per_class_iou}
         if any(value is not None and value < below for value in values.values()):
             flagged[name] = values
     return flagged
 
 
+def _optional_json(stage_dirs: dict[str, Path], stage: str, file_name: str) -> dict | None:
+    return _read_json(stage_dirs[stage] / file_name) if stage in stage_dirs else None
+
+
 def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_seconds: dict[str, float]) -> dict:
-    """Gather the report of a finished pipeline run.
+    """Gather the report of a pipeline run from the stages that ran.
 
     Args:
         classifier_dir: the classifier's rca-train folder (``metrics.json``).
-        stage_dirs: stage name -> folder, for ``cams``, ``cam_eval``, ``pseudo_masks``, ``pseudo_mask_eval``
-            and ``segmentation``.
+        stage_dirs: stage name -> folder, for those of ``cams``, ``cam_eval``, ``pseudo_masks``,
+            ``pseudo_mask_eval`` and ``segmentation`` that ran (the figures of the others are None).
         stage_seconds: stage name -> wall time of the stages this run (or an earlier one) executed.
 
     Returns:
-        ``seeds`` (what the CAM files hold: cams, attention or max), ``cam_miou`` (those seeds' mIoU),
-        ``cam_threshold``, ``pseudo_label_miou``, ``pseudo_ignored_fraction``, ``seg_miou``,
-        ``classifier_val_cam_miou``, ``per_class_iou`` ({cam, pseudo_label, seg} -> class -> IoU),
-        ``weak_class_iou`` (``WEAK_CLASS_IOU``) and ``weak_classes`` (class -> stage -> IoU of the classes
-        below it at some stage),
+        ``stages`` (the stages that ran, the classifier first), ``seeds`` (what the CAM files hold: cams,
+        attention or max), ``cam_miou`` (those seeds' mIoU), ``cam_threshold``, ``pseudo_label_miou``,
+        ``pseudo_ignored_fraction``, ``seg_miou``, ``classifier_val_cam_miou``, ``per_class_iou`` ({cam,
+        pseudo_label, seg} that ran -> class -> IoU), ``weak_class_iou`` (``WEAK_CLASS_IOU``) and
+        ``weak_classes`` (class -> stage -> IoU of the classes below it at some stage),
         ``stage_seconds``, ``checkpoints`` (for the classifier and the segmentation network: the file used
         and how it was chosen), ``uses_pixel_labels_for_selection`` (whether any of those choices used
         pixel labels), and where things are (``folders``, ``dataset``, ``cam_split``, ``seg_split``).
     """
     classifier = _read_json(classifier_dir / "metrics.json")
-    cam_run = _read_json(stage_dirs["cams"] / "cams.json")
-    cam_eval = _read_json(stage_dirs["cam_eval"] / "eval.json")["cams"]
-    mask_eval = _read_json(stage_dirs["pseudo_mask_eval"] / "eval.json")["pseudo_masks"]
-    segmentation = _read_json(stage_dirs["segmentation"] / "metrics.json")
-    seg_config = OmegaConf.load(stage_dirs["segmentation"] / ".hydra" / "config.yaml")
-    class_names = list(segmentation["dataset"]["class_names"])
-    seg_metrics = segmentation["metrics"]
-    if "test/seg_mIoU" not in seg_metrics:
-        raise InvalidData(
-            f"{stage_dirs['segmentation'] / 'metrics.json'} has no test/seg_mIoU: the segmentation stage "
-            "must run with evaluate=true"
-        )
-    checkpoints = {
-        "classifier": _checkpoint_record(cam_run["checkpoint"], cam_run.get("checkpoint_selection", "last")),
-        "segmentation": _checkpoint_record(
+    cam_run = _optional_json(stage_dirs, "cams", "cams.json") or {}
+    cam_eval = (_optional_json(stage_dirs, "cam_eval", "eval.json") or {}).get("cams")
+    mask_eval = (_optional_json(stage_dirs, "pseudo_mask_eval", "eval.json") or {}).get("pseudo_masks")
+    segmentation = _optional_json(stage_dirs, "segmentation", "metrics.json")
+    class_names = list(classifier["dataset"]["class_names"])
+    checkpoints = {}
+    if cam_run:
+        selection = cam_run.get("checkpoint_selection", "last")
+        checkpoints["classifier"] = _checkpoint_record(cam_run["checkpoint"], selection)
+    per_class_iou = {}
+    if cam_eval:
+        per_class_iou["cam"] = _percent(cam_eval["per_class_iou"])
+    if mask_eval:
+        per_class_iou["pseudo_label"] = _percent(mask_eval["per_class_iou"])
+    seg_metrics, seg_split = {}, None
+    if segmentation is not None:
+        seg_metrics = segmentation["metrics"]
+        if "test/seg_mIoU" not in seg_metrics:
+            raise InvalidData(
+                f"{stage_dirs['segmentation'] / 'metrics.json'} has no test/seg_mIoU: the segmentation "
+                "stage must run with evaluate=true"
+            )
+        checkpoints["segmentation"] = _checkpoint_record(
             segmentation.get("checkpoint"), segmentation.get("checkpoint_selection", "last")
-        ),
-    }
-    per_class_iou = {
-        "cam": _percent(cam_eval["per_class_iou"]),
-        "pseudo_label": _percent(mask_eval["per_class_iou"]),
-        "seg": _seg_per_class(seg_metrics, class_names),
-    }
+        )
+        per_class_iou["seg"] = _seg_per_class(seg_metrics, class_names)
+        seg_split = OmegaConf.load(stage_dirs["segmentation"] / ".hydra" / "config.yaml").data.val_split
     return {
+        "stages": ["classifier", *stage_dirs],
         "uses_pixel_labels_for_selection": any(
             record["uses_pixel_labels"] for record in checkpoints.values()
         ),
         "checkpoints": checkpoints,
-        "seeds": cam_run.get("seeds", "cams"),
-        "cam_miou": 100 * cam_eval["miou"],
-        "cam_threshold": cam_eval["best_threshold"],
-        "pseudo_label_miou": 100 * mask_eval["miou"],
-        "pseudo_ignored_fraction": mask_eval["ignored_fraction"],
-        "pseudo_label_miou_ignored_as_background": 100 * mask_eval["miou_ignored_as_background"],
-        "seg_miou": seg_metrics["test/seg_mIoU"],
+        "seeds": cam_run.get("seeds", "cams") if cam_run else None,
+        "cam_miou": 100 * cam_eval["miou"] if cam_eval else None,
+        "cam_threshold": cam_eval["best_threshold"] if cam_eval else None,
+        "pseudo_label_miou": 100 * mask_eval["miou"] if mask_eval else None,
+        "pseudo_ignored_fraction": mask_eval["ignored_fraction"] if mask_eval else None,
+        "pseudo_label_miou_ignored_as_background": (
+            100 * mask_eval["miou_ignored_as_background"] if mask_eval else None
+        ),
+        "seg_miou": seg_metrics.get("test/seg_mIoU"),
         "classifier_val_cam_miou": classifier["metrics"].get("val/cam_mIoU"),
         "per_class_iou": per_class_iou,
         "weak_class_iou": WEAK_CLASS_IOU,
         "weak_classes": weak_classes(per_class_iou),
         "stage_seconds": dict(stage_seconds),
-        "cam_split": cam_eval["split"],
-        "seg_split": seg_config.data.val_split,
+        "cam_split": cam_eval["split"] if cam_eval else None,
+        "seg_split": seg_split,
         "dataset": classifier["dataset"],
         "folders": {
             "classifier": str(classifier_dir),
-            "cams": cam_eval["cams_dir"],
-            "pseudo_masks": mask_eval["masks_dir"],
-            "segmentation_checkpoint": segmentation.get("checkpoint"),
+            "cams": cam_eval["cams_dir"] if cam_eval else None,
+            "pseudo_masks": mask_eval["masks_dir"] if mask_eval else None,
+            "segmentation_checkpoint": segmentation.get("checkpoint") if segmentation else None,
         },
     }
 
@@ -169,38 +181,53 @@ def _weak_line(report: dict) -> str:
     return f"classes below {below}: " + ", ".join(described)
 
 
-def format_report(report: dict) -> str:
-    """The report as text: rich tables of the stages and of the per-class IoU (``!`` marks a weak class),
-    then the checkpoint choices."""
-    seconds = report["stage_seconds"]
+def _stage_rows(report: dict) -> list[tuple[str, str, str, str]]:
+    """(name, mIoU, detail, stage) of each stage that ran and has a headline figure."""
     checkpoints = report["checkpoints"]
-    classifier_choice = checkpoints["classifier"]["checkpoint_selection"]
+    classifier_choice = checkpoints.get("classifier", {}).get("checkpoint_selection", "not used")
     rows = [
         (
             "classifier (val)",
             _cell(report["classifier_val_cam_miou"]),
             f"last epoch, one scale; CAMs: {classifier_choice}",
             "classifier",
-        ),
-        (
-            f"seeds: {report['seeds']} ({report['cam_split']})",
-            _cell(report["cam_miou"]),
-            f"background threshold {report['cam_threshold']:.2f}",
-            "cams",
-        ),
-        (
-            f"pseudo masks ({report['cam_split']})",
-            _cell(report["pseudo_label_miou"]),
-            f"{100 * report['pseudo_ignored_fraction']:.1f}% of pixels ignored",
-            "pseudo_masks",
-        ),
-        (
-            f"segmentation ({report['seg_split']})",
-            _cell(report["seg_miou"]),
-            f"weights: {checkpoints['segmentation']['checkpoint_selection']}",
-            "segmentation",
-        ),
+        )
     ]
+    if report["cam_miou"] is not None:
+        rows.append(
+            (
+                f"seeds: {report['seeds']} ({report['cam_split']})",
+                _cell(report["cam_miou"]),
+                f"background threshold {report['cam_threshold']:.2f}",
+                "cams",
+            )
+        )
+    if report["pseudo_label_miou"] is not None:
+        rows.append(
+            (
+                f"pseudo masks ({report['cam_split']})",
+                _cell(report["pseudo_label_miou"]),
+                f"{100 * report['pseudo_ignored_fraction']:.1f}% of pixels ignored",
+                "pseudo_masks",
+            )
+        )
+    if report["seg_miou"] is not None:
+        rows.append(
+            (
+                f"segmentation ({report['seg_split']})",
+                _cell(report["seg_miou"]),
+                f"weights: {checkpoints['segmentation']['checkpoint_selection']}",
+                "segmentation",
+            )
+        )
+    return rows
+
+
+def format_report(report: dict) -> str:
+    """The report as text: rich tables of the stages that ran and of the per-class IoU (``!`` marks a weak
+    class), then the checkpoint choices."""
+    seconds = report["stage_seconds"]
+    rows = _stage_rows(report)
     stages = Table("stage", "mIoU (%)", "", "seconds", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for column in (1, 3):
         stages.columns[column].justify = "right"
@@ -211,14 +238,17 @@ def format_report(report: dict) -> str:
     if other:
         lines.append("other stages (s): " + ", ".join(f"{name} {value:.0f}" for name, value in other.items()))
     per_class = report["per_class_iou"]
-    classes = Table("IoU (%)", "CAM", "pseudo", "seg", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for column in (1, 2, 3):
-        classes.columns[column].justify = "right"
-    for name in per_class["cam"]:
-        marker = "!" if name in report["weak_classes"] else ""
-        classes.add_row(marker + name, *(_cell(per_class[stage].get(name)) for stage in STAGE_LABELS))
-    lines += ["", _render(classes)]
-    lines.append(_weak_line(report))
+    scored = [stage for stage in STAGE_LABELS if stage in per_class]
+    if scored:
+        headers = [{"cam": "CAM"}.get(stage, STAGE_LABELS[stage]) for stage in scored]
+        classes = Table("IoU (%)", *headers, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for column in range(1, len(scored) + 1):
+            classes.columns[column].justify = "right"
+        for name in per_class[scored[0]]:
+            marker = "!" if name in report["weak_classes"] else ""
+            classes.add_row(marker + name, *(_cell(per_class[stage].get(name)) for stage in scored))
+        lines += ["", _render(classes), _weak_line(report)]
+    checkpoints = report["checkpoints"]
     chosen_by_pixels = [stage for stage, record in checkpoints.items() if record["uses_pixel_labels"]]
     lines.append("")
     lines.append(

@@ -134,9 +134,12 @@ def iou_bar_figure(per_class_iou: dict[str, float | None], title: str) -> np.nda
 
 def write_score_figures(stage_dirs: dict[str, Path], report: dict, figures_dir: Path) -> list[Path]:
     """``confusion_<stage>.png`` and ``iou_<stage>.png`` of every scored stage whose file records a confusion
-    matrix (``cam``, ``pseudo_label``, ``seg``), from the pipeline's stage folders and its report."""
+    matrix (``cam``, ``pseudo_label``, ``seg``), from the folders of the pipeline stages that ran and its
+    report."""
     written = []
     for stage, (folder, file_name, keys, title) in CONFUSION_SOURCES.items():
+        if folder not in stage_dirs:  # the stage did not run
+            continue
         path = stage_dirs[folder] / file_name
         record = json.loads(path.read_text()) if path.is_file() else {}
         for key in keys:

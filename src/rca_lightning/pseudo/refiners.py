@@ -1,0 +1,130 @@
+"""Refiners: what turns one image's seeds into its pseudo mask (the ``refine=`` config group).
+
+A refiner is any picklable callable ``(image, seeds, classes, image_id) -> mask`` (:class:`Refiner`); the
+pseudo-mask writer runs it once per image in a process pool. ``image_id`` lets a refiner read what it keeps
+per image (a saliency map, a boundary map). Two ship:
+
+* :class:`CRFRefiner` (``refine=crf``, ``refine=none`` without the CRF): background score, dense CRF,
+  arg-max (:func:`~rca_lightning.pseudo.pseudo_masks.crf_pseudo_mask`);
+* :class:`SaliencyRefiner` (``refine=saliency``): the public RCA code's saliency rule
+  (:func:`~rca_lightning.pseudo.pseudo_masks.saliency_pseudo_mask`) on the CRF-refined class scores.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from rca_lightning.inference.palette_png import read_mask_png
+from rca_lightning.pseudo.crf import DenseCRF
+from rca_lightning.pseudo.pseudo_masks import crf_pseudo_mask, refined_scores, saliency_pseudo_mask
+from rca_lightning.utils.errors import InvalidData, MissingInput
+
+
+class Refiner(Protocol):
+    """Turns one image's seeds into its pseudo mask."""
+
+    def __call__(
+        self, image: np.ndarray, seeds: np.ndarray, classes: np.ndarray, image_id: str
+    ) -> np.ndarray:
+        """The pseudo mask of one image.
+
+        Args:
+            image: (H, W, 3) uint8 RGB.
+            seeds: (K, H, W) float scores in [0, 1] of the image's tagged classes (K may be 0).
+            classes: (K,) their class indices (0-based, increasing).
+            image_id: the image's id (for per-image side inputs).
+
+        Returns:
+            (H, W) uint8: 0 background, ``class index + 1`` foreground, 255 ignored.
+        """
+
+
+@dataclass(frozen=True)
+class CRFRefiner:
+    """Background score ``(1 - max seed) ** background_power`` (or the constant ``background_threshold``),
+    refined by the dense CRF (``crf=None``: not refined), arg-max.
+
+    Args:
+        crf: the dense CRF, or None.
+        background_power: exponent of the background score.
+        background_threshold: a constant background score instead (e.g. the best threshold of the CAM
+            sweep: without a CRF a pixel is then foreground exactly when its top seed exceeds it).
+    """
+
+    crf: DenseCRF | None = field(default_factory=DenseCRF)
+    background_power: float = 4.0
+    background_threshold: float | None = None
+
+    def __call__(
+        self, image: np.ndarray, seeds: np.ndarray, classes: np.ndarray, image_id: str
+    ) -> np.ndarray:
+        return crf_pseudo_mask(
+            image, seeds, classes, self.crf, self.background_power, self.background_threshold
+        )
+
+
+@dataclass(frozen=True)
+class SaliencyRefiner:
+    """The public RCA code's rule: the class scores after the background score and the dense CRF, against
+    ``1 - saliency``; conflicting, salient-but-background and nearly empty images ignored.
+
+    Args:
+        saliency_dir: folder of grey ``<image_id>.png`` saliency maps (0..255) at the images' sizes.
+        crf, background_power, background_threshold: the class scores' refinement (see :class:`CRFRefiner`).
+        conflict: a pixel where two or more of [1 - saliency, class scores] exceed this is ignored.
+        attention: class scores above this count as salient in the background check.
+        background: a background pixel with saliency at least this (0..255) is ignored.
+        min_foreground: an image with less foreground than this fraction is ignored entirely.
+    """
+
+    saliency_dir: str | os.PathLike
+    crf: DenseCRF | None = field(default_factory=DenseCRF)
+    background_power: float = 4.0
+    background_threshold: float | None = None
+    conflict: float = 0.9
+    attention: float = 0.8
+    background: int = 32
+    min_foreground: float = 0.01
+
+    def __post_init__(self) -> None:
+        folder = Path(self.saliency_dir).expanduser().absolute()
+        if not folder.is_dir():
+            raise MissingInput(
+                f"refine.saliency_dir={folder} not found: expected a folder of <image_id>.png saliency maps"
+            )
+        object.__setattr__(self, "saliency_dir", folder)
+
+    def saliency(self, image_id: str, size: tuple[int, int]) -> np.ndarray:
+        """(H, W) uint8 saliency map of ``image_id``, which must be ``size``."""
+        path = Path(self.saliency_dir) / f"{image_id}.png"
+        if not path.is_file():
+            raise MissingInput(
+                f"saliency map {path} not found: expected <image_id>.png in "
+                f"refine.saliency_dir={self.saliency_dir}"
+            )
+        saliency = read_mask_png(path)
+        if saliency.shape != tuple(size):
+            raise InvalidData(f"{path}: size {saliency.shape}, expected the image's {tuple(size)}")
+        return saliency
+
+    def __call__(
+        self, image: np.ndarray, seeds: np.ndarray, classes: np.ndarray, image_id: str
+    ) -> np.ndarray:
+        scores = refined_scores(image, seeds, self.crf, self.background_power, self.background_threshold)
+        return saliency_pseudo_mask(
+            scores[1:],
+            classes,
+            self.saliency(image_id, image.shape[:2]),
+            conflict=self.conflict,
+            attention=self.attention,
+            background_saliency=self.background,
+            min_foreground=self.min_foreground,
+        )
+
+
+__all__ = ["CRFRefiner", "Refiner", "SaliencyRefiner"]
