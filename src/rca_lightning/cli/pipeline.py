@@ -15,15 +15,15 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from rca_lightning.cli.cams import cams
@@ -31,9 +31,11 @@ from rca_lightning.cli.config_tree import print_config_tree
 from rca_lightning.cli.console import one_line, run_console_script
 from rca_lightning.cli.evaluate import evaluate
 from rca_lightning.cli.pipeline_figures import write_pipeline_figures
+from rca_lightning.cli.pipeline_stages import Stage, check_stage_entries
 from rca_lightning.cli.pseudo import pseudo
 from rca_lightning.cli.seg import segment
 from rca_lightning.cli.stage_clock import StageClock
+from rca_lightning.cli.stage_settings import swept_value
 from rca_lightning.cli.train import train
 from rca_lightning.pseudo.seed_sources import SEED_KINDS
 from rca_lightning.report.pipeline_report import build_report, format_report
@@ -47,25 +49,21 @@ log = logging.getLogger(__name__)
 register_resolvers()
 
 # Keys of this config that are the pipeline's own, not rca-train's.
-PIPELINE_KEYS = ("train_dir", "stages", "seg_recipe", "seg_recipes", "report", "seeds", "print_config")
+PIPELINE_KEYS = (
+    "train_dir",
+    "stages",
+    "seg_recipe",
+    "seg_recipes",
+    "report",
+    "seeds",
+    "print_config",
+    "optimized_metric",
+)
 # Where rca-train's online attention accumulation leaves its maps (callbacks/attention_accumulation.yaml).
 ATTENTION_FOLDER = "attention"
 ATTENTION_CALLBACK = "AttentionAccumulationCallback"
 # The pipeline's `seeds` choices: auto, or a kind every seed-reading stage takes.
 PIPELINE_SEEDS = ("auto", *SEED_KINDS)
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One step of the pipeline: the config it is composed from, the file that marks it finished, what it
-    runs, the stages whose outputs it reads, and the overrides the pipeline gives its config."""
-
-    name: str
-    config_name: str
-    done_file: str
-    run: Callable[[DictConfig], tuple[dict, object]]
-    needs: tuple[str, ...] = ()
-    overrides: Callable[[Pipeline], list[str]] = lambda pipeline: []
 
 
 def _override_key(override: str) -> str:
@@ -226,7 +224,7 @@ class Pipeline:
                 raise MissingInput(
                     f"train_dir={self.classifier_dir}: {summary} not found; expected a finished rca-train run"
                 )
-        check_stage_entries(self.cfg.get("stages"))
+        check_stage_entries(self.cfg.get("stages"), STAGE_NAMES)
         by_name = {stage.name: stage for stage in STAGES}
         for stage in self.to_run():
             for needed in map(by_name.get, stage.needs):
@@ -329,30 +327,6 @@ STAGES = (
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 
 
-def check_stage_entries(stages: object) -> None:
-    """InvalidSetting unless ``stages`` maps names of :data:`STAGES` to ``{enabled, overrides}``."""
-    if not isinstance(stages, DictConfig):
-        raise InvalidSetting(
-            f"stages: expected a mapping of stage names {list(STAGE_NAMES)} to settings, got {stages!r}"
-        )
-    for name, entry in stages.items():
-        if name not in STAGE_NAMES:
-            raise InvalidSetting(f"stages.{name}: unknown stage; expected one of {list(STAGE_NAMES)}")
-        if not isinstance(entry, DictConfig) or set(entry) != {"enabled", "overrides"}:
-            raise InvalidSetting(
-                f"stages.{name}: expected enabled and overrides (stages.{name}.enabled=false, "
-                f"'stages.{name}.overrides=[\"key=value\"]'), got {entry!r}"
-            )
-        if not isinstance(entry.enabled, bool):
-            raise InvalidSetting(f"stages.{name}.enabled: expected true or false, got {entry.enabled!r}")
-        overrides = entry.overrides
-        if not isinstance(overrides, ListConfig) or not all(isinstance(o, str) for o in overrides):
-            raise InvalidSetting(
-                f"stages.{name}.overrides: expected a list of overrides like ['trainer.max_epochs=2'], "
-                f"got {overrides!r}"
-            )
-
-
 def run_pipeline(overrides: Sequence[str] = (), run_dir: str | os.PathLike = "pipeline_run") -> dict | None:
     """The Python form of ``rca-pipeline <overrides> hydra.run.dir=<run_dir>`` (for notebooks and scripts).
 
@@ -385,7 +359,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
         run_dir=Path(hydra_cfg.runtime.output_dir),
     )
     report = pipeline.run()
-    return report["seg_miou"] if report else None
+    return swept_value(cfg, report, multirun=hydra_cfg.mode == RunMode.MULTIRUN) if report else None
 
 
 def main() -> None:

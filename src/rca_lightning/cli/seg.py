@@ -6,11 +6,13 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rca_lightning.cli.console import run_console_script
-from rca_lightning.cli.stage_settings import scalar_metrics
+from rca_lightning.cli.stage_settings import scalar_metrics, swept_value
 from rca_lightning.inference.palette_png import write_palette_png
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.checkpoint_selection import (
@@ -130,7 +132,7 @@ def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:
 def hydra_main(cfg: DictConfig) -> float | None:
     silence_known_noise()
     metrics, _ = segment(cfg)
-    return metrics.get(cfg.get("optimized_metric"))
+    return swept_value(cfg, metrics, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
 
 
 def main() -> None:

@@ -1,9 +1,11 @@
 """What the stages share: settings files that tie an output folder to its dataset and settings, the
-datamodule built for a recorded dataset, the seeds a stage reads, and a trainer's metrics as floats."""
+datamodule built for a recorded dataset, the seeds a stage reads, a trainer's metrics as floats, and the value
+a job returns to a sweeper."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -17,11 +19,32 @@ from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 
 SETTINGS_FILE = "settings.json"
+log = logging.getLogger(__name__)
 
 
 def scalar_metrics(metrics: dict) -> dict[str, float]:
     """The one-number entries of a trainer's ``callback_metrics`` as plain floats (for ``metrics.json``)."""
     return {name: float(value) for name, value in metrics.items() if torch.as_tensor(value).numel() == 1}
+
+
+def swept_value(cfg: DictConfig, values: dict, multirun: bool) -> float | None:
+    """The value of ``cfg.optimized_metric`` among ``values`` (a run's metrics, or the pipeline's report),
+    which a job returns for sweepers; None when that setting is null.
+
+    A sweep needs the value, so a multirun job without it fails (InvalidSetting); a single run without it
+    only warns.
+    """
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return None
+    if values.get(name) is None:
+        known = sorted(key for key, value in values.items() if isinstance(value, int | float))
+        message = f"optimized_metric={name!r} was not recorded; expected one of the run's {known}"
+        if multirun:
+            raise InvalidSetting(message)
+        log.warning(message)
+        return None
+    return float(values[name])
 
 
 def read_settings(folder: str | Path, stage: str, setting: str | None = None) -> dict:

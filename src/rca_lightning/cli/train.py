@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from rca_lightning.cli.console import run_console_script
-from rca_lightning.cli.stage_settings import scalar_metrics
+from rca_lightning.cli.stage_settings import scalar_metrics, swept_value
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.checkpoint_selection import (
     check_checkpoint_file,
@@ -26,7 +26,6 @@ from rca_lightning.utils.checkpoint_selection import (
     selected_checkpoint,
     uses_pixel_labels,
 )
-from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
@@ -84,23 +83,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
-    """Train; return the value of ``optimized_metric`` (None when that setting is null), for sweepers.
-
-    A sweep needs the value, so a multirun job that never logged the metric fails; a single run without
-    it (e.g. no validation) only warns.
-    """
+    """Train; return the value of ``optimized_metric`` for sweepers (:func:`swept_value`)."""
     silence_known_noise()
     metrics, _ = train(cfg)
-    name = cfg.get("optimized_metric")
-    if name is None:
-        return None
-    if name not in metrics:
-        message = f"optimized_metric={name!r} was not logged; expected one of the run's {sorted(metrics)}"
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise InvalidSetting(message)
-        log.warning(message)
-        return None
-    return metrics[name]
+    return swept_value(cfg, metrics, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
 
 
 def main() -> None:

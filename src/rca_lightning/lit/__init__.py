@@ -1,5 +1,6 @@
 from rca_lightning.lit.eps_module import EPSLitModule
 from rca_lightning.lit.rca_module import RCALitModule
+from rca_lightning.lit.seg_module import SegLitModule
 from rca_lightning.lit.wsss_method import WSSSMethod
 
-__all__ = ["EPSLitModule", "RCALitModule", "WSSSMethod"]
+__all__ = ["EPSLitModule", "RCALitModule", "SegLitModule", "WSSSMethod"]

@@ -1,17 +1,12 @@
-"""The optimiser set-up both LightningModules share: parameter groups with lr multipliers, and the poly
-schedule stepped every optimiser step."""
+"""The optimiser set-up both LightningModules share: parameter groups with lr multipliers, and torch's poly
+schedule stepped every optimiser step over the run's length."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
-from lightning import LightningModule
-
-
-def poly_lr_factor(step: int, total_steps: int, power: float) -> float:
-    """The poly schedule's multiplier of the base learning rate: ``(1 - step / total_steps) ** power``."""
-    return (1.0 - min(step, total_steps) / max(1, total_steps)) ** power
+from torch.optim.lr_scheduler import PolynomialLR
 
 
 def grouped_optimizer(
@@ -42,22 +37,29 @@ def grouped_optimizer(
     return optimizer
 
 
-def poly_schedule(optimizer: torch.optim.Optimizer, module: LightningModule, power: float) -> dict:
-    """Lightning's scheduler entry of the poly schedule over the run's optimiser steps, stepped every step.
-
-    The total is read from ``trainer.estimated_stepping_batches`` at the first step, not here: asking while
-    the optimisers are configured builds the train loader before a checkpoint's loop state is restored, and
-    Lightning then never restores the loader's position (Lightning issue #20550), so a resumed run would
-    not continue exactly.
-    """
-
-    def factor(step: int) -> float:  # 1 at step 0, before the trainer is asked
-        if step == 0:
-            return 1.0
-        return poly_lr_factor(step, int(module.trainer.estimated_stepping_batches), power)
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def poly_schedule(optimizer: torch.optim.Optimizer, power: float) -> dict:
+    """Lightning's scheduler entry of torch's ``PolynomialLR`` (``base lr x (1 - step / total) ** power``),
+    stepped every optimiser step. Its ``total_iters`` is a placeholder until training starts
+    (:class:`PolyScheduleLength` sets the run's optimiser steps)."""
+    scheduler = PolynomialLR(optimizer, total_iters=1, power=power)
     return {"scheduler": scheduler, "interval": "step"}
 
 
-__all__ = ["grouped_optimizer", "poly_lr_factor", "poly_schedule"]
+class PolyScheduleLength:
+    """LightningModule mixin: when training starts, every ``PolynomialLR`` of the run gets the run's
+    optimiser steps (``trainer.estimated_stepping_batches``) as ``total_iters``.
+
+    Asked then, not in ``configure_optimizers``: asking while the optimisers are configured builds the train
+    loader before a checkpoint's loop state is restored, and Lightning then never restores the loader's
+    position (Lightning issue #20550), so a resumed run would not continue exactly. The schedule's first
+    step comes after this, and the factor at step 0 is 1 whatever the total.
+    """
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        for config in self.trainer.lr_scheduler_configs:
+            if isinstance(config.scheduler, PolynomialLR):
+                config.scheduler.total_iters = int(self.trainer.estimated_stepping_batches)
+
+
+__all__ = ["PolyScheduleLength", "grouped_optimizer", "poly_schedule"]

@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from rca_lightning.data.voc_classes import IGNORE_INDEX
 from rca_lightning.inference.image_arrays import IMAGENET_MEAN, IMAGENET_STD, denormalise_images
 from rca_lightning.inference.test_time_augmentation import average_over_views, check_views
-from rca_lightning.lit.optimization import grouped_optimizer, poly_schedule
+from rca_lightning.lit.optimization import PolyScheduleLength, grouped_optimizer, poly_schedule
 from rca_lightning.metrics import iou_from_confusion
 from rca_lightning.utils.errors import InvalidSetting
 
@@ -25,7 +25,7 @@ DEFAULT_LR_MULTIPLIERS = {"backbone_weight": 1.0, "backbone_bias": 1.0, "new_wei
 ProbabilityRefiner = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-class SegLitModule(LightningModule):
+class SegLitModule(PolyScheduleLength, LightningModule):
     """Segmentation network trained with cross-entropy on (pseudo) masks whose 255 pixels are ignored.
 
     Validation scores the plain forward pass with one dataset-level confusion matrix (``val/seg_mIoU``,
@@ -187,7 +187,7 @@ class SegLitModule(LightningModule):
         )
         return {
             "optimizer": optimizer,
-            "lr_scheduler": poly_schedule(optimizer, self, self.hparams.poly_power),
+            "lr_scheduler": poly_schedule(optimizer, self.hparams.poly_power),
         }
 
 

@@ -33,14 +33,14 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MultilabelAveragePrecision
 
 from rca_lightning.inference.cam_scores import normalized_cam_scores
-from rca_lightning.lit.optimization import grouped_optimizer, poly_schedule
+from rca_lightning.lit.optimization import PolyScheduleLength, grouped_optimizer, poly_schedule
 from rca_lightning.metrics import CAMThresholdSweep
 from rca_lightning.utils.errors import InvalidSetting
 
 LR_SCHEDULES = ("step", "poly")
 
 
-class WSSSMethod(LightningModule):
+class WSSSMethod(PolyScheduleLength, LightningModule):
     """Base of the CAM classifiers: shared validation, optimiser and schedule; the rest is the method's.
 
     Subclasses set ``self.net`` (with ``parameter_groups()`` and ``num_classes``) and ``self.class_names``,
@@ -169,7 +169,7 @@ class WSSSMethod(LightningModule):
             self.bias_weight_decay,
         )
         if self.lr_schedule == "poly":
-            return {"optimizer": optimizer, "lr_scheduler": poly_schedule(optimizer, self, self.poly_power)}
+            return {"optimizer": optimizer, "lr_scheduler": poly_schedule(optimizer, self.poly_power)}
         # Stepped at each epoch end: the learning rates of a per-step schedule with epoch milestones.
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
             optimizer, milestones=self.lr_milestone_epochs, gamma=self.lr_gamma
