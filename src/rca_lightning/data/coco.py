@@ -7,10 +7,11 @@ Expected layout (``root`` is given as ``data.root``)::
     root/annotations/instances_train2014.json
     root/annotations/instances_val2014.json
 
-Semantic masks are rendered once from the instance annotations with pycocotools and cached as one PNG
-per image (default ``root/SegmentationClassCOCO/<split>/<image stem>.png``, palette PNG, 0 background,
-1..80 classes, 255 ignore) plus ``index.json`` (image list, sizes and image-level labels) written last:
-its presence with a matching signature means the split is complete.
+The instances JSON is read and indexed with pycocotools' ``COCO``; semantic masks are rendered once from its
+annotations with ``pycocotools.mask`` and cached as one PNG per image (default
+``root/SegmentationClassCOCO/<split>/<image stem>.png``, palette PNG, 0 background, 1..80 classes, 255
+ignore) plus ``index.json`` (image list, sizes and image-level labels) written last: its presence with a
+matching signature means the split is complete.
 
 Class mapping: COCO category ids are sparse (1..90, ten unused). The categories of the JSON, sorted by
 id, must be exactly ``COCO_CATEGORIES``; category id ``COCO_CATEGORIES[i][0]`` becomes mask value
@@ -27,7 +28,9 @@ with ``include_unannotated=True`` they are kept with zero labels and an all-back
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import multiprocessing
@@ -39,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
 
 from rca_lightning.data.voc_classes import IGNORE_INDEX
 from rca_lightning.inference.palette_png import write_palette_png
@@ -159,72 +164,90 @@ def category_mapping(categories: list[dict], source: Path) -> dict[int, int]:
     return {category_id: i + 1 for i, (category_id, _) in enumerate(found)}
 
 
+def load_coco(path: str | os.PathLike) -> COCO:
+    """pycocotools' index of an instances JSON (its ``dataset``, ``imgs``, ``cats``, ``imgToAnns``);
+    InvalidData naming the file where it cannot be read as one."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise InvalidData(f"{path}: empty annotation file; expected COCO instances JSON")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+            return COCO(str(path))
+    except json.JSONDecodeError as error:
+        raise InvalidData(f"{path}: not valid JSON ({error})") from error
+    except AssertionError as error:
+        raise InvalidData(f"{path}: top level is not an object; expected COCO instances JSON") from error
+    except (KeyError, TypeError) as error:
+        raise InvalidData(
+            f"{path}: an entry lacks {error!r}; expected an id on every image, annotation and category, "
+            "and an image_id and category_id on every annotation"
+        ) from error
+
+
 def read_coco_instances(path: str | os.PathLike) -> list[COCOImageRecord]:
-    """Parse an instances JSON into per-image records (images sorted by id).
+    """Read an instances JSON (pycocotools' ``COCO``) into per-image records (images sorted by id).
 
     Raises ``InvalidData`` naming the file for an empty or malformed file, an image id listed twice, an
     annotation of an unknown image, or a category id that is not one of the 80 COCO categories.
     """
     path = Path(path)
-    text = path.read_text()
-    if not text.strip():
-        raise InvalidData(f"{path}: empty annotation file; expected COCO instances JSON")
-    try:
-        content = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InvalidData(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(content, dict):
-        raise InvalidData(f"{path}: top level is a {type(content).__name__}; expected COCO instances JSON")
+    coco = load_coco(path)
+    content = coco.dataset
     missing_keys = [key for key in ("images", "annotations", "categories") if key not in content]
     if missing_keys:
         raise InvalidData(f"{path}: missing keys {missing_keys}; expected COCO instances JSON")
     if not content["images"]:
         raise InvalidData(f"{path}: empty annotation file: no images listed")
-    mapping = category_mapping(content["categories"], path)
-    records: dict[int, COCOImageRecord] = {}
-    for position, image in enumerate(content["images"]):
+    if len(coco.imgs) != len(content["images"]):
+        ids = [image["id"] for image in content["images"]]
+        twice = next(image_id for image_id in ids if ids.count(image_id) > 1)
+        raise InvalidData(f"{path}: image id {twice} is listed twice; expected each id once")
+    mapping = category_mapping(coco.loadCats(coco.getCatIds()), path)
+    unknown = sorted(set(coco.imgToAnns) - set(coco.imgs), key=str)
+    if unknown:
+        annotation = coco.imgToAnns[unknown[0]][0]
+        raise InvalidData(f"{path}: annotation {annotation.get('id')} refers to unknown image {unknown[0]}")
+    records = []
+    for image in coco.loadImgs(sorted(coco.getImgIds())):
         try:
             record = COCOImageRecord(
                 int(image["id"]), str(image["file_name"]), int(image["height"]), int(image["width"])
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InvalidData(
-                f"{path}: images[{position}] is malformed ({error!r}); expected id, file_name, height, width"
+                f"{path}: image {image.get('id')} is malformed ({error!r}); "
+                "expected id, file_name, height, width"
             ) from error
-        if record.image_id in records:
-            raise InvalidData(f"{path}: image id {record.image_id} is listed twice; expected each id once")
-        records[record.image_id] = record
-    for position, annotation in enumerate(content["annotations"]):
-        try:
-            category_id, image_id = int(annotation["category_id"]), int(annotation["image_id"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise InvalidData(
-                f"{path}: annotations[{position}] is malformed ({error!r}); expected category_id and image_id"
-            ) from error
-        if category_id not in mapping:
-            raise InvalidData(
-                f"{path}: annotation {annotation.get('id')} has category id {category_id}, "
-                f"not a COCO category (known ids: 1..90 without {sorted(set(range(1, 91)) - set(mapping))})"
-            )
-        record = records.get(image_id)
-        if record is None:
-            raise InvalidData(f"{path}: annotation {annotation.get('id')} refers to unknown image {image_id}")
-        record.instances.append(
-            COCOInstance(
-                annotation_id=int(annotation.get("id", -1)),
-                class_value=mapping[category_id],
-                segmentation=annotation.get("segmentation", []),
-                iscrowd=bool(annotation.get("iscrowd", 0)),
-                area=float(annotation.get("area", 0.0)),
-            )
+        for annotation in coco.imgToAnns[record.image_id]:
+            record.instances.append(coco_instance(annotation, mapping, path))
+        records.append(record)
+    return records
+
+
+def coco_instance(annotation: dict, mapping: dict[int, int], source: Path) -> COCOInstance:
+    """What mask rendering needs of one annotation (its category as a mask value 1..80)."""
+    try:
+        category_id = int(annotation["category_id"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise InvalidData(
+            f"{source}: annotation {annotation.get('id')} is malformed ({error!r}); expected a category_id"
+        ) from error
+    if category_id not in mapping:
+        raise InvalidData(
+            f"{source}: annotation {annotation.get('id')} has category id {category_id}, "
+            f"not a COCO category (known ids: 1..90 without {sorted(set(range(1, 91)) - set(mapping))})"
         )
-    return [records[image_id] for image_id in sorted(records)]
+    return COCOInstance(
+        annotation_id=int(annotation.get("id", -1)),
+        class_value=mapping[category_id],
+        segmentation=annotation.get("segmentation", []),
+        iscrowd=bool(annotation.get("iscrowd", 0)),
+        area=float(annotation.get("area", 0.0)),
+    )
 
 
 def instance_mask(segmentation: list | dict, height: int, width: int) -> np.ndarray:
     """Binary (H, W) uint8 mask of a polygon list, an uncompressed RLE or a compressed RLE."""
-    from pycocotools import mask as mask_utils
-
     if isinstance(segmentation, list):  # polygons: flat [x1, y1, x2, y2, ...] lists
         polygons = [polygon for polygon in segmentation if len(polygon) >= 6]
         if not polygons:
