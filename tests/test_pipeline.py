@@ -296,7 +296,9 @@ def test_published_experiments_compose_every_stage(tmp_path, experiment, seg_tar
 def test_switched_off_stages_leave_the_report_and_a_later_run_adds_them(finished_run, tmp_path):
     source, cache, _ = finished_run
     run_dir = tmp_path / "run"
-    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("segmentation", "cam_eval", "report.json"))
+    shutil.copytree(
+        source, run_dir, ignore=shutil.ignore_patterns("segmentation", "cam_eval", "figures", "report.json")
+    )
     off = ["stages.segmentation.enabled=false", "stages.cam_eval.enabled=false"]
     result = run_pipeline(run_dir, cache, *off)
     report = json.loads((run_dir / "report.json").read_text())
