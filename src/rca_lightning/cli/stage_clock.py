@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rca_lightning.utils.atomic import write_json_atomically
@@ -59,7 +60,7 @@ class StageClock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomically(self.path, self.state)
 
-    def time(self, name: str, folder: Path, run: callable) -> None:
+    def time(self, name: str, folder: Path, run: Callable[[], object]) -> None:
         """Run ``run()`` as an attempt of stage ``name``, adding its seconds to the stage's."""
         seconds = self.settle(name, folder)
         self.record(name, seconds, attempt_started=time.time())

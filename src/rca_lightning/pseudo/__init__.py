@@ -1,5 +1,5 @@
 """From CAMs to pseudo masks: multi-scale CAM inference, CAM files, seed sources (CAMs, accumulated
-attention), dense CRF, refiners (seeds -> pseudo masks), scoring."""
+attention), dense CRF, refiners (seeds -> pseudo masks), IRN's relation labels and random walk, scoring."""
 
 from rca_lightning.pseudo.cam_evaluation import evaluate_cams, evaluate_masks, sweep_thresholds
 from rca_lightning.pseudo.cam_inference import CAMDataModule, CAMPredictor, tagged_class_scores
@@ -11,6 +11,7 @@ from rca_lightning.pseudo.cam_writer import (
     save_cam_file,
 )
 from rca_lightning.pseudo.crf import DenseCRF
+from rca_lightning.pseudo.ir_labels import IRLabelRefiner
 from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskJob, write_pseudo_masks
 from rca_lightning.pseudo.pseudo_masks import (
     background_and_class_scores,
@@ -18,6 +19,7 @@ from rca_lightning.pseudo.pseudo_masks import (
     crf_pseudo_mask,
     saliency_pseudo_mask,
 )
+from rca_lightning.pseudo.random_walk import random_walk, random_walk_mask
 from rca_lightning.pseudo.refiners import CRFRefiner, Refiner, SaliencyRefiner
 from rca_lightning.pseudo.seed_sources import SEED_KINDS, SeedSource, attention_maps, combine_seeds
 
@@ -26,6 +28,7 @@ __all__ = [
     "CAMPredictor",
     "CAMWriter",
     "DenseCRF",
+    "IRLabelRefiner",
     "CRFRefiner",
     "PseudoMaskJob",
     "Refiner",
@@ -46,5 +49,7 @@ __all__ = [
     "save_cam_file",
     "sweep_thresholds",
     "tagged_class_scores",
+    "random_walk",
+    "random_walk_mask",
     "write_pseudo_masks",
 ]
