@@ -10,9 +10,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
+from rca_lightning.cli import boundary as boundary_cli
 from rca_lightning.cli import export as export_cli
 from rca_lightning.cli import pipeline as pipeline_cli
 from rca_lightning.cli import predict as predict_cli
+from rca_lightning.cli import pseudo as pseudo_cli
 from rca_lightning.cli.stage_settings import swept_value
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.config_reads import ConfigReads, is_read, plain_keys, unknown_target_keys
@@ -28,9 +30,13 @@ PRIMARY_CONFIGS = {
     "pipeline": [],
     "predict": ["run_dir=/run", "inputs=/images", "output_dir=/out"],
     "export": ["run_dir=/run", "output=/out/net.onnx"],
+    "boundary": ["ir_labels_dir=/ir"],
 }
 # Options that need a value of their own to compose.
-OPTION_VALUES = {("refine", "saliency"): ["refine.saliency_dir=/saliency"]}
+OPTION_VALUES = {
+    ("refine", "saliency"): ["refine.saliency_dir=/saliency"],
+    ("refine", "random_walk"): ["refine.boundary_dir=/boundary"],
+}
 OWN_GROUPS = {"hydra", "hydra/help", "hydra/hydra_help", "hydra/hydra_logging", "hydra/job_logging"}
 
 
@@ -128,8 +134,37 @@ def stage_reads(tmp_path_factory) -> dict[str, set[str]]:
                         f"output={base / 'net.pt'}",
                     ],
                 )
+                # IRN's stages on the pipeline's CAMs: relation labels, then the boundary network.
+                ir_cfg = compose(
+                    "pseudo",
+                    overrides=[
+                        f"cams_dir={run_dir / 'cams' / 'maps'}",
+                        "refine=ir_labels",
+                        "num_workers=0",
+                        "progress=false",
+                        f"paths.output_dir={base / 'ir'}",
+                    ],
+                )
+                boundary_cfg = compose(
+                    "boundary",
+                    overrides=[
+                        *TINY_DATA_OVERRIDES,
+                        f"ir_labels_dir={base / 'ir' / 'pseudo_masks'}",
+                        "trainer=cpu",
+                        "trainer.max_epochs=1",
+                        "trainer.enable_progress_bar=false",
+                        "boundary_model.net.level_channels=8",
+                        "boundary_model.net.groups=2",
+                        f"paths.cache_dir={base / 'cache'}",
+                        f"paths.output_dir={base / 'boundary'}",
+                    ],
+                )
             predict_cli.predict(predict_cfg)
             export_cli.export(export_cfg)
+            pseudo_cli.pseudo(ir_cfg)
+            boundary_cli.boundary(boundary_cfg)
+            roots["pseudo"].append(ir_cfg)
+            roots["boundary"] = [boundary_cfg]
             # What each console script's hydra_main returns to a sweeper.
             report = json.loads((run_dir / "report.json").read_text())
             swept_value(roots["pipeline"][0], report, multirun=False)

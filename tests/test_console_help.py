@@ -16,6 +16,7 @@ SCRIPTS = [
     "rca-pipeline",
     "rca-predict",
     "rca-export",
+    "rca-boundary",
 ]
 
 

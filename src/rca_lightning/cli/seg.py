@@ -40,16 +40,17 @@ def write_predictions(batches: list[dict], folder: Path) -> int:
     return count
 
 
-def check_pseudo_masks_dir(folder: Path) -> None:
-    """MissingInput unless ``folder`` holds ``.png`` masks; checked before anything is built."""
+def check_pseudo_masks_dir(
+    folder: Path, setting: str = "pseudo_masks_dir", source: str = "rca-pseudo"
+) -> None:
+    """MissingInput unless ``folder`` (the value of ``setting``) holds ``.png`` masks (written by ``source``);
+    checked before anything is built."""
     if not folder.is_dir():
         raise MissingInput(
-            f"pseudo_masks_dir={folder} not found: expected a folder of <image id>.png masks (rca-pseudo)"
+            f"{setting}={folder} not found: expected a folder of <image id>.png masks ({source})"
         )
     if next(folder.glob("*.png"), None) is None:
-        raise MissingInput(
-            f"pseudo_masks_dir={folder} holds no .png file: expected <image id>.png masks (rca-pseudo)"
-        )
+        raise MissingInput(f"{setting}={folder} holds no .png file: expected <image id>.png masks ({source})")
 
 
 def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:

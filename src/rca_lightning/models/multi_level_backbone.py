@@ -80,3 +80,12 @@ class TimmMultiLevelBackbone(TimmBackbone):
         """
         features = self.encoder(images)  # list of maps, shallow to deep
         return features[self.low_level_index], features[-1]
+
+    @property
+    def level_channels(self) -> list[int]:
+        """Channels of every feature level, shallow to deep."""
+        return [int(c) for c in self.encoder.feature_info.channels()]
+
+    def all_levels(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Every feature level of (B, 3, H, W) images, shallow to deep (timm's ``features_only`` maps)."""
+        return list(self.encoder(images))

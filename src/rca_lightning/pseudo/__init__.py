@@ -20,7 +20,7 @@ from rca_lightning.pseudo.pseudo_masks import (
     saliency_pseudo_mask,
 )
 from rca_lightning.pseudo.random_walk import random_walk, random_walk_mask
-from rca_lightning.pseudo.refiners import CRFRefiner, Refiner, SaliencyRefiner
+from rca_lightning.pseudo.refiners import CRFRefiner, RandomWalkRefiner, Refiner, SaliencyRefiner
 from rca_lightning.pseudo.seed_sources import SEED_KINDS, SeedSource, attention_maps, combine_seeds
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "IRLabelRefiner",
     "CRFRefiner",
     "PseudoMaskJob",
+    "RandomWalkRefiner",
     "Refiner",
     "SaliencyRefiner",
     "SEED_KINDS",

@@ -88,6 +88,8 @@ def write_pseudo_masks(
     pending = [item for item in items if not mask_file_is_complete(mask_path(job.masks_dir, item[0]))]
     Path(job.masks_dir).mkdir(parents=True, exist_ok=True)
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
+    if getattr(job.refiner, "in_process", False):  # device work (the random walk): one process
+        workers = 0
     bar = tqdm(total=len(pending), desc="pseudo masks", unit="img", disable=not progress)
     if workers <= 1 or len(pending) <= 1:
         for item in pending:

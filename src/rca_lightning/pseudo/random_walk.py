@@ -1,11 +1,10 @@
 """IRN's random walk (Ahn et al., CVPR 2019): seeds spread along inter-pixel affinities from a boundary map.
 
 At stride 4 (h x w pixels), the affinity of two pixels i and j closer than ``radius`` (``|i - j|^2 <
-radius^2``) is ``a_ij = 1 - max B`` over the pixels of the straight path from i to j (both ends included;
-the path's pixels are the rounded points ``i + t (j - i)`` for ``t = k / n``, ``k = 0..n``, ``n =
-max(|dy|, |dx|)``); ``a_ii = 1``, other pairs 0. The transition matrix is ``A ** beta`` (elementwise) with
-every column divided by its sum, and the walk is ``2 ** exp_times`` steps: ``walk = (seeds * (1 - B)) @ T **
-2 ** exp_times`` per class, a row vector of the h * w pixels.
+radius^2``) is ``a_ij = 1 - max B`` over the pixels of the straight path from i to j (both ends included,
+:func:`~rca_lightning.utils.pixel_paths.path_offsets`); ``a_ii = 1``, other pairs 0. The transition matrix
+is ``A ** beta`` (elementwise) with every column divided by its sum, and the walk is ``2 ** exp_times``
+steps: ``walk = (seeds * (1 - B)) @ T ** 2 ** exp_times`` per class, a row vector of the h * w pixels.
 
 IRN squares a dense (hw, hw) matrix ``exp_times`` times, which needs (HW / 16)^2 floats (a 512 x 512 image:
 1 GiB in float32). Here T is a sparse matrix with one entry per pixel pair in the disc (about ``pi radius^2``
@@ -15,43 +14,12 @@ per pixel), and the walk applies it ``2 ** exp_times`` times to the (hw, K) seed
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-@lru_cache(maxsize=8)
-def disc_offsets(radius: int) -> tuple[tuple[int, int], ...]:
-    """Every (dy, dx) != (0, 0) with ``dy^2 + dx^2 < radius^2``, in row-major order."""
-    return tuple(
-        (dy, dx)
-        for dy in range(-radius + 1, radius)
-        for dx in range(-radius + 1, radius)
-        if 0 < dy * dy + dx * dx < radius * radius
-    )
-
-
-@lru_cache(maxsize=256)
-def path_offsets(dy: int, dx: int) -> tuple[tuple[int, int], ...]:
-    """The pixels of the straight path from (0, 0) to (dy, dx), both ends included (module docstring)."""
-    steps = max(abs(dy), abs(dx))
-    points = {(0, 0)}
-    for k in range(1, steps + 1):
-        points.add((int(np.floor(dy * k / steps + 0.5)), int(np.floor(dx * k / steps + 0.5))))
-    return tuple(sorted(points))
-
-
-def _shifted(values: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
-    """``values[y + dy, x + dx]`` at every (y, x) of the (h, w) map, ``fill`` where that is outside."""
-    height, width = values.shape
-    out = torch.full_like(values, fill)
-    ys, xs = slice(max(0, -dy), min(height, height - dy)), slice(max(0, -dx), min(width, width - dx))
-    ys_src, xs_src = slice(ys.start + dy, ys.stop + dy), slice(xs.start + dx, xs.stop + dx)
-    if ys.start < ys.stop and xs.start < xs.stop:
-        out[ys, xs] = values[ys_src, xs_src]
-    return out
+from rca_lightning.utils.pixel_paths import disc_offsets, path_offsets, shifted
 
 
 def pair_affinities(boundary: torch.Tensor, radius: int) -> tuple[list[tuple[int, int]], torch.Tensor]:
@@ -69,7 +37,7 @@ def pair_affinities(boundary: torch.Tensor, radius: int) -> tuple[list[tuple[int
     affinities = torch.empty((len(offsets), *boundary.shape), dtype=boundary.dtype, device=boundary.device)
     for index, (dy, dx) in enumerate(offsets):  # geometry of the disc (~pi r^2 offsets), not images
         # The path's maximum; a point outside the map (only when the far end is outside) gives B = 1.
-        peak = torch.stack([_shifted(boundary, py, px, 1.0) for py, px in path_offsets(dy, dx)]).amax(0)
+        peak = torch.stack([shifted(boundary, py, px, 1.0) for py, px in path_offsets(dy, dx)]).amax(0)
         affinities[index] = 1.0 - peak
     return offsets, affinities
 
@@ -85,7 +53,7 @@ def transition_matrix(boundary: torch.Tensor, radius: int = 5, beta: float = 10.
     index = torch.arange(height * width, device=boundary.device).view(height, width)
     rows, cols, values = [index.reshape(-1)], [index.reshape(-1)], [weights[0].reshape(-1)]
     for position, (dy, dx) in enumerate(offsets, start=1):
-        partner = _shifted(index, dy, dx, -1)  # (h, w): the index of j + o, -1 outside the map
+        partner = shifted(index, dy, dx, -1)  # (h, w): the index of j + o, -1 outside the map
         inside = partner >= 0
         rows.append(index[inside])
         cols.append(partner[inside])
@@ -166,9 +134,7 @@ def stride4_size(image_size: tuple[int, int]) -> tuple[int, int]:
 
 
 __all__ = [
-    "disc_offsets",
     "pair_affinities",
-    "path_offsets",
     "random_walk",
     "random_walk_mask",
     "stride4_size",

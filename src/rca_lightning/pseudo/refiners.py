@@ -2,12 +2,18 @@
 
 A refiner is any picklable callable ``(image, seeds, classes, image_id) -> mask`` (:class:`Refiner`); the
 pseudo-mask writer runs it once per image in a process pool. ``image_id`` lets a refiner read what it keeps
-per image (a saliency map, a boundary map). Two ship:
+per image (a saliency map, a boundary map). These ship:
 
 * :class:`CRFRefiner` (``refine=crf``, ``refine=none`` without the CRF): background score, dense CRF,
   arg-max (:func:`~rca_lightning.pseudo.pseudo_masks.crf_pseudo_mask`);
 * :class:`SaliencyRefiner` (``refine=saliency``): the public RCA code's saliency rule
-  (:func:`~rca_lightning.pseudo.pseudo_masks.saliency_pseudo_mask`) on the CRF-refined class scores.
+  (:func:`~rca_lightning.pseudo.pseudo_masks.saliency_pseudo_mask`) on the CRF-refined class scores;
+* :class:`RandomWalkRefiner` (``refine=random_walk``): IRN's random walk over a boundary map;
+* :class:`~rca_lightning.pseudo.ir_labels.IRLabelRefiner` (``refine=ir_labels``): IRN's relation labels,
+  the boundary network's training labels.
+
+A refiner with ``in_process = True`` runs in the writer's process (torch work on a device) instead of the
+pool of CPU workers.
 """
 
 from __future__ import annotations
@@ -15,13 +21,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from rca_lightning.inference.palette_png import read_mask_png
+from rca_lightning.pseudo.boundary_maps import read_boundary_map
 from rca_lightning.pseudo.crf import DenseCRF
 from rca_lightning.pseudo.pseudo_masks import crf_pseudo_mask, refined_scores, saliency_pseudo_mask
+from rca_lightning.pseudo.random_walk import random_walk_mask, stride4_size
 from rca_lightning.utils.errors import InvalidData, MissingInput
 
 
@@ -127,4 +137,58 @@ class SaliencyRefiner:
         )
 
 
-__all__ = ["CRFRefiner", "Refiner", "SaliencyRefiner"]
+@dataclass(frozen=True)
+class RandomWalkRefiner:
+    """IRN's semantic labels (``refine=random_walk``): the seeds brought to stride 4 (area average), spread
+    by the random walk over the image's boundary map (:mod:`rca_lightning.pseudo.random_walk`), upsampled,
+    divided by their maximum, against a constant background score, arg-max. No CRF, no ignored pixels.
+
+    Runs in the writer's own process (``in_process``), on ``device`` (default: the GPU when there is one):
+    the walk is torch work, not a per-core CPU job.
+
+    Args:
+        boundary_dir: folder of ``<image_id>.npy`` boundary maps (``rca-boundary``).
+        background: the background plane's score (IRN 0.25).
+        radius, beta, exp_times: the walk's settings (IRN: 5, 10, 8, i.e. 256 steps).
+        device: where the walk runs (None: ``cuda`` when available, else ``cpu``).
+    """
+
+    boundary_dir: str | os.PathLike
+    background: float = 0.25
+    radius: int = 5
+    beta: float = 10.0
+    exp_times: int = 8
+    device: str | None = None
+    in_process: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        folder = Path(self.boundary_dir).expanduser().absolute()
+        if not folder.is_dir():
+            raise MissingInput(
+                f"refine.boundary_dir={folder} not found: expected the boundary maps of rca-boundary"
+            )
+        object.__setattr__(self, "boundary_dir", folder)
+        if self.device is None:
+            object.__setattr__(self, "device", "cuda" if torch.cuda.is_available() else "cpu")
+
+    def __call__(
+        self, image: np.ndarray, seeds: np.ndarray, classes: np.ndarray, image_id: str
+    ) -> np.ndarray:
+        size = stride4_size(image.shape[:2])
+        boundary = torch.from_numpy(read_boundary_map(self.boundary_dir, image_id, size)).to(self.device)
+        strided = F.interpolate(
+            torch.from_numpy(np.asarray(seeds, np.float32))[None], size=size, mode="area"
+        )[0]
+        return random_walk_mask(
+            strided.to(self.device),
+            boundary,
+            classes,
+            image.shape[:2],
+            background=self.background,
+            radius=self.radius,
+            beta=self.beta,
+            exp_times=self.exp_times,
+        )
+
+
+__all__ = ["CRFRefiner", "RandomWalkRefiner", "Refiner", "SaliencyRefiner"]

@@ -1,0 +1,107 @@
+"""``rca-boundary``: train IRN's boundary network on relation labels, then write the boundary maps of a split
+for the random walk (``rca-pseudo refine=random_walk refine.boundary_dir=...``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Subset
+
+from rca_lightning.cli.console import run_console_script
+from rca_lightning.cli.seg import check_pseudo_masks_dir
+from rca_lightning.cli.stage_settings import claim_output_folder, dataset_record, scalar_metrics
+from rca_lightning.pseudo.boundary_maps import BoundaryMapWriter, boundary_map_path
+from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.checkpoint_selection import check_checkpoint_file
+from rca_lightning.utils.errors import InvalidSetting
+from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from rca_lightning.utils.quiet import silence_known_noise
+from rca_lightning.utils.resolvers import register_resolvers
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+def boundary(cfg: DictConfig) -> tuple[dict, dict]:
+    """Fit the boundary network (``cfg.train``; resuming from ``ckpt_path``) on the relation labels of
+    ``ir_labels_dir``, then write the maps of ``split`` that are not written yet into ``boundary_dir``."""
+    if not cfg.train and not cfg.get("ckpt_path"):
+        raise InvalidSetting(
+            "ckpt_path: train=false writes maps of a trained network; expected ckpt_path=FILE"
+        )
+    check_checkpoint_file(cfg.get("ckpt_path"), "rca-boundary")
+    if cfg.train:
+        check_pseudo_masks_dir(
+            Path(cfg.ir_labels_dir), setting="ir_labels_dir", source="rca-pseudo refine=ir_labels"
+        )
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.boundary_model)
+    boundary_dir = Path(cfg.boundary_dir)
+    callbacks = [*instantiate_callbacks(cfg.get("callbacks")), BoundaryMapWriter(boundary_dir)]
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    metrics: dict[str, float] = {}
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update(scalar_metrics(trainer.callback_metrics))
+    settings = {
+        "stage": "rca-boundary",
+        "split": cfg.split,
+        "dataset": dataset_record(datamodule),
+        # The weights that write the maps: the end of this run's schedule, or ckpt_path.
+        "checkpoint": str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+        if cfg.train
+        else cfg.ckpt_path,
+    }
+    if trainer.is_global_zero:
+        boundary_dir.mkdir(parents=True, exist_ok=True)
+        claim_output_folder(boundary_dir, settings)
+    dataset = datamodule.make_dataset(cfg.split, train=False)
+    pending = [
+        index
+        for index, image_id in enumerate(dataset.image_ids)
+        if not boundary_map_path(boundary_dir, image_id).is_file()
+    ]
+    loader = DataLoader(Subset(dataset, pending), batch_size=1, num_workers=datamodule.num_workers)
+    start = time.perf_counter()
+    if pending:
+        # train=false: the weights of ckpt_path (loaded by the trainer's checkpoint IO, weights only).
+        ckpt_path = None if cfg.train else cfg.ckpt_path
+        trainer.predict(model, dataloaders=loader, ckpt_path=ckpt_path, return_predictions=False)
+    seconds = time.perf_counter() - start
+    summary = {
+        **settings,
+        "boundary_dir": str(boundary_dir),
+        "metrics": metrics,
+        "total": len(dataset),
+        "written": len(pending),
+        "seconds": seconds,
+    }
+    if trainer.is_global_zero:
+        write_json_atomically(Path(cfg.paths.output_dir) / "boundary.json", summary)
+        log.info(
+            "Boundary maps of %d images in %s (%d computed now)", len(dataset), boundary_dir, len(pending)
+        )
+    return summary, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="boundary")
+def hydra_main(cfg: DictConfig) -> None:
+    silence_known_noise()
+    boundary(cfg)
+
+
+def main() -> None:
+    """The console script: user errors end in one line and exit status 2."""
+    run_console_script(hydra_main, "rca-boundary")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Boundary maps on disk: ``<boundary_dir>/<image_id>.npy``, float16 (h, w) boundary probabilities at stride 4
+of the image (``h = ceil(H / 4)``), written by ``rca-boundary``'s prediction writer and read by the random
+walk refiner."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from rca_lightning.utils.atomic import write_bytes_atomically
+from rca_lightning.utils.errors import InvalidData, MissingInput
+
+
+def boundary_map_path(boundary_dir: str | os.PathLike, image_id: str) -> Path:
+    return Path(boundary_dir) / f"{image_id}.npy"
+
+
+def save_boundary_map(path: Path, boundary: np.ndarray) -> None:
+    """Write one (h, w) map as float16 ``.npy``, atomically."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(boundary, dtype=np.float16), allow_pickle=False)
+    write_bytes_atomically(path, buffer.getvalue())
+
+
+def read_boundary_map(boundary_dir: str | os.PathLike, image_id: str, size: tuple[int, int]) -> np.ndarray:
+    """The (h, w) float32 boundary map of ``image_id``, which must be ``size``; MissingInput / InvalidData
+    naming the file otherwise."""
+    path = boundary_map_path(boundary_dir, image_id)
+    if not path.is_file():
+        raise MissingInput(f"boundary map {path} not found: expected <image_id>.npy from rca-boundary")
+    try:
+        boundary = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise InvalidData(f"{path}: not a readable .npy boundary map ({error})") from error
+    if boundary.shape != tuple(size):
+        raise InvalidData(f"{path}: shape {boundary.shape}, expected {tuple(size)} (stride 4 of the image)")
+    return boundary.astype(np.float32)
+
+
+class BoundaryMapWriter(BasePredictionWriter):
+    """Writes each predicted batch's boundary maps (``BoundaryLitModule.predict_step``: ``image_id`` and
+    ``boundary`` (B, h, w)) as they come; run it with batches of one image size (``val_batch_size`` 1 for
+    images of several sizes)."""
+
+    def __init__(self, boundary_dir: str | os.PathLike) -> None:
+        super().__init__(write_interval="batch")
+        self.boundary_dir = Path(boundary_dir)
+
+    def write_on_batch_end(
+        self,
+        trainer: Any,
+        pl_module: Any,
+        prediction: dict,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        for image_id, boundary in zip(prediction["image_id"], prediction["boundary"], strict=True):
+            save_boundary_map(boundary_map_path(self.boundary_dir, image_id), boundary.numpy())
+
+
+__all__ = ["BoundaryMapWriter", "boundary_map_path", "read_boundary_map", "save_boundary_map"]
