@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from rca_lightning.cli.pipeline import STAGES, Pipeline
+from rca_lightning.cli.stage_overrides import IRN_STAGES
 from rca_lightning.pseudo.cam_writer import cam_file_is_complete
 from rca_lightning.report.figure_grid import LEGEND_LINE_HEIGHT
 from rca_lightning.utils.errors import InvalidSetting
@@ -311,5 +312,31 @@ def test_switched_off_stages_leave_the_report_and_a_later_run_adds_them(finished
     # Switched on again in the same folder: only the missing stages run, and the report has them.
     run_pipeline(run_dir, cache)
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["stages"] == [stage.name for stage in STAGES]
+    assert report["stages"] == [stage.name for stage in STAGES if stage.name not in IRN_STAGES]
     assert report["seg_miou"] > 0 and report["cam_miou"] > 0 and (run_dir / "figures" / "grid.png").is_file()
+
+
+@pytest.mark.slow
+def test_refine_random_walk_runs_irn_end_to_end(tmp_path):
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    boundary = '["trainer.max_epochs=2","trainer.enable_progress_bar=false","data.batch_size=4"]'
+    result = run_pipeline(
+        run_dir,
+        cache,
+        "refine=random_walk",
+        'stages.ir_labels.overrides=["progress=false","num_workers=2"]',
+        'stages.ir_label_eval.overrides=["progress=false"]',
+        f"stages.boundary.overrides={boundary}",
+    )
+    report = json.loads((run_dir / "report.json").read_text())
+    assert_report_is_consistent(report)
+    assert report["stages"][3:6] == ["ir_labels", "ir_label_eval", "boundary"]
+    assert 0 < report["ir_ignored_fraction"] < 1 and math.isfinite(report["ir_label_miou"])
+    assert report["pseudo_ignored_fraction"] == 0  # the random walk labels every pixel
+    assert math.isfinite(report["seg_miou"]) and f"{report['ir_label_miou']:.1f}" in result.stdout
+    train_ids = sorted(path.stem for path in (run_dir / "pseudo_masks" / "masks").glob("*.png"))
+    maps = sorted(path.stem for path in (run_dir / "boundary" / "boundary_maps").glob("*.npy"))
+    assert maps == train_ids and len(maps) == 48
+    pseudo_cfg = OmegaConf.load(run_dir / "pseudo_masks" / ".hydra" / "config.yaml")
+    assert pseudo_cfg.refine._target_.endswith("RandomWalkRefiner")
+    assert (run_dir / "figures" / "confusion_ir_label.png").is_file()

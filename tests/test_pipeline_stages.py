@@ -51,7 +51,8 @@ def test_print_config_shows_every_enabled_stage_and_runs_nothing(tmp_path, capsy
     assert run_pipeline(overrides, run_dir=run_dir) is None
     printed = capsys.readouterr().out
     assert not run_dir.exists()
-    names = [stage.name for stage in STAGES if stage.name != "cam_eval"]
+    skipped = {"cam_eval", "ir_labels", "ir_label_eval", "boundary"}  # IRN's: refine=random_walk only
+    names = [stage.name for stage in STAGES if stage.name not in skipped]
     positions = [printed.index(f"── {name}\n") for name in names]
     assert positions == sorted(positions) and "── cam_eval\n" not in printed
     # Each stage's own composed values, resolved: the cams stage's scales override, the segmentation recipe.
@@ -59,3 +60,31 @@ def test_print_config_shows_every_enabled_stage_and_runs_nothing(tmp_path, capsy
     assert "scales:\n│   │   - 1.0\n" in cams_part and "split: train\n" in cams_part
     seg_part = printed[positions[-1] :]
     assert "crop_size: 128\n" in seg_part and "train_masks_dir:" in seg_part
+
+
+def test_refine_random_walk_adds_irn_stages_and_gives_the_refiner_its_maps(tmp_path):
+    plain = make_pipeline(tmp_path, ["refine=none", "refine.background_threshold=0.3"])
+    assert not {"ir_labels", "ir_label_eval", "boundary"} & {stage.name for stage in plain.to_run()}
+    by_name = {stage.name: stage for stage in STAGES}
+    pseudo_overrides = by_name["pseudo_masks"].overrides(plain)
+    assert (
+        pseudo_overrides.count("refine=none") == 1 and "refine.background_threshold=0.3" in pseudo_overrides
+    )
+    assert not any("refine" in o for o in by_name["classifier"].overrides(plain))  # the pipeline's own key
+    walk = make_pipeline(tmp_path, ["refine=random_walk", "refine.radius=4"])
+    assert [stage.name for stage in walk.to_run()][3:6] == ["ir_labels", "ir_label_eval", "boundary"]
+    ir_dir, boundary_dir = tmp_path / "ir_labels" / "masks", tmp_path / "boundary" / "boundary_maps"
+    assert {"refine=ir_labels", f"masks_dir={ir_dir}"} <= set(by_name["ir_labels"].overrides(walk))
+    assert {f"ir_labels_dir={ir_dir}", f"boundary_dir={boundary_dir}"} <= set(
+        by_name["boundary"].overrides(walk)
+    )
+    expected = ["refine=random_walk", f"refine.boundary_dir={boundary_dir}", "refine.radius=4"]
+    assert [o for o in by_name["pseudo_masks"].overrides(walk) if o.startswith("refine")] == expected
+    assert walk.needs(by_name["pseudo_masks"]) == ("cams", "boundary")
+    without_boundary = make_pipeline(tmp_path, ["refine=random_walk", "stages.boundary.enabled=false"])
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        with pytest.raises(
+            InvalidSetting, match=r"^stages\.boundary\.enabled=false: stage pseudo_masks reads"
+        ):
+            without_boundary.check_settings()
+        walk.check_settings()  # every IRN stage composes

@@ -1,8 +1,10 @@
 """``rca-pipeline``: from images with tags to a trained segmentation network and a report, stage by stage.
 
-classifier (``rca-train``) -> cams (``rca-cams``) -> cam_eval (``rca-eval``) -> pseudo_masks (``rca-pseudo``)
--> pseudo_mask_eval (``rca-eval``) -> segmentation (``rca-seg``) -> report. :data:`STAGES` is the table:
-each stage's config, done-file, runner, the stages it reads and the overrides the pipeline gives it;
+classifier (``rca-train``) -> cams (``rca-cams``) -> cam_eval (``rca-eval``) -> [with ``refine=random_walk``:
+ir_labels (``rca-pseudo refine=ir_labels``) -> ir_label_eval (``rca-eval``) -> boundary (``rca-boundary``)] ->
+pseudo_masks (``rca-pseudo``) -> pseudo_mask_eval (``rca-eval``) -> segmentation (``rca-seg``) -> report.
+:data:`STAGES` is the table: each stage's config, done-file, runner, the stages it reads and the overrides
+the pipeline gives it (:class:`~rca_lightning.cli.stage_overrides.StageOverrides`);
 ``stages.<name>.enabled=false`` leaves a stage out (and the report with it). Each stage runs in this process
 from its own composed config, writes into ``<run>/<stage>/`` exactly what its console script would write
 there, and is skipped when its done-file exists; an unfinished stage resumes (the classifier and the
@@ -11,7 +13,6 @@ segmentation network from their last checkpoint, CAMs and pseudo masks image by 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -26,6 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from rca_lightning.cli.boundary import boundary
 from rca_lightning.cli.cams import cams
 from rca_lightning.cli.config_tree import print_config_tree
 from rca_lightning.cli.console import one_line, run_console_script
@@ -35,9 +37,14 @@ from rca_lightning.cli.pipeline_stages import Stage, check_stage_entries
 from rca_lightning.cli.pseudo import pseudo
 from rca_lightning.cli.seg import segment
 from rca_lightning.cli.stage_clock import StageClock
+from rca_lightning.cli.stage_overrides import (
+    ATTENTION_CALLBACK,
+    IRN_STAGES,
+    PIPELINE_SEEDS,
+    StageOverrides,
+)
 from rca_lightning.cli.stage_settings import swept_value
 from rca_lightning.cli.train import train
-from rca_lightning.pseudo.seed_sources import SEED_KINDS
 from rca_lightning.report.pipeline_report import build_report, format_report
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.errors import InvalidSetting, MissingInput
@@ -48,165 +55,27 @@ from rca_lightning.utils.settings_check import check_overrides
 log = logging.getLogger(__name__)
 register_resolvers()
 
-# Keys of this config that are the pipeline's own, not rca-train's.
-PIPELINE_KEYS = (
-    "train_dir",
-    "stages",
-    "seg_recipe",
-    "seg_recipes",
-    "report",
-    "seeds",
-    "print_config",
-    "optimized_metric",
-)
-# Where rca-train's online attention accumulation leaves its maps (callbacks/attention_accumulation.yaml).
-ATTENTION_FOLDER = "attention"
-ATTENTION_CALLBACK = "AttentionAccumulationCallback"
-# The pipeline's `seeds` choices: auto, or a kind every seed-reading stage takes.
-PIPELINE_SEEDS = ("auto", *SEED_KINDS)
 
-
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def _is_pipeline_override(override: str) -> bool:
-    return _override_key(override).split(".", 1)[0] in PIPELINE_KEYS
-
-
-class Pipeline:
-    """Runs the enabled stages of one ``rca-pipeline`` call into ``run_dir``.
-
-    Args:
-        cfg: the composed ``pipeline.yaml``.
-        command_line: this run's overrides (``hydra.overrides.task``).
-        choices: this run's config-group choices (``hydra.runtime.choices``).
-        run_dir: the run folder (``hydra.run.dir``).
-    """
+class Pipeline(StageOverrides):
+    """Runs the enabled stages of one ``rca-pipeline`` call into ``run_dir`` (the arguments: see
+    :class:`StageOverrides`)."""
 
     def __init__(self, cfg: DictConfig, command_line: list[str], choices: dict, run_dir: Path) -> None:
-        self.cfg = cfg
-        self.run_dir = run_dir
-        self.classifier_overrides = [o for o in command_line if not _is_pipeline_override(o)]
-        # What the stages share with the classifier: the dataset and paths (every stage), the hardware and
-        # the seed (the stages that have a trainer).
-        self.data_overrides = [f"data={choices['data']}"] + [
-            o for o in command_line if _override_key(o).split(".", 1)[0] in ("data", "paths")
-        ]
-        self.trainer_overrides = [f"trainer={choices['trainer']}", f"seed={cfg.seed}"]
-        self.experiment = choices.get("experiment")
+        super().__init__(cfg, command_line, choices, run_dir)
         self.clock = StageClock(run_dir)
-
-    def folder(self, stage: str) -> Path:
-        return self.run_dir / stage
-
-    @property
-    def classifier_dir(self) -> Path:
-        return Path(self.cfg.train_dir) if self.cfg.get("train_dir") else self.folder("classifier")
-
-    @property
-    def cams_dir(self) -> Path:
-        return self.folder("cams") / "maps"
-
-    @property
-    def masks_dir(self) -> Path:
-        return self.folder("pseudo_masks") / "masks"
-
-    def last_checkpoint(self, stage: str) -> list[str]:
-        """``ckpt_path=<last.ckpt>`` when ``stage`` left one (an unfinished run resumes from it), else []."""
-        last = self.folder(stage) / "checkpoints" / "last.ckpt"
-        return [f"ckpt_path={last}"] if last.is_file() else []
-
-    # for_<stage>: the overrides the stage's config is composed with (its own command line, as it were),
-    # before the user's `stages.<name>.overrides`.
-    def for_classifier(self) -> list[str]:
-        resume = [] if self.cfg.get("ckpt_path") else self.last_checkpoint("classifier")
-        return [*self.classifier_overrides, *resume]
-
-    def for_cams(self) -> list[str]:
-        """Before the classifier finished, the seeds are left at the default (its config says whether it
-        will leave attention; :meth:`check_settings` checks that)."""
-        experiment = [f"experiment={self.experiment}"] if self.experiment else []
-        seeds = self.seed_overrides() if self.is_done(STAGES[0]) else []
-        return [
-            *self.data_overrides,
-            *self.trainer_overrides,
-            *experiment,
-            f"train_dir={self.classifier_dir}",
-            f"cams_dir={self.cams_dir}",
-            *seeds,
-        ]
-
-    def for_cam_eval(self) -> list[str]:
-        return [*self.data_overrides, f"cams_dir={self.cams_dir}"]
-
-    def for_pseudo_masks(self) -> list[str]:
-        return [
-            *self.data_overrides,
-            *self.method_pseudo_mask_overrides(),
-            f"cams_dir={self.cams_dir}",
-            f"masks_dir={self.masks_dir}",
-        ]
-
-    def for_pseudo_mask_eval(self) -> list[str]:
-        return [*self.data_overrides, f"masks_dir={self.masks_dir}"]
-
-    def for_segmentation(self) -> list[str]:
-        return [
-            *self.data_overrides,
-            *self.trainer_overrides,
-            f"seg_experiment={self.seg_recipe}",
-            f"pseudo_masks_dir={self.masks_dir}",
-            *self.last_checkpoint("segmentation"),
-        ]
-
-    @property
-    def seg_recipe(self) -> str:
-        """The segmentation stage's recipe (a ``seg_experiment/`` name): ``seg_recipe``, else the
-        ``seg_recipes`` entry of the classifier's experiment (``synthetic``'s without one)."""
-        if self.cfg.get("seg_recipe"):
-            return str(self.cfg.seg_recipe)
-        experiment = self.experiment or "synthetic"
-        if experiment not in self.cfg.seg_recipes:
-            raise InvalidSetting(
-                f"experiment={experiment}: seg_recipes names no segmentation recipe for it; expected "
-                f"seg_recipe=<a seg_experiment/ name> or seg_recipes.{experiment}=<recipe>"
-            )
-        return str(self.cfg.seg_recipes[experiment])
-
-    def seed_overrides(self) -> list[str]:
-        """The ``seeds`` / ``attention_dir`` of the cams stage: ``seeds=auto`` takes the classifier's
-        accumulated attention when it left one (the release's seeds), else its multi-scale CAMs."""
-        attention_dir = self.classifier_dir / ATTENTION_FOLDER
-        has_attention = (attention_dir / "index.json").is_file()
-        kind = self.cfg.seeds
-        if kind == "auto":
-            kind = "attention" if has_attention else "cams"
-        if kind == "cams":
-            return ["seeds=cams"]
-        if not has_attention:
-            raise InvalidSetting(
-                f"seeds={kind}: the classifier left no attention accumulation in {attention_dir} "
-                "(train it with callbacks=[default,attention_accumulation])"
-            )
-        # Attention seeds replace the CAMs: one scale is enough for the network's pass.
-        one_scale = ["scales=[1.0]", "flip=false"] if kind == "attention" else []
-        return [f"seeds={kind}", f"attention_dir={attention_dir}", *one_scale]
-
-    def method_pseudo_mask_overrides(self) -> list[str]:
-        """The ``rca-pseudo`` settings the classifier's method recorded in ``cams.json`` (EPS: a constant
-        background score, no CRF); none before the cams stage ran. The user's ``stages.pseudo_masks``
-        overrides come after them, so they win."""
-        record = self.folder("cams") / "cams.json"
-        if not record.is_file():
-            return []
-        return list(json.loads(record.read_text()).get("pseudo_mask_overrides", []))
 
     def user_overrides(self, stage: Stage) -> list[str]:
         return [*self.cfg.stages[stage.name].overrides]
 
     def enabled(self, stage: Stage) -> bool:
-        return bool(self.cfg.stages[stage.name].enabled)
+        """``stages.<name>.enabled``; IRN's stages only with ``refine=random_walk``."""
+        irn_stage = stage.name in IRN_STAGES
+        return bool(self.cfg.stages[stage.name].enabled) and (self.refine == "random_walk" or not irn_stage)
+
+    def needs(self, stage: Stage) -> tuple[str, ...]:
+        """The stages whose outputs ``stage`` reads (the random walk's masks read the boundary maps too)."""
+        walk = stage.name == "pseudo_masks" and self.refine == "random_walk"
+        return (*stage.needs, "boundary") if walk else stage.needs
 
     def to_run(self) -> list[Stage]:
         """The enabled stages that have not finished, in order."""
@@ -227,7 +96,7 @@ class Pipeline:
         check_stage_entries(self.cfg.get("stages"), STAGE_NAMES)
         by_name = {stage.name: stage for stage in STAGES}
         for stage in self.to_run():
-            for needed in map(by_name.get, stage.needs):
+            for needed in map(by_name.get, self.needs(stage)):
                 if not self.enabled(needed) and not self.is_done(needed):
                     raise InvalidSetting(
                         f"stages.{needed.name}.enabled=false: stage {stage.name} reads its output; expected "
@@ -318,6 +187,9 @@ STAGES = (
     Stage("classifier", "train", "metrics.json", train, (), Pipeline.for_classifier),
     Stage("cams", "cams", "cams.json", cams, ("classifier",), Pipeline.for_cams),
     Stage("cam_eval", "eval", "eval.json", evaluate, ("cams",), Pipeline.for_cam_eval),
+    Stage("ir_labels", "pseudo", "pseudo.json", pseudo, ("cams",), Pipeline.for_ir_labels),
+    Stage("ir_label_eval", "eval", "eval.json", evaluate, ("ir_labels",), Pipeline.for_ir_label_eval),
+    Stage("boundary", "boundary", "boundary.json", boundary, ("ir_labels",), Pipeline.for_boundary),
     Stage("pseudo_masks", "pseudo", "pseudo.json", pseudo, ("cams",), Pipeline.for_pseudo_masks),
     Stage(
         "pseudo_mask_eval", "eval", "eval.json", evaluate, ("pseudo_masks",), Pipeline.for_pseudo_mask_eval

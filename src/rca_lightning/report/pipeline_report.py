@@ -21,7 +21,7 @@ from rca_lightning.utils.errors import InvalidData, MissingInput
 
 WEAK_CLASS_IOU = 5.0
 """A class with an IoU (%) below this at some stage is flagged as weak in the report."""
-STAGE_LABELS = {"cam": "cam", "pseudo_label": "pseudo", "seg": "seg"}
+STAGE_LABELS = {"cam": "cam", "ir_label": "IR", "pseudo_label": "pseudo", "seg": "seg"}
 """The report's per-stage IoU keys and their short names in the printed table."""
 
 
@@ -89,9 +89,10 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
 
     Returns:
         ``stages`` (the stages that ran, the classifier first), ``seeds`` (what the CAM files hold: cams,
-        attention or max), ``cam_miou`` (those seeds' mIoU), ``cam_threshold``, ``pseudo_label_miou``,
+        attention or max), ``cam_miou`` (those seeds' mIoU), ``cam_threshold``, ``ir_label_miou`` and
+        ``ir_ignored_fraction`` (IRN's relation labels, with ``refine=random_walk``), ``pseudo_label_miou``,
         ``pseudo_ignored_fraction``, ``seg_miou``, ``classifier_val_cam_miou``, ``per_class_iou`` ({cam,
-        pseudo_label, seg} that ran -> class -> IoU), ``weak_class_iou`` (``WEAK_CLASS_IOU``) and
+        ir_label, pseudo_label, seg} that ran -> class -> IoU), ``weak_class_iou`` (``WEAK_CLASS_IOU``) and
         ``weak_classes`` (class -> stage -> IoU of the classes below it at some stage),
         ``stage_seconds``, ``checkpoints`` (for the classifier and the segmentation network: the file used
         and how it was chosen), ``uses_pixel_labels_for_selection`` (whether any of those choices used
@@ -101,6 +102,8 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
     cam_run = _optional_json(stage_dirs, "cams", "cams.json") or {}
     cam_eval = (_optional_json(stage_dirs, "cam_eval", "eval.json") or {}).get("cams")
     mask_eval = (_optional_json(stage_dirs, "pseudo_mask_eval", "eval.json") or {}).get("pseudo_masks")
+    # IRN's relation labels (refine=random_walk), scored like masks: on their labelled pixels.
+    ir_eval = (_optional_json(stage_dirs, "ir_label_eval", "eval.json") or {}).get("pseudo_masks")
     segmentation = _optional_json(stage_dirs, "segmentation", "metrics.json")
     class_names = list(classifier["dataset"]["class_names"])
     checkpoints = {}
@@ -110,6 +113,8 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
     per_class_iou = {}
     if cam_eval:
         per_class_iou["cam"] = _percent(cam_eval["per_class_iou"])
+    if ir_eval:
+        per_class_iou["ir_label"] = _percent(ir_eval["per_class_iou"])
     if mask_eval:
         per_class_iou["pseudo_label"] = _percent(mask_eval["per_class_iou"])
     seg_metrics, seg_split = {}, None
@@ -134,6 +139,8 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
         "seeds": cam_run.get("seeds", "cams") if cam_run else None,
         "cam_miou": 100 * cam_eval["miou"] if cam_eval else None,
         "cam_threshold": cam_eval["best_threshold"] if cam_eval else None,
+        "ir_label_miou": 100 * ir_eval["miou"] if ir_eval else None,
+        "ir_ignored_fraction": ir_eval["ignored_fraction"] if ir_eval else None,
         "pseudo_label_miou": 100 * mask_eval["miou"] if mask_eval else None,
         "pseudo_ignored_fraction": mask_eval["ignored_fraction"] if mask_eval else None,
         "pseudo_label_miou_ignored_as_background": (
@@ -200,6 +207,15 @@ def _stage_rows(report: dict) -> list[tuple[str, str, str, str]]:
                 _cell(report["cam_miou"]),
                 f"background threshold {report['cam_threshold']:.2f}",
                 "cams",
+            )
+        )
+    if report.get("ir_label_miou") is not None:
+        rows.append(
+            (
+                f"relation labels ({report['cam_split']})",
+                _cell(report["ir_label_miou"]),
+                f"{100 * report['ir_ignored_fraction']:.1f}% of pixels ignored",
+                "ir_labels",
             )
         )
     if report["pseudo_label_miou"] is not None:

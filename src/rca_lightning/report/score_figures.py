@@ -19,6 +19,7 @@ from rca_lightning.report.report_figures import write_grid
 # Report stage -> (pipeline stage folder, file, keys to its confusion counts, title).
 CONFUSION_SOURCES = {
     "cam": ("cam_eval", "eval.json", ("cams", "confusion"), "seeds (train)"),
+    "ir_label": ("ir_label_eval", "eval.json", ("pseudo_masks", "confusion"), "relation labels (train)"),
     "pseudo_label": ("pseudo_mask_eval", "eval.json", ("pseudo_masks", "confusion"), "pseudo masks (train)"),
     "seg": ("segmentation", "metrics.json", ("test_confusion",), "segmentation (val)"),
 }
