@@ -14,8 +14,12 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 
 from rca_lightning.cli.console import run_console_script
-from rca_lightning.cli.seg import check_pseudo_masks_dir
-from rca_lightning.cli.stage_settings import claim_output_folder, dataset_record, scalar_metrics
+from rca_lightning.cli.stage_settings import (
+    check_mask_folder,
+    claim_output_folder,
+    dataset_record,
+    scalar_metrics,
+)
 from rca_lightning.pseudo.boundary_maps import BoundaryMapWriter, boundary_map_path
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.checkpoint_selection import check_checkpoint_file
@@ -37,9 +41,7 @@ def boundary(cfg: DictConfig) -> tuple[dict, dict]:
         )
     check_checkpoint_file(cfg.get("ckpt_path"), "rca-boundary")
     if cfg.train:
-        check_pseudo_masks_dir(
-            Path(cfg.ir_labels_dir), setting="ir_labels_dir", source="rca-pseudo refine=ir_labels"
-        )
+        check_mask_folder(Path(cfg.ir_labels_dir), "ir_labels_dir", "rca-pseudo refine=ir_labels")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.boundary_model)

@@ -17,8 +17,9 @@ def _yaml(cfg: DictConfig, key: str) -> str:
     try:
         value = cfg[key]  # a node that keeps its parent, so interpolations resolve in the whole config
         resolved = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-    except OmegaConfBaseException:
-        resolved = OmegaConf.to_container(cfg, resolve=False)[key]
+    except OmegaConfBaseException:  # shown as written
+        node = cfg._get_node(key)
+        resolved = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node._value()
     return OmegaConf.to_yaml({key: resolved}).rstrip("\n")
 
 

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rca_lightning.cli.console import run_console_script
-from rca_lightning.cli.stage_settings import scalar_metrics, swept_value
+from rca_lightning.cli.stage_settings import check_mask_folder, scalar_metrics, swept_value
 from rca_lightning.inference.palette_png import write_palette_png
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.checkpoint_selection import (
@@ -21,7 +21,7 @@ from rca_lightning.utils.checkpoint_selection import (
     selected_checkpoint,
     uses_pixel_labels,
 )
-from rca_lightning.utils.errors import InvalidSetting, MissingInput
+from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
@@ -38,19 +38,6 @@ def write_predictions(batches: list[dict], folder: Path) -> int:
             write_palette_png(folder / f"{image_id}.png", prediction.numpy())
             count += 1
     return count
-
-
-def check_pseudo_masks_dir(
-    folder: Path, setting: str = "pseudo_masks_dir", source: str = "rca-pseudo"
-) -> None:
-    """MissingInput unless ``folder`` (the value of ``setting``) holds ``.png`` masks (written by ``source``);
-    checked before anything is built."""
-    if not folder.is_dir():
-        raise MissingInput(
-            f"{setting}={folder} not found: expected a folder of <image id>.png masks ({source})"
-        )
-    if next(folder.glob("*.png"), None) is None:
-        raise MissingInput(f"{setting}={folder} holds no .png file: expected <image id>.png masks ({source})")
 
 
 def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:
@@ -72,7 +59,7 @@ def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:
         )
     check_checkpoint_file(cfg.get("ckpt_path"), "rca-seg")
     if cfg.train:
-        check_pseudo_masks_dir(Path(cfg.pseudo_masks_dir))
+        check_mask_folder(Path(cfg.pseudo_masks_dir), "pseudo_masks_dir", "rca-pseudo")
     # Lightning prints its "Seed set" line to stderr, past the job's log: logged here instead.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     log.info("Seed %d", cfg.seed)

@@ -47,6 +47,17 @@ def swept_value(cfg: DictConfig, values: dict, multirun: bool) -> float | None:
     return float(values[name])
 
 
+def check_mask_folder(folder: Path, setting: str, source: str) -> None:
+    """MissingInput unless ``folder`` (the value of ``setting``) holds ``.png`` masks (written by ``source``);
+    checked before anything is built."""
+    if not folder.is_dir():
+        raise MissingInput(
+            f"{setting}={folder} not found: expected a folder of <image id>.png masks ({source})"
+        )
+    if next(folder.glob("*.png"), None) is None:
+        raise MissingInput(f"{setting}={folder} holds no .png file: expected <image id>.png masks ({source})")
+
+
 def read_settings(folder: str | Path, stage: str, setting: str | None = None) -> dict:
     """The ``settings.json`` a stage wrote in ``folder`` (the value of ``setting``, named in errors);
     MissingInput naming the folder or file when absent."""

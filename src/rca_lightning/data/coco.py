@@ -28,6 +28,7 @@ with ``include_unannotated=True`` they are kept with zero labels and an all-back
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import io
@@ -199,8 +200,8 @@ def read_coco_instances(path: str | os.PathLike) -> list[COCOImageRecord]:
     if not content["images"]:
         raise InvalidData(f"{path}: empty annotation file: no images listed")
     if len(coco.imgs) != len(content["images"]):
-        ids = [image["id"] for image in content["images"]]
-        twice = next(image_id for image_id in ids if ids.count(image_id) > 1)
+        ids = collections.Counter(image["id"] for image in content["images"])
+        twice = next(image_id for image_id, count in ids.items() if count > 1)
         raise InvalidData(f"{path}: image id {twice} is listed twice; expected each id once")
     mapping = category_mapping(coco.loadCats(coco.getCatIds()), path)
     unknown = sorted(set(coco.imgToAnns) - set(coco.imgs), key=str)

@@ -31,24 +31,23 @@ def affinity_loss(
         raise ValueError(f"boundary {tuple(boundary.shape)} and labels {tuple(labels.shape)} differ in shape")
     labels = labels.long()
     sums = {kind: boundary.new_zeros(()) for kind in ("bg_positive", "fg_positive", "negative")}
-    counts = dict.fromkeys(sums, 0)
+    counts = {kind: boundary.new_zeros(()) for kind in sums}  # on the device: no sync per offset
     for dy, dx in half_disc_offsets(radius):  # the disc's geometry, not images or classes
         partner = shifted(labels, dy, dx, IGNORE)  # (B, h, w) label of p + offset (255 outside)
         valid = (labels != IGNORE) & (partner != IGNORE)
-        if not valid.any():
-            continue
         peak = torch.stack([shifted(boundary, py, px, 1.0) for py, px in path_offsets(dy, dx)]).amax(0)
         affinity = 1.0 - peak  # (B, h, w) affinity of (p, p + offset)
         same = valid & (labels == partner)
+        positive_loss = -torch.log(affinity + eps)
         kinds = {
-            "bg_positive": (same & (labels == 0), -torch.log(affinity + eps)),
-            "fg_positive": (same & (labels > 0), -torch.log(affinity + eps)),
+            "bg_positive": (same & (labels == 0), positive_loss),
+            "fg_positive": (same & (labels > 0), positive_loss),
             "negative": (valid & (labels != partner), -torch.log(1.0 + eps - affinity)),
         }
         for kind, (pairs, losses) in kinds.items():
-            sums[kind] = sums[kind] + losses[pairs].sum()
-            counts[kind] += int(pairs.sum())
-    terms = {kind: sums[kind] / max(counts[kind], 1) for kind in sums}
+            sums[kind] = sums[kind] + torch.where(pairs, losses, 0.0).sum()
+            counts[kind] = counts[kind] + pairs.sum()
+    terms = {kind: sums[kind] / counts[kind].clamp_min(1) for kind in sums}
     loss = 0.5 * (0.5 * terms["bg_positive"] + 0.5 * terms["fg_positive"] + terms["negative"])
     return loss, terms
 

@@ -12,7 +12,7 @@ IRN's CRF: 10 iterations, Gaussian sxy 3 compat 3, bilateral sxy 50 srgb 5 compa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -51,7 +51,7 @@ class IRLabelRefiner:
     foreground_threshold: float = 0.30
     background_threshold: float = 0.05
     label_confidence: float = 0.7
-    crf: DenseCRF = field(default_factory=lambda: IRN_LABEL_CRF)
+    crf: DenseCRF = IRN_LABEL_CRF
 
     def __call__(
         self, image: np.ndarray, seeds: np.ndarray, classes: np.ndarray, image_id: str

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rca_lightning.pseudo.pseudo_masks import channels_to_labels
 from rca_lightning.utils.pixel_paths import disc_offsets, path_offsets, shifted
 
 
@@ -64,6 +65,7 @@ def transition_matrix(boundary: torch.Tensor, radius: int = 5, beta: float = 10.
             torch.stack([torch.cat(rows), torch.cat(cols)]),
             torch.cat(values),
             (height * width, height * width),
+            check_invariants=False,  # built from valid indices above
         )
         .coalesce()
         .to_sparse_csr()
@@ -124,8 +126,7 @@ def random_walk_mask(
     scores = scores[:, :height, :width]
     scores = scores / scores.max().clamp_min(1e-12)
     planes = torch.cat([torch.full_like(scores[:1], background), scores])  # (K + 1, H, W)
-    lookup = np.concatenate([[0], np.asarray(classes, np.int64) + 1]).astype(np.uint8)
-    return lookup[planes.argmax(0).cpu().numpy()]
+    return channels_to_labels(planes.argmax(0).cpu().numpy(), classes)
 
 
 def stride4_size(image_size: tuple[int, int]) -> tuple[int, int]:

@@ -35,6 +35,14 @@ from rca_lightning.pseudo.random_walk import random_walk_mask, stride4_size
 from rca_lightning.utils.errors import InvalidData, MissingInput
 
 
+def _existing_folder(value: str | os.PathLike, setting: str, expected: str) -> Path:
+    """``value`` as an absolute folder; MissingInput naming ``refine.<setting>`` when it is not one."""
+    folder = Path(value).expanduser().absolute()
+    if not folder.is_dir():
+        raise MissingInput(f"refine.{setting}={folder} not found: expected {expected}")
+    return folder
+
+
 class Refiner(Protocol):
     """Turns one image's seeds into its pseudo mask."""
 
@@ -102,11 +110,9 @@ class SaliencyRefiner:
     min_foreground: float = 0.01
 
     def __post_init__(self) -> None:
-        folder = Path(self.saliency_dir).expanduser().absolute()
-        if not folder.is_dir():
-            raise MissingInput(
-                f"refine.saliency_dir={folder} not found: expected a folder of <image_id>.png saliency maps"
-            )
+        folder = _existing_folder(
+            self.saliency_dir, "saliency_dir", "a folder of <image_id>.png saliency maps"
+        )
         object.__setattr__(self, "saliency_dir", folder)
 
     def saliency(self, image_id: str, size: tuple[int, int]) -> np.ndarray:
@@ -162,11 +168,7 @@ class RandomWalkRefiner:
     in_process: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        folder = Path(self.boundary_dir).expanduser().absolute()
-        if not folder.is_dir():
-            raise MissingInput(
-                f"refine.boundary_dir={folder} not found: expected the boundary maps of rca-boundary"
-            )
+        folder = _existing_folder(self.boundary_dir, "boundary_dir", "the boundary maps of rca-boundary")
         object.__setattr__(self, "boundary_dir", folder)
         if self.device is None:
             object.__setattr__(self, "device", "cuda" if torch.cuda.is_available() else "cpu")

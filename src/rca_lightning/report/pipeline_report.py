@@ -188,9 +188,13 @@ def _weak_line(report: dict) -> str:
     return f"classes below {below}: " + ", ".join(described)
 
 
+def _ignored(fraction: float) -> str:
+    return f"{100 * fraction:.1f}% of pixels ignored"
+
+
 def _stage_rows(report: dict) -> list[tuple[str, str, str, str]]:
-    """(name, mIoU, detail, stage) of each stage that ran and has a headline figure."""
-    checkpoints = report["checkpoints"]
+    """(name, mIoU, detail, stage) of the classifier and of each scored stage that ran."""
+    checkpoints, split = report["checkpoints"], report["cam_split"]
     classifier_choice = checkpoints.get("classifier", {}).get("checkpoint_selection", "not used")
     rows = [
         (
@@ -200,42 +204,32 @@ def _stage_rows(report: dict) -> list[tuple[str, str, str, str]]:
             "classifier",
         )
     ]
-    if report["cam_miou"] is not None:
-        rows.append(
-            (
-                f"seeds: {report['seeds']} ({report['cam_split']})",
-                _cell(report["cam_miou"]),
-                f"background threshold {report['cam_threshold']:.2f}",
-                "cams",
-            )
-        )
-    if report.get("ir_label_miou") is not None:
-        rows.append(
-            (
-                f"relation labels ({report['cam_split']})",
-                _cell(report["ir_label_miou"]),
-                f"{100 * report['ir_ignored_fraction']:.1f}% of pixels ignored",
-                "ir_labels",
-            )
-        )
-    if report["pseudo_label_miou"] is not None:
-        rows.append(
-            (
-                f"pseudo masks ({report['cam_split']})",
-                _cell(report["pseudo_label_miou"]),
-                f"{100 * report['pseudo_ignored_fraction']:.1f}% of pixels ignored",
-                "pseudo_masks",
-            )
-        )
-    if report["seg_miou"] is not None:
-        rows.append(
-            (
-                f"segmentation ({report['seg_split']})",
-                _cell(report["seg_miou"]),
-                f"weights: {checkpoints['segmentation']['checkpoint_selection']}",
-                "segmentation",
-            )
-        )
+    # headline key -> name, detail (computed only for a stage that ran), stage.
+    scored = {
+        "cam_miou": (
+            f"seeds: {report['seeds']} ({split})",
+            lambda: f"background threshold {report['cam_threshold']:.2f}",
+            "cams",
+        ),
+        "ir_label_miou": (
+            f"relation labels ({split})",
+            lambda: _ignored(report["ir_ignored_fraction"]),
+            "ir_labels",
+        ),
+        "pseudo_label_miou": (
+            f"pseudo masks ({split})",
+            lambda: _ignored(report["pseudo_ignored_fraction"]),
+            "pseudo_masks",
+        ),
+        "seg_miou": (
+            f"segmentation ({report['seg_split']})",
+            lambda: f"weights: {checkpoints['segmentation']['checkpoint_selection']}",
+            "segmentation",
+        ),
+    }
+    for key, (name, detail, stage) in scored.items():
+        if report.get(key) is not None:
+            rows.append((name, _cell(report[key]), detail(), stage))
     return rows
 
 
