@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from rca_lightning.pseudo.random_walk import random_walk, stride4_size
+from rca_lightning.pseudo.random_walk import random_walk
+from rca_lightning.utils.pixel_paths import stride4_size
 
 
 def measure(size: int, device: str, repeats: int) -> dict:

@@ -5,6 +5,7 @@ import pytest
 from hydra import initialize_config_dir
 
 from rca_lightning.cli.pipeline import STAGES, run_pipeline
+from rca_lightning.report.pipeline_report import build_report, format_report
 from rca_lightning.utils.errors import InvalidSetting
 from tests.conftest import CONFIG_DIR
 from tests.test_pipeline import make_pipeline
@@ -88,3 +89,43 @@ def test_refine_random_walk_adds_irn_stages_and_gives_the_refiner_its_maps(tmp_p
         ):
             without_boundary.check_settings()
         walk.check_settings()  # every IRN stage composes
+
+
+def test_irn_thresholds_follow_the_best_cam_threshold_only_when_asked_and_the_report_says_so(tmp_path):
+    walk = ["refine=random_walk"]
+    (tmp_path / "cam_eval").mkdir()
+    (tmp_path / "cam_eval" / "eval.json").write_text('{"cams": {"best_threshold": 0.42}}')
+    reference = make_pipeline(tmp_path, walk)
+    assert not [o for o in reference.for_ir_labels() if o.startswith("refine.")]
+    assert not [o for o in reference.for_pseudo_masks() if o.startswith("refine.background")]
+    assert reference.pixel_label_settings() == []
+    moved = make_pipeline(tmp_path, [*walk, "irn_thresholds=best_cam_threshold"])
+    # IRN's 0.30 / 0.05 / 0.25 sit at +0.15 / -0.10 / +0.10 from its best threshold 0.15.
+    assert {"refine.foreground_threshold=0.57", "refine.background_threshold=0.32"} <= set(
+        moved.for_ir_labels()
+    )
+    assert "refine.background=0.52" in moved.for_pseudo_masks()
+    by_name = {stage.name: stage for stage in STAGES}
+    assert "cam_eval" in moved.needs(by_name["ir_labels"]) and "cam_eval" in moved.needs(
+        by_name["pseudo_masks"]
+    )
+    (stated,) = moved.pixel_label_settings()
+    assert "0.57 / 0.32" in stated and "0.52" in stated and "0.42" in stated
+    with pytest.raises(InvalidSetting, match=r"^irn_thresholds='maybe': expected one of"):
+        make_pipeline(tmp_path, [*walk, "irn_thresholds=maybe"]).check_settings()
+
+
+def test_the_report_counts_settings_chosen_with_pixel_labels(tmp_path):
+    classifier = tmp_path / "classifier"
+    classifier.mkdir()
+    (classifier / "metrics.json").write_text(
+        '{"dataset": {"class_names": ["a"]}, "metrics": {"val/cam_mIoU": 50.0}}'
+    )
+    honest = build_report(classifier, {}, {})
+    assert not honest["uses_pixel_labels_for_selection"] and honest["settings_chosen_with_pixel_labels"] == []
+    assert "weakly supervised throughout" in format_report(honest)
+    stated = "irn_thresholds=best_cam_threshold: ..."
+    chosen = build_report(classifier, {}, {}, [stated])
+    assert chosen["uses_pixel_labels_for_selection"]
+    printed = format_report(chosen)
+    assert f"chosen with pixel labels: {stated}" in printed and "weakly supervised throughout" not in printed

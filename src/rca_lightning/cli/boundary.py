@@ -10,7 +10,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader, Subset
 
 from rca_lightning.cli.console import run_console_script
@@ -20,6 +20,7 @@ from rca_lightning.cli.stage_settings import (
     dataset_record,
     scalar_metrics,
 )
+from rca_lightning.inference.trained_runs import resolve_training_run
 from rca_lightning.pseudo.boundary_maps import BoundaryMapWriter, boundary_map_path
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.checkpoint_selection import check_checkpoint_file
@@ -34,7 +35,8 @@ register_resolvers()
 
 def boundary(cfg: DictConfig) -> tuple[dict, dict]:
     """Fit the boundary network (``cfg.train``; resuming from ``ckpt_path``) on the relation labels of
-    ``ir_labels_dir``, then write the maps of ``split`` that are not written yet into ``boundary_dir``."""
+    ``ir_labels_dir``, then write the maps of ``split`` that are not written yet into ``boundary_dir``.
+    With ``classifier_dir`` the frozen backbone is that classifier's (:func:`classifier_backbone`)."""
     if not cfg.train and not cfg.get("ckpt_path"):
         raise InvalidSetting(
             "ckpt_path: train=false writes maps of a trained network; expected ckpt_path=FILE"
@@ -43,6 +45,10 @@ def boundary(cfg: DictConfig) -> tuple[dict, dict]:
     if cfg.train:
         check_mask_folder(Path(cfg.ir_labels_dir), "ir_labels_dir", "rca-pseudo refine=ir_labels")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    backbone = classifier_backbone(cfg.classifier_dir) if cfg.get("classifier_dir") else None
+    if backbone is not None:
+        with open_dict(cfg):
+            cfg.boundary_model.net.backbone.merge_with(backbone)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.boundary_model)
     boundary_dir = Path(cfg.boundary_dir)
@@ -57,6 +63,10 @@ def boundary(cfg: DictConfig) -> tuple[dict, dict]:
         "stage": "rca-boundary",
         "split": cfg.split,
         "dataset": dataset_record(datamodule),
+        # The maps are at stride 4 of the images resized by it (the random walk reads it here).
+        "image_scale": float(model.hparams.image_scale),
+        # The frozen backbone: a classifier's (its selected checkpoint) or boundary_model.net.backbone's.
+        "backbone": OmegaConf.to_container(cfg.boundary_model.net.backbone),
         # The weights that write the maps: the end of this run's schedule, or ckpt_path.
         "checkpoint": str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
         if cfg.train
@@ -92,6 +102,19 @@ def boundary(cfg: DictConfig) -> tuple[dict, dict]:
             "Boundary maps of %d images in %s (%d computed now)", len(dataset), boundary_dir, len(pending)
         )
     return summary, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+def classifier_backbone(classifier_dir: str) -> dict:
+    """The backbone settings that rebuild the classifier of an rca-train run folder with its selected
+    checkpoint's weights (the run's ``model.net.backbone`` architecture, no other pretrained weights)."""
+    run = resolve_training_run(classifier_dir, None, None)
+    trained = run.model_cfg.net.backbone
+    return {
+        "name": trained.name,
+        "output_stride": trained.output_stride,
+        "pretrained": False,
+        "checkpoint_path": str(run.checkpoint),
+    }
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="boundary")

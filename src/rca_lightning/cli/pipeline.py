@@ -40,6 +40,7 @@ from rca_lightning.cli.stage_clock import StageClock
 from rca_lightning.cli.stage_overrides import (
     ATTENTION_CALLBACK,
     IRN_STAGES,
+    IRN_THRESHOLD_CHOICES,
     PIPELINE_SEEDS,
     StageOverrides,
 )
@@ -73,9 +74,12 @@ class Pipeline(StageOverrides):
         return bool(self.cfg.stages[stage.name].enabled) and (self.refine == "random_walk" or not irn_stage)
 
     def needs(self, stage: Stage) -> tuple[str, ...]:
-        """The stages whose outputs ``stage`` reads (the random walk's masks read the boundary maps too)."""
+        """The stages whose outputs ``stage`` reads (the random walk's masks read the boundary maps too; with
+        ``irn_thresholds=best_cam_threshold`` IRN's thresholds read cam_eval's)."""
         walk = stage.name == "pseudo_masks" and self.refine == "random_walk"
-        return (*stage.needs, "boundary") if walk else stage.needs
+        needs = (*stage.needs, "boundary") if walk else stage.needs
+        moved = self.cfg.irn_thresholds == "best_cam_threshold" and (walk or stage.name == "ir_labels")
+        return (*needs, "cam_eval") if moved else needs
 
     def to_run(self) -> list[Stage]:
         """The enabled stages that have not finished, in order."""
@@ -87,6 +91,10 @@ class Pipeline(StageOverrides):
         overrides stops the run now, not after hours of training."""
         if self.cfg.seeds not in PIPELINE_SEEDS:
             raise InvalidSetting(f"seeds={self.cfg.seeds!r}: expected one of {list(PIPELINE_SEEDS)}")
+        if self.cfg.irn_thresholds not in IRN_THRESHOLD_CHOICES:
+            raise InvalidSetting(
+                f"irn_thresholds={self.cfg.irn_thresholds!r}: expected one of {list(IRN_THRESHOLD_CHOICES)}"
+            )
         if self.cfg.get("train_dir"):
             summary = self.classifier_dir / "metrics.json"
             if not summary.is_file():
@@ -174,7 +182,7 @@ class Pipeline(StageOverrides):
                 self.run_stage(stage)
         start = time.perf_counter()
         finished = {stage.name: self.folder(stage.name) for stage in STAGES[1:] if self.is_done(stage)}
-        report = build_report(self.classifier_dir, finished, self.clock.seconds)
+        report = build_report(self.classifier_dir, finished, self.clock.seconds, self.pixel_label_settings())
         report["figures"] = write_pipeline_figures(self.cfg, report, finished, self.run_dir / "figures")
         report["stage_seconds"]["report"] = time.perf_counter() - start
         write_json_atomically(self.run_dir / "report.json", report)
@@ -189,7 +197,9 @@ STAGES = (
     Stage("cam_eval", "eval", "eval.json", evaluate, ("cams",), Pipeline.for_cam_eval),
     Stage("ir_labels", "pseudo", "pseudo.json", pseudo, ("cams",), Pipeline.for_ir_labels),
     Stage("ir_label_eval", "eval", "eval.json", evaluate, ("ir_labels",), Pipeline.for_ir_label_eval),
-    Stage("boundary", "boundary", "boundary.json", boundary, ("ir_labels",), Pipeline.for_boundary),
+    Stage(
+        "boundary", "boundary", "boundary.json", boundary, ("classifier", "ir_labels"), Pipeline.for_boundary
+    ),
     Stage("pseudo_masks", "pseudo", "pseudo.json", pseudo, ("cams",), Pipeline.for_pseudo_masks),
     Stage(
         "pseudo_mask_eval", "eval", "eval.json", evaluate, ("pseudo_masks",), Pipeline.for_pseudo_mask_eval

@@ -22,12 +22,17 @@ PIPELINE_KEYS = (
     "print_config",
     "optimized_metric",
     "refine",
+    "irn_thresholds",
 )
 # Where rca-train's online attention accumulation leaves its maps (callbacks/attention_accumulation.yaml).
 ATTENTION_FOLDER = "attention"
 ATTENTION_CALLBACK = "AttentionAccumulationCallback"
 # IRN's stages (relation labels, their score, the boundary network): they run with refine=random_walk.
 IRN_STAGES = ("ir_labels", "ir_label_eval", "boundary")
+# irn_thresholds=best_cam_threshold: IRN's thresholds as offsets from the seeds' best threshold t (IRN's own
+# 0.30 / 0.05 / 0.25 at its t = 0.15): the relation labels' two passes, the walk's background.
+IRN_THRESHOLD_OFFSETS = {"foreground_threshold": 0.15, "background_threshold": -0.10, "background": 0.10}
+IRN_THRESHOLD_CHOICES = ("reference", "best_cam_threshold")
 # The pipeline's `seeds` choices: auto, or a kind every seed-reading stage takes.
 PIPELINE_SEEDS = ("auto", *SEED_KINDS)
 
@@ -121,6 +126,7 @@ class StageOverrides:
         return [
             *self.data_overrides,
             "refine=ir_labels",
+            *self.irn_threshold_overrides(("foreground_threshold", "background_threshold")),
             f"cams_dir={self.cams_dir}",
             f"masks_dir={self.ir_labels_dir}",
         ]
@@ -129,9 +135,12 @@ class StageOverrides:
         return [*self.data_overrides, f"masks_dir={self.ir_labels_dir}"]
 
     def for_boundary(self) -> list[str]:
+        """The frozen backbone is the classifier's (``stages.boundary.overrides=[classifier_dir=null]`` for
+        boundary.yaml's own)."""
         return [
             *self.data_overrides,
             *self.trainer_overrides,
+            f"classifier_dir={self.classifier_dir}",
             f"ir_labels_dir={self.ir_labels_dir}",
             f"boundary_dir={self.boundary_dir}",
             *self.last_checkpoint("boundary"),
@@ -141,7 +150,11 @@ class StageOverrides:
         """The refiner: the method's recorded settings (for the CAM + CRF rules), or the boundary maps of
         the random walk; then the command line's ``refine.*``."""
         if self.refine == "random_walk":
-            refiner = ["refine=random_walk", f"refine.boundary_dir={self.boundary_dir}"]
+            refiner = [
+                "refine=random_walk",
+                f"refine.boundary_dir={self.boundary_dir}",
+                *self.irn_threshold_overrides(("background",)),
+            ]
         else:
             refiner = [f"refine={self.refine}", *self.method_pseudo_mask_overrides()]
         return [
@@ -196,6 +209,36 @@ class StageOverrides:
         # Attention seeds replace the CAMs: one scale is enough for the network's pass.
         one_scale = ["scales=[1.0]", "flip=false"] if kind == "attention" else []
         return [f"seeds={kind}", f"attention_dir={attention_dir}", *one_scale]
+
+    @property
+    def best_cam_threshold(self) -> float | None:
+        """The seeds' best background threshold (cam_eval, chosen with pixel labels); None before it ran."""
+        record = self.folder("cam_eval") / "eval.json"
+        return float(json.loads(record.read_text())["cams"]["best_threshold"]) if record.is_file() else None
+
+    def irn_thresholds(self) -> dict[str, float]:
+        """``irn_thresholds=best_cam_threshold``: IRN's thresholds moved with the seeds' best threshold t
+        (:data:`IRN_THRESHOLD_OFFSETS`, no lower than 0); empty with ``reference`` (the refine configs'
+        values, IRN's) or before cam_eval ran."""
+        threshold = self.best_cam_threshold if self.cfg.irn_thresholds == "best_cam_threshold" else None
+        if threshold is None:
+            return {}
+        return {key: round(max(threshold + offset, 0.0), 4) for key, offset in IRN_THRESHOLD_OFFSETS.items()}
+
+    def irn_threshold_overrides(self, keys: tuple[str, ...]) -> list[str]:
+        thresholds = self.irn_thresholds()
+        return [f"refine.{key}={thresholds[key]}" for key in keys if key in thresholds]
+
+    def pixel_label_settings(self) -> list[str]:
+        """The settings of this run chosen with pixel labels, as the report states them."""
+        thresholds = self.irn_thresholds()
+        if not thresholds or self.refine != "random_walk":
+            return []
+        return [
+            f"irn_thresholds=best_cam_threshold: relation labels {thresholds['foreground_threshold']} / "
+            f"{thresholds['background_threshold']}, random walk background {thresholds['background']}, from "
+            f"the seeds' best threshold {self.best_cam_threshold} (scored against pixel labels)"
+        ]
 
     def method_pseudo_mask_overrides(self) -> list[str]:
         """The ``rca-pseudo`` settings the classifier's method recorded in ``cams.json`` (EPS: a constant

@@ -12,6 +12,7 @@ from lightning import LightningModule
 from rca_lightning.lit.optimization import PolyScheduleLength, poly_schedule
 from rca_lightning.losses.affinity_loss import affinity_loss
 from rca_lightning.models.boundary_net import BoundaryNet
+from rca_lightning.utils.pixel_paths import scaled_size
 
 
 class BoundaryLitModule(PolyScheduleLength, LightningModule):
@@ -23,12 +24,17 @@ class BoundaryLitModule(PolyScheduleLength, LightningModule):
     (logged with its three terms). Prediction (``predict_step``): the mean of the logits of each image and
     of its mirror image (flipped back), through the sigmoid, at stride 4 of the image's own size.
 
+    ``image_scale`` resizes every image (bilinear; labels nearest) before the network, in training and
+    prediction, so the maps are at stride 4 of the scaled image. IRN's is 1 (VOC objects span tens of
+    stride-4 cells); on small images an object is a few cells wide and a one-cell boundary eats it.
+
     Args:
         net: the boundary network.
         optimizer: partial optimiser holding the base lr; receives the trainable parameters (the backbone
             is frozen).
         radius: pairs with ``dy^2 + dx^2 < radius^2`` at stride 4 (IRN in training: 10).
         poly_power: exponent of the per-step poly schedule over the run.
+        image_scale: the factor images are resized by before the network (IRN: 1).
     """
 
     def __init__(
@@ -37,6 +43,7 @@ class BoundaryLitModule(PolyScheduleLength, LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         radius: int = 10,
         poly_power: float = 0.9,
+        image_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"])
@@ -44,8 +51,15 @@ class BoundaryLitModule(PolyScheduleLength, LightningModule):
         self.optimizer_factory = optimizer
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, ceil(H / 4), ceil(W / 4)) boundary logits."""
-        return self.net(images)
+        """(B, 3, H, W) -> (B, ceil(H s / 4), ceil(W s / 4)) boundary logits (s: ``image_scale``)."""
+        return self.net(self.scaled(images))
+
+    def scaled(self, images: torch.Tensor) -> torch.Tensor:
+        """Images resized by ``image_scale`` to ``scaled_size`` (bilinear)."""
+        size = scaled_size(images.shape[-2:], self.hparams.image_scale)
+        if size == tuple(images.shape[-2:]):
+            return images
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         images, labels = batch["image"], batch["mask"]  # (B, 3, H, W), (B, H, W)

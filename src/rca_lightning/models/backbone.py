@@ -24,6 +24,8 @@ VGG16_NAME = "vgg16"
 VGG16_OUTPUT_STRIDES = (8,)
 TIMM_OUTPUT_STRIDES = (8, 16, 32)
 _MAX_KEYS_IN_WARNING = 10
+# Where a classifier's backbone weights sit in an rca-train checkpoint's state dict (LitModule.net.backbone).
+CLASSIFIER_BACKBONE_PREFIX = "net.backbone."
 HUB_PROBE_TIMEOUT_S = 3.0
 _HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
@@ -118,7 +120,8 @@ class TimmBackbone(nn.Module):
 
         Args:
             checkpoint_path: file written by ``torch.save`` (a dict nested under ``"state_dict"`` or
-                ``"model"`` is unwrapped) or a ``.safetensors`` file.
+                ``"model"`` is unwrapped; of an ``rca-train`` checkpoint, only its network's backbone is
+                read) or a ``.safetensors`` file.
 
         Returns:
             (missing_keys, unexpected_keys), also reported with ``warnings.warn`` when non-empty.
@@ -134,6 +137,12 @@ class TimmBackbone(nn.Module):
             raise InvalidData(
                 f"checkpoint_path: {path} holds a {type(state).__name__}, expected a state dict"
             )
+        if any(key.startswith(CLASSIFIER_BACKBONE_PREFIX) for key in state):  # an rca-train checkpoint
+            state = {
+                key[len(CLASSIFIER_BACKBONE_PREFIX) :]: value
+                for key, value in state.items()
+                if key.startswith(CLASSIFIER_BACKBONE_PREFIX)
+            }
         state = {_strip_prefixes(key): value for key, value in state.items()}
         expected = self.encoder.state_dict()
         if not expected.keys() & state.keys():

@@ -1,10 +1,12 @@
 """Boundary maps on disk: ``<boundary_dir>/<image_id>.npy``, float16 (h, w) boundary probabilities at stride 4
-of the image (``h = ceil(H / 4)``), written by ``rca-boundary``'s prediction writer and read by the random
-walk refiner."""
+of the image resized by the network's ``image_scale`` s (``h = ceil(round(H s) / 4)``), written by
+``rca-boundary``'s prediction writer and read by the random walk refiner; ``settings.json`` of the folder
+records s."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +30,19 @@ def save_boundary_map(path: Path, boundary: np.ndarray) -> None:
     write_bytes_atomically(path, buffer.getvalue())
 
 
+def boundary_image_scale(boundary_dir: str | os.PathLike) -> float:
+    """The ``image_scale`` the maps of ``boundary_dir`` were made at (its ``settings.json``; 1 without)."""
+    settings = Path(boundary_dir) / "settings.json"
+    if not settings.is_file():
+        return 1.0
+    try:
+        return float(json.loads(settings.read_text()).get("image_scale", 1.0))
+    except (ValueError, TypeError, AttributeError) as error:
+        raise InvalidData(
+            f"{settings}: expected rca-boundary's settings with a numeric image_scale"
+        ) from error
+
+
 def read_boundary_map(boundary_dir: str | os.PathLike, image_id: str, size: tuple[int, int]) -> np.ndarray:
     """The (h, w) float32 boundary map of ``image_id``, which must be ``size``; MissingInput / InvalidData
     naming the file otherwise."""
@@ -39,7 +54,10 @@ def read_boundary_map(boundary_dir: str | os.PathLike, image_id: str, size: tupl
     except (OSError, ValueError) as error:
         raise InvalidData(f"{path}: not a readable .npy boundary map ({error})") from error
     if boundary.shape != tuple(size):
-        raise InvalidData(f"{path}: shape {boundary.shape}, expected {tuple(size)} (stride 4 of the image)")
+        raise InvalidData(
+            f"{path}: shape {boundary.shape}, expected {tuple(size)} (stride 4 of the image at the folder's "
+            "image_scale)"
+        )
     return boundary.astype(np.float32)
 
 
@@ -66,4 +84,10 @@ class BoundaryMapWriter(BasePredictionWriter):
             save_boundary_map(boundary_map_path(self.boundary_dir, image_id), boundary.numpy())
 
 
-__all__ = ["BoundaryMapWriter", "boundary_map_path", "read_boundary_map", "save_boundary_map"]
+__all__ = [
+    "BoundaryMapWriter",
+    "boundary_image_scale",
+    "boundary_map_path",
+    "read_boundary_map",
+    "save_boundary_map",
+]

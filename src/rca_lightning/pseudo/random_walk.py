@@ -13,8 +13,6 @@ per pixel), and the walk applies it ``2 ** exp_times`` times to the (hw, K) seed
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -104,16 +102,21 @@ def random_walk_mask(
     radius: int = 5,
     beta: float = 10.0,
     exp_times: int = 8,
+    walk_size: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """IRN's label map: the walk's scores upsampled x4 (bilinear) and cropped to the image, divided by their
     global maximum, against a constant background score, arg-max.
 
     Args:
-        seeds: (K, h, w) scores of the tagged classes at stride 4 (``h = ceil(H / 4)``).
+        seeds: (K, h, w) scores of the tagged classes at stride 4 of the walk's image (``h = ceil(H / 4)``
+            unscaled).
         boundary: (h, w) boundary probabilities.
         classes: (K,) their class indices.
         image_size: (H, W).
         background: the background plane's score.
+        walk_size: the size of the image the boundary map was made from (``image_size`` scaled by the
+            boundary network's ``image_scale``; None: ``image_size``): the scores are cropped to it, then
+            resized to ``image_size`` (bilinear).
 
     Returns:
         (H, W) uint8: 0 background, ``class + 1`` elsewhere (no ignored pixels).
@@ -123,21 +126,18 @@ def random_walk_mask(
         return np.zeros(image_size, np.uint8)
     walked = random_walk(seeds, boundary, radius, beta, exp_times)  # (K, h, w)
     scores = F.interpolate(walked[None], scale_factor=4, mode="bilinear", align_corners=False)[0]
-    scores = scores[:, :height, :width]
+    walk_height, walk_width = walk_size or image_size
+    scores = scores[:, :walk_height, :walk_width]
+    if (walk_height, walk_width) != (height, width):
+        scores = F.interpolate(scores[None], size=image_size, mode="bilinear", align_corners=False)[0]
     scores = scores / scores.max().clamp_min(1e-12)
     planes = torch.cat([torch.full_like(scores[:1], background), scores])  # (K + 1, H, W)
     return channels_to_labels(planes.argmax(0).cpu().numpy(), classes)
-
-
-def stride4_size(image_size: tuple[int, int]) -> tuple[int, int]:
-    """The boundary map's (h, w) of an (H, W) image: ``ceil(H / 4), ceil(W / 4)``."""
-    return math.ceil(image_size[0] / 4), math.ceil(image_size[1] / 4)
 
 
 __all__ = [
     "pair_affinities",
     "random_walk",
     "random_walk_mask",
-    "stride4_size",
     "transition_matrix",
 ]

@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from rca_lightning.inference.palette_png import read_mask_png
-from rca_lightning.pseudo.boundary_maps import read_boundary_map
+from rca_lightning.pseudo.boundary_maps import boundary_image_scale, read_boundary_map
 from rca_lightning.pseudo.crf import DenseCRF
 from rca_lightning.pseudo.pseudo_masks import crf_pseudo_mask, refined_scores, saliency_pseudo_mask
-from rca_lightning.pseudo.random_walk import random_walk_mask, stride4_size
+from rca_lightning.pseudo.random_walk import random_walk_mask
 from rca_lightning.utils.errors import InvalidData, MissingInput
+from rca_lightning.utils.pixel_paths import scaled_size, stride4_size
 
 
 def _existing_folder(value: str | os.PathLike, setting: str, expected: str) -> Path:
@@ -176,7 +177,9 @@ class RandomWalkRefiner:
     def __call__(
         self, image: np.ndarray, seeds: np.ndarray, classes: np.ndarray, image_id: str
     ) -> np.ndarray:
-        size = stride4_size(image.shape[:2])
+        # The maps are at stride 4 of the image resized by the boundary network's image_scale.
+        walk_size = scaled_size(image.shape[:2], boundary_image_scale(self.boundary_dir))
+        size = stride4_size(walk_size)
         boundary = torch.from_numpy(read_boundary_map(self.boundary_dir, image_id, size)).to(self.device)
         strided = F.interpolate(
             torch.from_numpy(np.asarray(seeds, np.float32))[None], size=size, mode="area"
@@ -190,6 +193,7 @@ class RandomWalkRefiner:
             radius=self.radius,
             beta=self.beta,
             exp_times=self.exp_times,
+            walk_size=walk_size,
         )
 
 

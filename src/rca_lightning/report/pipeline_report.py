@@ -78,7 +78,12 @@ def _optional_json(stage_dirs: dict[str, Path], stage: str, file_name: str) -> d
     return _read_json(stage_dirs[stage] / file_name) if stage in stage_dirs else None
 
 
-def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_seconds: dict[str, float]) -> dict:
+def build_report(
+    classifier_dir: Path,
+    stage_dirs: dict[str, Path],
+    stage_seconds: dict[str, float],
+    pixel_label_settings: list[str] | None = None,
+) -> dict:
     """Gather the report of a pipeline run from the stages that ran.
 
     Args:
@@ -86,6 +91,7 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
         stage_dirs: stage name -> folder, for those of ``cams``, ``cam_eval``, ``pseudo_masks``,
             ``pseudo_mask_eval`` and ``segmentation`` that ran (the figures of the others are None).
         stage_seconds: stage name -> wall time of the stages this run (or an earlier one) executed.
+        pixel_label_settings: settings of the run the user asked to choose with pixel labels, stated.
 
     Returns:
         ``stages`` (the stages that ran, the classifier first), ``seeds`` (what the CAM files hold: cams,
@@ -95,8 +101,9 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
         ir_label, pseudo_label, seg} that ran -> class -> IoU), ``weak_class_iou`` (``WEAK_CLASS_IOU``) and
         ``weak_classes`` (class -> stage -> IoU of the classes below it at some stage),
         ``stage_seconds``, ``checkpoints`` (for the classifier and the segmentation network: the file used
-        and how it was chosen), ``uses_pixel_labels_for_selection`` (whether any of those choices used
-        pixel labels), and where things are (``folders``, ``dataset``, ``cam_split``, ``seg_split``).
+        and how it was chosen), ``settings_chosen_with_pixel_labels``, ``uses_pixel_labels_for_selection``
+        (whether any of those choices or settings used pixel labels), and where things are (``folders``,
+        ``dataset``, ``cam_split``, ``seg_split``).
     """
     classifier = _read_json(classifier_dir / "metrics.json")
     cam_run = _optional_json(stage_dirs, "cams", "cams.json") or {}
@@ -132,10 +139,10 @@ def build_report(classifier_dir: Path, stage_dirs: dict[str, Path], stage_second
         seg_split = OmegaConf.load(stage_dirs["segmentation"] / ".hydra" / "config.yaml").data.val_split
     return {
         "stages": ["classifier", *stage_dirs],
-        "uses_pixel_labels_for_selection": any(
-            record["uses_pixel_labels"] for record in checkpoints.values()
-        ),
+        "uses_pixel_labels_for_selection": bool(pixel_label_settings)
+        or any(record["uses_pixel_labels"] for record in checkpoints.values()),
         "checkpoints": checkpoints,
+        "settings_chosen_with_pixel_labels": list(pixel_label_settings or []),
         "seeds": cam_run.get("seeds", "cams") if cam_run else None,
         "cam_miou": 100 * cam_eval["miou"] if cam_eval else None,
         "cam_threshold": cam_eval["best_threshold"] if cam_eval else None,
@@ -261,11 +268,13 @@ def format_report(report: dict) -> str:
     checkpoints = report["checkpoints"]
     chosen_by_pixels = [stage for stage, record in checkpoints.items() if record["uses_pixel_labels"]]
     lines.append("")
+    settings = report.get("settings_chosen_with_pixel_labels", [])
     lines.append(
         "checkpoints chosen with pixel labels: " + ", ".join(chosen_by_pixels)
         if chosen_by_pixels
-        else "no pixel label chose a checkpoint (weakly supervised throughout)"
+        else "no pixel label chose a checkpoint" + ("" if settings else " (weakly supervised throughout)")
     )
+    lines += [f"chosen with pixel labels: {setting}" for setting in settings]
     return "\n".join(lines)
 
 

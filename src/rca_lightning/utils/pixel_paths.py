@@ -1,12 +1,24 @@
-"""Inter-pixel geometry shared by IRN's affinity loss and random walk: the neighbours within a radius, the
-straight path between two pixels, and maps shifted by an offset."""
+"""Inter-pixel geometry shared by IRN's affinity loss, boundary network and random walk: the stride-4 grid of
+a (scaled) image, the neighbours within a radius, the straight path between two pixels, and maps shifted by an
+offset."""
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
 import torch
+
+
+def stride4_size(image_size: tuple[int, int]) -> tuple[int, int]:
+    """The boundary map's (h, w) of an (H, W) image: ``ceil(H / 4), ceil(W / 4)``."""
+    return math.ceil(image_size[0] / 4), math.ceil(image_size[1] / 4)
+
+
+def scaled_size(image_size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(H, W) resized by ``scale``: ``round(H s), round(W s)``."""
+    return round(image_size[0] * scale), round(image_size[1] * scale)
 
 
 @lru_cache(maxsize=8)
