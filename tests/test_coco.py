@@ -19,7 +19,7 @@ from rca_lightning.data import (
     build_coco_masks,
     voc_palette,
 )
-from rca_lightning.data.coco import INDEX_FILE
+from rca_lightning.data.coco_masks import INDEX_FILE
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 from tests.stage_helpers import assert_report_is_consistent, run_tiny_pipeline
 

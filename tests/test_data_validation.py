@@ -26,8 +26,8 @@ from rca_lightning.data import (
     split_validation,
     voc_palette,
 )
-from rca_lightning.data.coco import MASK_CACHE_FOLDER
 from rca_lightning.data.coco_dataset import COCOSegmentationDataset
+from rca_lightning.data.coco_masks import MASK_CACHE_FOLDER
 from rca_lightning.data.file_checks import ImageFiles, image_id_problem
 from rca_lightning.data.split_validation import CACHE_FOLDER, quick_sample, validate_split
 from rca_lightning.utils.errors import InvalidData, InvalidSetting

@@ -27,6 +27,7 @@ from rca_lightning.utils.checkpoint_selection import check_checkpoint_file
 from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from rca_lightning.utils.quiet import silence_known_noise
+from rca_lightning.utils.ranks import stage_ranks
 from rca_lightning.utils.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ def boundary(cfg: DictConfig) -> tuple[dict, dict]:
         with open_dict(cfg):
             cfg.boundary_model.net.backbone.merge_with(backbone)
     datamodule = instantiate(cfg.data)
+    with stage_ranks() as ranks:  # under torchrun / srun: COCO's masks rendered by every process
+        datamodule.prepare_over_ranks(ranks)
     model = instantiate(cfg.boundary_model)
     boundary_dir = Path(cfg.boundary_dir)
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), BoundaryMapWriter(boundary_dir)]

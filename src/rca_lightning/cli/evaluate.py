@@ -4,7 +4,8 @@
 those recorded by the stage that wrote the folder. ``seeds=attention attention_dir=<rca-train run>/attention``
 scores the accumulated attention of the tagged classes instead of CAMs (no ``cams_dir`` needed: the ``data``
 config's dataset and its ``train_split``), ``seeds=max cams_dir=... attention_dir=...`` the pixel-wise max of
-both. Writes ``eval.json`` under ``hydra.run.dir``.
+both. Writes ``eval.json`` under ``hydra.run.dir``. Launched by torchrun or srun, the processes share the
+images.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rca_lightning.pseudo.cam_evaluation import evaluate_cams, evaluate_masks, s
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.quiet import silence_known_noise
+from rca_lightning.utils.ranks import Ranks, stage_ranks
 from rca_lightning.utils.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,14 @@ def _split_dataset(cfg: DictConfig, folder: Path, stage: str, setting: str):
 
 
 def evaluate(cfg: DictConfig) -> tuple[dict, dict]:
-    """Score what ``cfg`` names; returns flat metrics (``cams/miou``, ``pseudo/miou``, ...) and the report."""
+    """Score what ``cfg`` names; returns flat metrics (``cams/miou``, ``pseudo/miou``, ...) and the report.
+    Under torchrun or srun each process scores its share of the images, the pixel counts are summed and the
+    first process writes ``eval.json``."""
+    with stage_ranks() as ranks:
+        return _evaluate(cfg, ranks)
+
+
+def _evaluate(cfg: DictConfig, ranks: Ranks) -> tuple[dict, dict]:
     score_seeds = bool(cfg.get("cams_dir")) or cfg.seeds != "cams"
     if not score_seeds and not cfg.get("masks_dir"):
         raise InvalidSetting(
@@ -63,6 +72,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict, dict]:
                 num_workers=cfg.num_workers,
                 progress=cfg.progress,
                 labels=dataset.labels,
+                ranks=ranks,
             ),
         }
     if cfg.get("masks_dir"):
@@ -77,9 +87,11 @@ def evaluate(cfg: DictConfig) -> tuple[dict, dict]:
                 dataset.class_names,
                 num_workers=cfg.num_workers,
                 progress=cfg.progress,
+                ranks=ranks,
             ),
         }
-    write_json_atomically(Path(cfg.paths.output_dir) / "eval.json", report)
+    if ranks.is_main:
+        write_json_atomically(Path(cfg.paths.output_dir) / "eval.json", report)
     metrics = {}
     if "cams" in report:
         metrics["cams/miou"] = report["cams"]["miou"]
@@ -87,9 +99,12 @@ def evaluate(cfg: DictConfig) -> tuple[dict, dict]:
     if "pseudo_masks" in report:
         metrics["pseudo/miou"] = report["pseudo_masks"]["miou"]
         metrics["pseudo/ignored_fraction"] = report["pseudo_masks"]["ignored_fraction"]
-    log.info(
-        "Evaluation (also in %s): %s", Path(cfg.paths.output_dir) / "eval.json", json.dumps(metrics, indent=2)
-    )
+    if ranks.is_main:
+        log.info(
+            "Evaluation (also in %s): %s",
+            Path(cfg.paths.output_dir) / "eval.json",
+            json.dumps(metrics, indent=2),
+        )
     return metrics, report
 
 

@@ -7,7 +7,7 @@ the attention accumulated during training, or their max.
 skips the CRF. ``seeds=attention attention_dir=<rca-train run>/attention`` uses the accumulated attention of
 the tagged classes instead of CAMs (no ``cams_dir`` needed: the ``data`` config's dataset and its
 ``train_split``), ``seeds=max cams_dir=... attention_dir=...`` the pixel-wise max of both. Rerunning with the
-same ``hydra.run.dir`` resumes.
+same ``hydra.run.dir`` resumes. Launched by torchrun or srun, the processes share the images.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from rca_lightning.cli.stage_settings import claim_output_folder, seed_settings,
 from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskJob, write_pseudo_masks
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.quiet import silence_known_noise
+from rca_lightning.utils.ranks import Ranks, stage_ranks
 from rca_lightning.utils.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,13 @@ register_resolvers()
 
 
 def pseudo(cfg: DictConfig) -> tuple[dict, dict]:
-    """Write the pseudo masks of the images of the seeds' split; returns the run's figures and objects."""
+    """Write the pseudo masks of the images of the seeds' split; returns the run's figures and objects.
+    Under torchrun or srun each process writes its share of the images and the first writes the summary."""
+    with stage_ranks() as ranks:
+        return _pseudo(cfg, ranks)
+
+
+def _pseudo(cfg: DictConfig, ranks: Ranks) -> tuple[dict, dict]:
     refiner = instantiate(cfg.refine)
     seed_source, record, split, dataset = seeds_and_dataset(cfg)
     masks_dir = Path(cfg.masks_dir)
@@ -45,27 +52,39 @@ def pseudo(cfg: DictConfig) -> tuple[dict, dict]:
         "dataset": record,
         "refine": OmegaConf.to_container(cfg.refine, resolve=True),
     }
-    masks_dir.mkdir(parents=True, exist_ok=True)
-    claim_output_folder(masks_dir, settings)
+    if ranks.is_main:
+        masks_dir.mkdir(parents=True, exist_ok=True)
+        claim_output_folder(masks_dir, settings)
+    ranks.barrier()  # the folder is claimed (or refused) before any rank writes into it
 
     items = [
         (image_id, str(dataset.image_path(image_id)), np.flatnonzero(labels))
         for image_id, labels in zip(dataset.image_ids, dataset.labels, strict=True)
     ]
     start = time.perf_counter()
-    counts = write_pseudo_masks(items, job, num_workers=cfg.num_workers, progress=cfg.progress)
+    # num_workers null: this process's share of the machine's CPUs.
+    workers = ranks.cpus() if cfg.num_workers is None else cfg.num_workers
+    share = write_pseudo_masks(ranks.shard(items), job, num_workers=workers, progress=cfg.progress)
+    ranks.barrier()  # every rank's masks are written
     seconds = time.perf_counter() - start
+    counts = dict(zip(share, ranks.sum(share.values()), strict=True))
     metrics = {
         **counts,
+        "processes": ranks.world_size,
         "seconds": seconds,
         "images_per_second": counts["written"] / seconds if counts["written"] else 0.0,
     }
-    write_json_atomically(
-        Path(cfg.paths.output_dir) / "pseudo.json", {**settings, "masks_dir": str(masks_dir), **metrics}
-    )
-    log.info(
-        "Pseudo masks of %d images in %s (%d computed now)", counts["total"], masks_dir, counts["written"]
-    )
+    if ranks.is_main:
+        write_json_atomically(
+            Path(cfg.paths.output_dir) / "pseudo.json", {**settings, "masks_dir": str(masks_dir), **metrics}
+        )
+        log.info(
+            "Pseudo masks of %d images in %s (%d computed now, %d processes)",
+            counts["total"],
+            masks_dir,
+            counts["written"],
+            ranks.world_size,
+        )
     return metrics, {"cfg": cfg, "job": job, "dataset": dataset}
 
 

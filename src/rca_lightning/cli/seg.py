@@ -24,6 +24,7 @@ from rca_lightning.utils.checkpoint_selection import (
 from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from rca_lightning.utils.quiet import silence_known_noise
+from rca_lightning.utils.ranks import stage_ranks
 from rca_lightning.utils.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     log.info("Seed %d", cfg.seed)
     datamodule = instantiate(cfg.data)
+    with stage_ranks() as ranks:  # under torchrun / srun: COCO's masks rendered by every process
+        datamodule.prepare_over_ranks(ranks)
     model = instantiate(cfg.seg_model)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))

@@ -1,13 +1,9 @@
 """Datasets, transforms, the datamodule and the built-in synthetic dataset generator."""
 
-from rca_lightning.data.coco import (
-    COCO_CATEGORIES,
-    COCO_CATEGORY_TO_CLASS,
-    COCO_CLASS_NAMES,
-    build_coco_masks,
-)
+from rca_lightning.data.coco import COCO_CATEGORIES, COCO_CATEGORY_TO_CLASS, COCO_CLASS_NAMES
 from rca_lightning.data.coco_datamodule import COCODataModule
 from rca_lightning.data.coco_dataset import COCOSegmentationDataset
+from rca_lightning.data.coco_masks import build_coco_masks
 from rca_lightning.data.datamodule import VOCDataModule
 from rca_lightning.data.synthetic import SyntheticVOCGenerator
 from rca_lightning.data.synthetic_catalogue import DEFAULT_SYNTHETIC_CLASSES, SYNTHETIC_CLASS_NAMES

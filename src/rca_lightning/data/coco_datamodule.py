@@ -6,23 +6,19 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from rca_lightning.data.coco import (
-    COCO_CLASS_NAMES,
-    MASK_CACHE_FOLDER,
-    annotation_file,
-    build_coco_masks,
-    check_coco_layout,
-)
+from rca_lightning.data.coco import COCO_CLASS_NAMES, annotation_file, check_coco_layout
 from rca_lightning.data.coco_dataset import COCOSegmentationDataset
+from rca_lightning.data.coco_masks import MASK_CACHE_FOLDER, build_coco_masks
 from rca_lightning.data.datamodule import VOCDataModule
 from rca_lightning.utils.errors import InvalidSetting
+from rca_lightning.utils.ranks import Ranks
 
 
 class COCODataModule(VOCDataModule):
     """Train / val / predict loaders of COCO 2014 (80 classes + background).
 
     ``prepare_data`` (rank zero) checks the layout, renders each split's semantic masks and label index
-    once, in ``mask_workers`` processes (see ``rca_lightning.data.coco``), and validates every image and
+    once, in ``mask_workers`` processes (see ``rca_lightning.data.coco_masks``), and validates every image and
     mask (``validate``, as ``VOCDataModule``; the labels are not compared with the masks: both come from
     the same annotations, and a crowd-only image is labelled with a void mask); ``setup`` (every rank)
     reads the cached index. Transforms, loaders and batches are ``VOCDataModule``'s.
@@ -65,8 +61,14 @@ class COCODataModule(VOCDataModule):
     def prepare_data(self) -> None:
         """Check the layout, build the masks and label index of the train and val splits once, then
         validate both splits."""
-        splits = list(dict.fromkeys((self.train_split, self.val_split)))
         self.check_train_masks_dir()
+        self.prepare_over_ranks(Ranks())
+        self.validate_splits()
+
+    def prepare_over_ranks(self, ranks: Ranks) -> None:
+        """Check the layout and build the masks and label index of the train and val splits once, each
+        process rendering its share of the masks."""
+        splits = list(dict.fromkeys((self.train_split, self.val_split)))
         check_coco_layout(self.root, splits)
         for split in splits:
             build_coco_masks(
@@ -75,8 +77,8 @@ class COCODataModule(VOCDataModule):
                 cache_dir=self.mask_cache_dir,
                 num_workers=self.mask_workers,
                 include_unannotated=self.include_unannotated,
+                ranks=ranks,
             )
-        self.validate_splits()
 
     def split_source(self, split: str) -> Path:
         return annotation_file(self.root, split)

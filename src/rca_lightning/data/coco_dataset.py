@@ -8,13 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rca_lightning.data.coco import (
-    COCO_CLASS_NAMES,
-    INDEX_FILE,
-    annotation_file,
-    read_mask_index,
-    split_cache_dir,
-)
+from rca_lightning.data.coco import COCO_CLASS_NAMES, annotation_file
+from rca_lightning.data.coco_masks import INDEX_FILE, read_mask_index, split_cache_dir
 from rca_lightning.data.saliency import check_saliency_maps
 from rca_lightning.data.transforms import build_eval_transform
 from rca_lightning.data.voc_dataset import Transform, VOCSegmentationDataset
@@ -67,7 +62,7 @@ class COCOSegmentationDataset(VOCSegmentationDataset):
         if index is None:
             raise MissingInput(
                 f"{index_path} not found: the {split} masks are not built yet (run the datamodule's "
-                "prepare_data or rca_lightning.data.coco.build_coco_masks)"
+                "prepare_data or rca_lightning.data.coco_masks.build_coco_masks)"
             )
         images = index["images"]
         self.image_ids = [Path(image["file_name"]).stem for image in images]

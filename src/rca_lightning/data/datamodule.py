@@ -30,6 +30,7 @@ from rca_lightning.data.voc_layout import (
     split_file_path,
 )
 from rca_lightning.utils.errors import InvalidSetting, MissingInput
+from rca_lightning.utils.ranks import Ranks
 
 
 class DatasetGenerator(Protocol):
@@ -188,6 +189,11 @@ class VOCDataModule(LightningDataModule):
     def saliency_folder(self, split: str) -> Path | None:
         """The saliency maps of ``split``: ``saliency_dir`` for the train split once required, else None."""
         return self.saliency_dir if self.load_saliency and split == self.train_split else None
+
+    def prepare_over_ranks(self, ranks: Ranks) -> None:
+        """Preparation every launched process shares before a trainer starts (called by the console
+        scripts under :func:`~rca_lightning.utils.ranks.stage_ranks`); ``prepare_data`` then finds it done.
+        Nothing here: VOC's files need no building (COCO renders its masks)."""
 
     def prepare_data(self) -> None:
         """Generate the synthetic dataset if needed, then check the folder and validate the train and val

@@ -1,5 +1,7 @@
 """CAM mIoU over a sweep of background thresholds, from one confusion matrix per threshold."""
 
+from typing import Any
+
 import torch
 from torchmetrics import Metric
 
@@ -18,12 +20,15 @@ class CAMThresholdSweep(Metric):
         num_classes: foreground classes C (the matrices are (C+1) x (C+1), background first).
         thresholds: (T,) increasing background thresholds.
         ignore_index: ground-truth value left out of every matrix.
+        kwargs: torchmetrics' ``Metric`` arguments (``process_group``, ``sync_on_compute``, ...).
     """
 
     full_state_update = False
 
-    def __init__(self, num_classes: int, thresholds: torch.Tensor, ignore_index: int = 255) -> None:
-        super().__init__()
+    def __init__(
+        self, num_classes: int, thresholds: torch.Tensor, ignore_index: int = 255, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
         thresholds = torch.as_tensor(thresholds, dtype=torch.float32)
         if thresholds.ndim != 1 or not bool((thresholds[1:] > thresholds[:-1]).all()):
             raise ValueError(f"thresholds must be a 1-D increasing sequence, got {thresholds.tolist()}")

@@ -26,6 +26,7 @@ from rca_lightning.metrics import CAMThresholdSweep, iou_from_confusion
 from rca_lightning.pseudo.pseudo_mask_writer import mask_path
 from rca_lightning.pseudo.seed_sources import SeedSource, as_seed_source
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
+from rca_lightning.utils.ranks import Ranks
 
 
 def sweep_thresholds(start: float = 0.0, stop: float = 0.6, step: float = 0.01) -> torch.Tensor:
@@ -140,6 +141,7 @@ def evaluate_cams(
     num_workers: int = 0,
     progress: bool = True,
     labels: np.ndarray | None = None,
+    ranks: Ranks | None = None,
 ) -> dict:
     """Seed (CAM) mIoU over a background-threshold sweep.
 
@@ -152,6 +154,8 @@ def evaluate_cams(
         num_workers: DataLoader workers reading the files.
         progress: show a progress bar.
         labels: (N, C) multi-hot image labels, the tags of ``attention`` seeds (needed by those).
+        ranks: the processes sharing the images (:func:`~rca_lightning.utils.ranks.stage_ranks`): each scores
+            its share and the pixel counts are summed over them (every rank gets the whole result).
 
     Returns:
         ``best_threshold``, ``miou`` (at the best threshold), ``per_class_iou`` (name -> IoU, None where the
@@ -166,8 +170,16 @@ def evaluate_cams(
     target_paths = [Path(path) for path in target_paths]
     source.validate(image_ids, class_names)
     _check_files_exist(target_paths, "ground-truth masks")
-    sweep = CAMThresholdSweep(len(class_names), thresholds, ignore_index=IGNORE_INDEX)
-    dataset = _CAMAndTarget(source, list(image_ids), target_paths, len(class_names), labels)
+    ranks = ranks or Ranks()
+    sweep = CAMThresholdSweep(len(class_names), thresholds, ignore_index=IGNORE_INDEX, **ranks.metric_sync())
+    share = ranks.shard(range(len(image_ids)))
+    dataset = _CAMAndTarget(
+        source,
+        [image_ids[i] for i in share],
+        [target_paths[i] for i in share],
+        len(class_names),
+        None if labels is None else labels[share],
+    )
     for scores, target in tqdm(
         _loader(dataset, num_workers), total=len(dataset), desc="CAM eval", disable=not progress
     ):
@@ -181,7 +193,7 @@ def evaluate_cams(
         "sweep": {
             f"{t:.4f}": float(m) for t, m in zip(thresholds.tolist(), result["miou"].tolist(), strict=True)
         },
-        "num_images": len(dataset),
+        "num_images": len(image_ids),
     }
 
 
@@ -192,8 +204,10 @@ def evaluate_masks(
     class_names: Sequence[str],
     num_workers: int = 0,
     progress: bool = True,
+    ranks: Ranks | None = None,
 ) -> dict:
-    """Pseudo-mask mIoU, scored where neither the mask nor the ground truth is 255.
+    """Pseudo-mask mIoU, scored where neither the mask nor the ground truth is 255 (``ranks``: as
+    :func:`evaluate_cams`).
 
     Returns:
         ``miou``, ``per_class_iou``, ``confusion`` (pixel counts of the scored pixels, rows ground truth,
@@ -206,11 +220,15 @@ def evaluate_masks(
         [mask_path(masks_dir, image_id) for image_id in image_ids], f"pseudo masks in {masks_dir}"
     )
     _check_files_exist(target_paths, "ground-truth masks")
+    ranks = ranks or Ranks()
     num_labels = len(class_names) + 1
-    scored = MulticlassConfusionMatrix(num_labels, validate_args=False)
-    as_background = MulticlassConfusionMatrix(num_labels, validate_args=False)
+    scored = MulticlassConfusionMatrix(num_labels, validate_args=False, **ranks.metric_sync())
+    as_background = MulticlassConfusionMatrix(num_labels, validate_args=False, **ranks.metric_sync())
     valid_pixels = ignored_pixels = 0
-    dataset = _MaskAndTarget(Path(masks_dir), list(image_ids), target_paths, len(class_names))
+    share = ranks.shard(range(len(image_ids)))
+    dataset = _MaskAndTarget(
+        Path(masks_dir), [image_ids[i] for i in share], [target_paths[i] for i in share], len(class_names)
+    )
     for mask, target in tqdm(
         _loader(dataset, num_workers), total=len(dataset), desc="mask eval", disable=not progress
     ):
@@ -221,6 +239,7 @@ def evaluate_masks(
         as_background.update(mask[valid].masked_fill(ignored[valid], 0), target[valid])
         valid_pixels += int(valid.sum())
         ignored_pixels += int((valid & ignored).sum())
+    valid_pixels, ignored_pixels = ranks.sum([valid_pixels, ignored_pixels])
     confusion = scored.compute()  # (K, K)
     iou = iou_from_confusion(confusion)
     return {
@@ -229,5 +248,5 @@ def evaluate_masks(
         "confusion": confusion.long().tolist(),
         "ignored_fraction": ignored_pixels / max(valid_pixels, 1),
         "miou_ignored_as_background": float(iou_from_confusion(as_background.compute()).nanmean()),
-        "num_images": len(dataset),
+        "num_images": len(image_ids),
     }

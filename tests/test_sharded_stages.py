@@ -1,0 +1,108 @@
+"""The CPU-bound stages under torchrun: each process takes its share of the images and the results equal
+those of one process (masks byte for byte, summaries and scores)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rca_lightning.data.coco_masks import build_coco_masks
+from rca_lightning.utils.ranks import Ranks, launch_environment, stage_ranks
+from tests.stage_helpers import make_dataset_with_cams
+from tests.test_coco import TinyCOCO
+
+# Timings and the process count differ between launches by nature; everything else must not.
+TIMING_KEYS = {"seconds", "images_per_second", "processes"}
+
+
+def test_shares_are_disjoint_and_cover_the_items():
+    items = list(range(11))
+    shares = [Ranks(rank, 3).shard(items) for rank in range(3)]
+    assert sorted(sum(shares, [])) == items
+    assert [len(share) for share in shares] == [4, 4, 3]
+    assert Ranks().shard(items) == items and Ranks().sum([2, 3]) == [2, 3]
+
+
+def test_a_plain_process_is_one_rank(monkeypatch):
+    for variable in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "SLURM_NTASKS",
+        "SLURM_PROCID",
+        "TORCHELASTIC_RUN_ID",
+    ):
+        monkeypatch.delenv(variable, raising=False)
+    assert launch_environment() is None
+    with stage_ranks() as ranks:
+        assert (ranks.rank, ranks.world_size, ranks.is_main) == (0, 1, True)
+
+
+def run_stage(module: str, overrides: list[str], processes: int) -> None:
+    """``python -m <module> overrides`` in one process, or under torchrun in ``processes``."""
+    launcher = [sys.executable, "-m", module]
+    if processes > 1:
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        launcher = [*torchrun, f"--nproc_per_node={processes}", "-m", module]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [*launcher, *overrides], capture_output=True, text=True, env=environment, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def without_timings(summary: dict) -> dict:
+    return {key: value for key, value in summary.items() if key not in TIMING_KEYS}
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_masks_and_scores_of_one(tmp_path):
+    cams_dir = tmp_path / "cams"
+    cams_dir.mkdir()
+    dataset = make_dataset_with_cams(tmp_path / "voc", cams_dir, num_images=7)
+    runs = {}
+    for processes in (1, 2):
+        run = tmp_path / f"p{processes}"
+        masks = run / "pseudo_masks"
+        common = ["progress=false", f"cams_dir={cams_dir}"]
+        run_stage("rca_lightning.cli.pseudo", [*common, "num_workers=1", f"hydra.run.dir={run}"], processes)
+        run_stage(
+            "rca_lightning.cli.evaluate",
+            [*common, f"masks_dir={masks}", f"hydra.run.dir={run / 'eval'}"],
+            processes,
+        )
+        runs[processes] = run
+    one, two = runs[1], runs[2]
+    for image_id in dataset.image_ids:
+        name = f"pseudo_masks/{image_id}.png"
+        assert (one / name).read_bytes() == (two / name).read_bytes()
+    pseudo_one, pseudo_two = (json.loads((run / "pseudo.json").read_text()) for run in (one, two))
+    assert (pseudo_one["processes"], pseudo_two["processes"]) == (1, 2)
+    assert without_timings(pseudo_one) | {"masks_dir": None} == without_timings(pseudo_two) | {
+        "masks_dir": None
+    }
+    assert pseudo_two["total"] == pseudo_two["written"] == 7
+    scores_one, scores_two = (json.loads((run / "eval" / "eval.json").read_text()) for run in (one, two))
+    for report in (scores_one, scores_two):
+        report["pseudo_masks"].pop("masks_dir")
+    assert scores_one == scores_two
+    assert scores_two["cams"]["num_images"] == scores_two["pseudo_masks"]["num_images"] == 7
+    # Resumed under two processes: nothing to write, the same summary.
+    run_stage("rca_lightning.cli.pseudo", [*common, "num_workers=1", f"hydra.run.dir={two}"], 2)
+    again = json.loads((two / "pseudo.json").read_text())
+    assert (again["written"], again["skipped"]) == (0, 7)
+
+
+@pytest.mark.slow
+def test_two_processes_render_the_coco_masks_of_one(tmp_path):
+    coco = TinyCOCO(tmp_path / "coco")
+    one = build_coco_masks(coco.root, "train2014", cache_dir=tmp_path / "one", num_workers=0)
+    # tests/coco_mask_build.py: build_coco_masks under stage_ranks, as the console scripts call it.
+    arguments = [str(coco.root), "train2014", str(tmp_path / "two")]
+    run_stage("tests.coco_mask_build", arguments, processes=2)
+    two = tmp_path / "two" / "train2014"
+    assert sorted(path.name for path in one.iterdir()) == sorted(path.name for path in two.iterdir())
+    for path in one.iterdir():
+        assert path.read_bytes() == (two / path.name).read_bytes(), path.name
