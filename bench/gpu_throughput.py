@@ -31,6 +31,11 @@ PRESETS = {
     "DeepLab-v2 ResNet-101": ("seg_train", ["seg_experiment=deeplab_v2_voc"], "seg_model"),
 }
 MODES = ("fp32", "bf16", "channels_last")
+# The step-time ratios printed under the table: (preset, the preset it is compared with).
+RATIOS = (
+    ("faithful RCA (VGG-16)", "plain CAM (VGG-16)"),
+    ("shared-head RCA (ResNet-101)", "faithful RCA (VGG-16)"),
+)
 # --smoke: every code path on a CPU in seconds (tests/test_bench_smoke.py): small backbones, heads and banks.
 SMOKE = {
     "model": ["model.net.backbone.name=resnet10t", "model.net.head_width=16"]
@@ -133,9 +138,15 @@ def main() -> None:
     columns = [f"{mode}{' compiled' if compiled else ''}" for mode, compiled in settings]
     print("| preset | " + " | ".join(columns) + " |")
     print("|---" * (1 + len(columns)) + "|")
+    speeds = {}
     for preset in args.presets:
-        cells = [f"{throughput(preset, mode, compiled, args):.1f}" for mode, compiled in settings]
-        print(f"| {preset} | " + " | ".join(cells) + " |", flush=True)
+        speeds[preset] = [throughput(preset, mode, compiled, args) for mode, compiled in settings]
+        print(f"| {preset} | " + " | ".join(f"{speed:.3g}" for speed in speeds[preset]) + " |", flush=True)
+    # Step-time ratios (the inverse ratio of images/s at the same batch), per column.
+    for slower, faster in RATIOS:
+        if slower in speeds and faster in speeds:
+            ratios = [f / s for s, f in zip(speeds[slower], speeds[faster], strict=True)]
+            print(f"step time {slower} / {faster}: " + ", ".join(f"{r:.2f}" for r in ratios))
 
 
 if __name__ == "__main__":

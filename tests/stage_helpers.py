@@ -80,11 +80,16 @@ def load_trained_model(run_dir: Path) -> torch.nn.Module:
     return load_classifier(run.model_cfg, run.checkpoint, run.dataset["class_names"]).eval()
 
 
-def make_dataset_with_cams(root: Path, cams_dir: Path, num_images: int = 12) -> VOCSegmentationDataset:
-    """A synthetic 64 px train split plus CAM files made from its masks (blurred one-hot of the tagged
-    classes) and the ``settings.json`` rca-cams would write."""
+def make_dataset_with_cams(
+    root: Path, cams_dir: Path, num_images: int = 12, image_size: int = 64
+) -> VOCSegmentationDataset:
+    """A synthetic train split plus CAM files made from its masks (blurred one-hot of the tagged classes)
+    and the ``settings.json`` rca-cams would write."""
     class_names = ["disc", "square", "triangle"]
-    SyntheticVOCGenerator(class_names, num_train=num_images, num_val=2, image_size=64, seed=1).generate(root)
+    generator = SyntheticVOCGenerator(
+        class_names, num_train=num_images, num_val=2, image_size=image_size, seed=1
+    )
+    generator.generate(root)
     dataset = VOCSegmentationDataset(root, "train", class_names)
     for image_id, labels in zip(dataset.image_ids, dataset.labels, strict=True):
         mask = np.array(Image.open(dataset.mask_path(image_id)))

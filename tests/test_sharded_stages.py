@@ -2,7 +2,6 @@
 those of one process (masks byte for byte, summaries and scores)."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ from rca_lightning.data.coco_masks import build_coco_masks
 from rca_lightning.utils.ranks import Ranks, launch_environment, stage_ranks
 from tests.stage_helpers import make_dataset_with_cams
 from tests.test_coco import TinyCOCO
+from tests.test_pipeline import pipeline_command, pipeline_environment
 
 # Timings and the process count differ between launches by nature; everything else must not.
 TIMING_KEYS = {"seconds", "images_per_second", "processes"}
@@ -46,7 +46,7 @@ def run_stage(module: str, overrides: list[str], processes: int) -> None:
     if processes > 1:
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         launcher = [*torchrun, f"--nproc_per_node={processes}", "-m", module]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    environment = {**pipeline_environment(), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [*launcher, *overrides], capture_output=True, text=True, env=environment, timeout=600
     )
@@ -106,3 +106,25 @@ def test_two_processes_render_the_coco_masks_of_one(tmp_path):
     assert sorted(path.name for path in one.iterdir()) == sorted(path.name for path in two.iterdir())
     for path in one.iterdir():
         assert path.read_bytes() == (two / path.name).read_bytes(), path.name
+
+
+@pytest.mark.slow
+def test_rca_pipeline_under_torchrun_trains_on_both_processes_and_shares_the_cpu_stages(tmp_path):
+    run_dir = tmp_path / "run"
+    command = pipeline_command(run_dir, tmp_path / "cache", "trainer=ddp_cpu", "trainer.max_epochs=2")
+    command = [part for part in command[1:] if part not in ("trainer=cpu", "trainer.max_epochs=6")]
+    small = ["data.generator.num_train=16", "data.generator.num_val=8", "data.generator.image_size=32"]
+    segmentation = (
+        'stages.segmentation.overrides=["trainer.max_epochs=1","trainer.enable_progress_bar=false"]'
+    )
+    run_stage("rca_lightning.cli.pipeline", [*command, *small, segmentation], processes=2)
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["stages"][-1] == "segmentation" and report["seg_miou"] is not None
+    # DDP over the two processes: 16 images in batches of 8 make one step per rank and epoch.
+    steps = (run_dir / "classifier" / "csv" / "metrics.csv").read_text().splitlines()
+    header = steps[0].split(",")
+    last_step = max(int(row.split(",")[header.index("step")]) for row in steps[1:])
+    assert last_step == 1
+    for stage in ("pseudo_masks/pseudo.json", "pseudo_mask_eval/eval.json"):
+        assert (run_dir / stage).is_file()
+    assert json.loads((run_dir / "pseudo_masks" / "pseudo.json").read_text())["processes"] == 2

@@ -50,6 +50,7 @@ from rca_lightning.report.pipeline_report import build_report, format_report
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.errors import InvalidSetting, MissingInput
 from rca_lightning.utils.quiet import silence_known_noise
+from rca_lightning.utils.ranks import Ranks, stage_ranks
 from rca_lightning.utils.resolvers import register_resolvers
 from rca_lightning.utils.settings_check import check_overrides
 
@@ -64,6 +65,7 @@ class Pipeline(StageOverrides):
     def __init__(self, cfg: DictConfig, command_line: list[str], choices: dict, run_dir: Path) -> None:
         super().__init__(cfg, command_line, choices, run_dir)
         self.clock = StageClock(run_dir)
+        self.ranks = Ranks()  # the processes of a torchrun / srun launch, while run() runs
 
     def user_overrides(self, stage: Stage) -> list[str]:
         return [*self.cfg.stages[stage.name].overrides]
@@ -139,11 +141,13 @@ class Pipeline(StageOverrides):
         """:meth:`stage_config`, also saved where the console script would leave it (``.hydra/``), so the
         folder stands alone (rca-cams reads it)."""
         cfg = self.stage_config(stage)
-        hydra_dir = self.folder(stage.name) / ".hydra"
-        hydra_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, hydra_dir / "config.yaml")
-        overrides = [*stage.overrides(self), *self.user_overrides(stage)]
-        OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
+        if self.ranks.is_main:
+            hydra_dir = self.folder(stage.name) / ".hydra"
+            hydra_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(cfg, hydra_dir / "config.yaml")
+            overrides = [*stage.overrides(self), *self.user_overrides(stage)]
+            OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
+        self.ranks.barrier()  # the saved config is there for every process's stage
         return cfg
 
     def is_done(self, stage: Stage) -> bool:
@@ -171,15 +175,32 @@ class Pipeline(StageOverrides):
 
     def run(self) -> dict | None:
         """Run every enabled unfinished stage, then write and print the report of what ran; returns the
-        report (None with ``print_config=true``, which only prints the stages' configs)."""
+        report (None with ``print_config=true``, which only prints the stages' configs).
+
+        Launched by torchrun or srun, every process runs every stage (the trainers as DDP ranks, the CPU
+        stages on their share of the images), they meet after each stage, and the first process writes
+        the run's own files and the report (the others return None)."""
         self.check_settings()
         if self.cfg.get("print_config"):
             self.print_configs()
             return None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        for stage in STAGES:
-            if self.enabled(stage):
-                self.run_stage(stage)
+        with stage_ranks() as ranks:
+            if not ranks.agree(str(self.run_dir.resolve())):
+                raise InvalidSetting(
+                    f"hydra.run.dir: the {ranks.world_size} processes of this launch got different run "
+                    "folders; expected hydra.run.dir=<one folder> on the command line"
+                )
+            self.ranks, self.clock = ranks, StageClock(self.run_dir, writes=ranks.is_main)
+            if ranks.is_main:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stage in STAGES:
+                if self.enabled(stage):
+                    self.run_stage(stage)
+                    ranks.barrier()  # the stage's files are there before any process reads them
+            return self.write_report() if ranks.is_main else None
+
+    def write_report(self) -> dict:
+        """Gather, write and print the report of the stages that finished."""
         start = time.perf_counter()
         finished = {stage.name: self.folder(stage.name) for stage in STAGES[1:] if self.is_done(stage)}
         report = build_report(self.classifier_dir, finished, self.clock.seconds, self.pixel_label_settings())

@@ -32,7 +32,8 @@ class StageClock:
     file in the stage's folder.
     """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, writes: bool = True) -> None:
+        self.writes = writes  # False in all but the first of several processes (they share the file)
         self.path = run_dir / STATE_FILE
         self.state = json.loads(self.path.read_text()) if self.path.is_file() else {"stages": {}}
 
@@ -57,8 +58,9 @@ class StageClock:
         if attempt_started is not None:
             entry["attempt_started"] = attempt_started
         self.state["stages"][name] = entry
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(self.path, self.state)
+        if self.writes:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomically(self.path, self.state)
 
     def time(self, name: str, folder: Path, run: Callable[[], object]) -> None:
         """Run ``run()`` as an attempt of stage ``name``, adding its seconds to the stage's."""

@@ -75,6 +75,14 @@ class Ranks:
         """The torchmetrics arguments that sum a metric's states over these ranks at ``compute``."""
         return {"process_group": self.group, "sync_on_compute": self.group is not None}
 
+    def agree(self, value: object) -> bool:
+        """Whether every rank holds the same (picklable) ``value``."""
+        if self.group is None:
+            return True
+        values: list[object] = [None] * self.world_size
+        dist.all_gather_object(values, value, group=self.group)
+        return all(other == values[0] for other in values)
+
     def sum(self, values: Sequence[int]) -> list[int]:
         """Integer ``values`` summed over ranks (exact: int64)."""
         tensor = torch.tensor(list(values), dtype=torch.int64)
