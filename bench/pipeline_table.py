@@ -15,8 +15,10 @@ repeat from their seed); the three full-RCA rows share one classifier per seed. 
 epoch's weights (the report's ``uses_pixel_labels_for_selection`` is checked to be false). Finished runs
 are kept, so the script resumes.
 
-    python bench/pipeline_table.py [--seeds 0 1 2] [--jobs 1] [--variants "plain CAM" "full RCA"]
-        [--out bench/outputs/pipeline] [--ablation bench/outputs/ablation] [extra overrides ...]
+    python bench/pipeline_table.py [extra overrides ...] [--seeds 0 1 2] [--jobs 1]
+        [--variants "plain CAM" "full RCA"] [--out bench/outputs/pipeline] [--ablation bench/outputs/ablation]
+
+(Extra overrides go first: after ``--seeds`` or ``--variants`` they would be read as one more value.)
 """
 
 import argparse
