@@ -171,14 +171,15 @@ class RandomWalkRefiner:
     def __post_init__(self) -> None:
         folder = _existing_folder(self.boundary_dir, "boundary_dir", "the boundary maps of rca-boundary")
         object.__setattr__(self, "boundary_dir", folder)
+        # The maps are at stride 4 of the image resized by the boundary network's image_scale (read once).
+        object.__setattr__(self, "image_scale", boundary_image_scale(folder))
         if self.device is None:
             object.__setattr__(self, "device", "cuda" if torch.cuda.is_available() else "cpu")
 
     def __call__(
         self, image: np.ndarray, seeds: np.ndarray, classes: np.ndarray, image_id: str
     ) -> np.ndarray:
-        # The maps are at stride 4 of the image resized by the boundary network's image_scale.
-        walk_size = scaled_size(image.shape[:2], boundary_image_scale(self.boundary_dir))
+        walk_size = scaled_size(image.shape[:2], self.image_scale)
         size = stride4_size(walk_size)
         boundary = torch.from_numpy(read_boundary_map(self.boundary_dir, image_id, size)).to(self.device)
         strided = F.interpolate(
