@@ -10,14 +10,18 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from rca_lightning.utils import atomic
 from rca_lightning.utils.atomic import (
     STALE_AFTER_SECONDS,
     atomic_output,
+    path_inside,
     remove_stray_temporaries,
     temporary_path,
     write_bytes_atomically,
 )
+from rca_lightning.utils.errors import InvalidData
 
 # Writes the target named by argv[1] slowly, forever, and says so once its temporary file has content.
 SLOW_WRITER = textwrap.dedent(
@@ -121,3 +125,28 @@ def test_a_temporary_swept_before_its_writer_locked_it_is_replaced(tmp_path, mon
     write_bytes_atomically(tmp_path / "report.json", b"{}")
     assert len(swept) == 1 and list(tmp_path.iterdir()) == [tmp_path / "report.json"]
     assert (tmp_path / "report.json").read_bytes() == b"{}"
+
+
+def test_path_inside_takes_plain_names_in_the_folder(tmp_path):
+    folder = tmp_path / "not_made_yet"
+    assert path_inside(folder, "2007_000032.png") == folder / "2007_000032.png"
+    assert path_inside(tmp_path, "..png") == tmp_path / "..png"  # dots inside a name are a name
+
+
+@pytest.mark.parametrize(
+    "name", ["../../x.npz", "../x.png", "sub/../../x.png", "/etc/x.png", "a\0.png", ".."]
+)
+def test_path_inside_refuses_a_name_escaping_its_folder_in_one_line(tmp_path, name):
+    folder = tmp_path / "cams"
+    with pytest.raises(InvalidData) as error:
+        path_inside(folder, name)
+    message = str(error.value)
+    assert message.startswith(f"{name!r} ") and f"output folder {folder};" in message and "\n" not in message
+
+
+def test_path_inside_refuses_a_link_leading_out_of_the_folder(tmp_path):
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    (folder / "x.png").symlink_to(tmp_path / "elsewhere.png")
+    with pytest.raises(InvalidData, match=f"resolves to {tmp_path / 'elsewhere.png'}"):
+        path_inside(folder, "x.png")

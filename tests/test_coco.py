@@ -324,6 +324,49 @@ def test_mask_values_outside_the_classes_name_the_file(coco):
         dataset[0]
 
 
+@pytest.mark.parametrize(
+    "file_name, problem",
+    [
+        ("../x.jpg", "has a part '..' that is '..'"),
+        ("/tmp/x.jpg", "is an absolute path"),
+        ("sub\\..\\..\\x.jpg", "has a part 'sub\\\\..\\\\..\\\\x.jpg' that holds a path separator"),
+        ("x\0.jpg", "has a part 'x\\x00.jpg' that holds a NUL character"),
+        ("", "has a part '' that is empty"),
+    ],
+)
+def test_a_file_name_leading_out_of_the_image_folder_is_refused(coco, tmp_path, file_name, problem):
+    coco.images["val2014"][1]["file_name"] = file_name
+    path = coco.write_json("val2014")
+    with pytest.raises(InvalidData) as error:
+        build_coco_masks(coco.root, "val2014", cache_dir=tmp_path / "masks", num_workers=0)
+    message = str(error.value)
+    assert message.startswith(f"{path}: image 73 file_name {file_name!r} {problem}")
+    assert message.endswith("; expected a relative path inside the image folder") and "\n" not in message
+    assert not (tmp_path / "masks").exists() and not (tmp_path / "x.png").exists()
+
+
+def test_two_images_with_one_file_name_stem_are_refused(coco, tmp_path):
+    coco.images["val2014"][1]["file_name"] = "more/COCO_val2014_000000000042.jpg"  # inside, but one mask name
+    path = coco.write_json("val2014")
+    with pytest.raises(InvalidData) as error:
+        build_coco_masks(coco.root, "val2014", cache_dir=tmp_path / "masks", num_workers=0)
+    assert str(error.value) == (
+        f"{path}: images 42 and 73 share the file name stem 'COCO_val2014_000000000042'; expected distinct "
+        "stems (each names the image's mask and outputs)"
+    )
+
+
+def test_a_mask_index_edited_to_lead_out_is_refused(coco):
+    output = build_coco_masks(coco.root, "val2014", num_workers=0)
+    index = json.loads((output / INDEX_FILE).read_text())
+    index["images"][0]["file_name"] = "../../../x.jpg"
+    (output / INDEX_FILE).write_text(json.dumps(index))
+    with pytest.raises(
+        InvalidData, match=rf"^{output / INDEX_FILE}: image 42 file_name '../../../x.jpg' has a"
+    ):
+        COCOSegmentationDataset(coco.root, "val2014")
+
+
 @pytest.mark.slow
 def test_rca_pipeline_runs_end_to_end_on_tiny_coco(coco, tmp_path):
     run_dir = tmp_path / "run"

@@ -78,3 +78,21 @@ def test_bgr_channel_order_is_the_rgb_crf_of_the_reversed_image(seed: int):
 def test_unknown_channel_order_is_rejected():
     with pytest.raises(InvalidSetting, match=r"channel_order: expected one of \['rgb', 'bgr'\], got 'hsv'"):
         DenseCRF(channel_order="hsv")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"iterations": -1}, "iterations: expected an integer in [0, 100], got -1"),
+        ({"iterations": 10**6}, "iterations: expected an integer in [0, 100], got 1000000"),
+        ({"iterations": 2.5}, "iterations: expected an integer in [0, 100], got 2.5"),
+        ({"gaussian_sxy": 0.0}, "gaussian_sxy: expected a finite number > 0, got 0.0"),
+        ({"bilateral_srgb": float("inf")}, "bilateral_srgb: expected a finite number > 0, got inf"),
+        ({"bilateral_compat": float("nan")}, "bilateral_compat: expected a finite number >= 0, got nan"),
+        ({"min_probability": 0.0}, "min_probability: expected a finite number in (0, 1], got 0.0"),
+    ],
+)
+def test_settings_out_of_range_are_named(settings, message):
+    with pytest.raises(InvalidSetting) as caught:
+        DenseCRF(**settings)
+    assert str(caught.value) == message

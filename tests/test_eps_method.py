@@ -86,10 +86,10 @@ def test_rca_on_eps_regions_come_from_the_foreground_of_the_softmax_over_c_plus_
 
 def test_eps_pseudo_mask_settings_and_the_need_for_the_background_channel(compose_train_config):
     module = instantiate(compose_train_config("model=eps").model)
-    assert module.pseudo_mask_overrides == ["refine.background_threshold=0.2", "refine.crf=null"]
+    assert module.pseudo_mask_settings == {"background_threshold": 0.2, "crf": False}
     with_crf = instantiate(compose_train_config("model=eps", "model.pseudo_crf=true").model)
-    assert with_crf.pseudo_mask_overrides == ["refine.background_threshold=0.2"]
-    assert instantiate(compose_train_config("model=rca").model).pseudo_mask_overrides == []
+    assert with_crf.pseudo_mask_settings == {"background_threshold": 0.2, "crf": True}
+    assert instantiate(compose_train_config("model=rca").model).pseudo_mask_settings == {}
     with pytest.raises(InstantiationException, match="background_channel") as error:
         instantiate(compose_train_config("model=eps", "model.net.background_channel=false").model)
     assert isinstance(error.value.__cause__, InvalidSetting)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from rca_lightning.data import SyntheticVOCGenerator
-from rca_lightning.inference.export import export_network, max_abs_difference, run_exported
+from rca_lightning.inference.export import exported_bytes, max_abs_difference, run_exported
 from rca_lightning.inference.trained_runs import load_segmentation_network
 from tests.stage_helpers import make_segmentation_run
 
@@ -59,12 +59,16 @@ def test_exported_network_matches_pytorch_at_other_batch_and_sizes(seg_run, tmp_
 
 
 @pytest.mark.slow
-def test_a_difference_above_the_tolerance_fails_in_one_line(seg_run, tmp_path):
-    output = tmp_path / "deeplab.onnx"
-    result = run_export(f"run_dir={seg_run}", f"output={output}", "tolerance=1e-12", log_dir=tmp_path)
-    assert result.returncode == 2
+def test_a_difference_above_the_tolerance_fails_in_one_line_and_writes_nothing(seg_run, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    output = out / "deeplab.onnx"
+    result = run_export(f"run_dir={seg_run}", f"output={output}", "tolerance=1e-30", log_dir=tmp_path / "log")
+    assert result.returncode == 2, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "logits differ from PyTorch's by" in lines[0] and "tolerance=1e-12" in lines[0]
+    assert len(lines) == 1 and "logits differ from PyTorch's by" in lines[0] and "tolerance=1e-30" in lines[0]
+    assert str(output) in lines[0] and "nothing written" in lines[0]
+    assert list(out.iterdir()) == []  # no file that failed its check, no record, no temporary file
 
 
 def test_deeplab_v3_plus_exports_to_onnx(tmp_path):
@@ -72,7 +76,7 @@ def test_deeplab_v3_plus_exports_to_onnx(tmp_path):
     SyntheticVOCGenerator(CLASSES, num_train=2, num_val=1, image_size=32, seed=0).generate(root)
     make_segmentation_run(tmp_path / "run", root, CLASSES, "seg_model=deeplab_v3plus")
     net = load_segmentation_network(tmp_path / "run").net
-    output = export_network(net, tmp_path / "v3plus.onnx", "onnx")
+    content = exported_bytes(net, "onnx")
     pixels = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    assert max_abs_difference(net, output, "onnx", pixels, mean, std) <= 1e-4
+    assert max_abs_difference(net, content, "onnx", pixels, mean, std) <= 1e-4

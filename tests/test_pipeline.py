@@ -180,7 +180,7 @@ def test_rca_on_eps_pipeline_runs_with_the_built_in_saliency_and_eps_pseudo_mask
         assert f"train/loss_{term}_epoch" in header, term
     # The pseudo-mask stage took EPS's rule from the CAM stage's record: constant background 0.20, no CRF.
     cams_record = json.loads((run_dir / "cams" / "cams.json").read_text())
-    assert cams_record["pseudo_mask_overrides"] == ["refine.background_threshold=0.2", "refine.crf=null"]
+    assert cams_record["pseudo_mask_settings"] == {"background_threshold": 0.2, "crf": False}
     pseudo_cfg = OmegaConf.load(run_dir / "pseudo_masks" / ".hydra" / "config.yaml")
     assert pseudo_cfg.refine.background_threshold == 0.2 and pseudo_cfg.refine.crf is None
     assert f"{report['pseudo_label_miou']:.1f}" in result.stdout
@@ -198,21 +198,22 @@ def test_stage_overrides_route_shared_settings_to_every_stage(tmp_path):
     pipeline = make_pipeline(
         tmp_path, [*overrides, 'stages.cams.overrides=["scales=[1.0]"]', "report.figure_images=2"]
     )
-    by_stage = {stage.name: stage.overrides(pipeline) for stage in STAGES}
+    by_stage = {stage.name: stage.arguments(pipeline) for stage in STAGES}
     # The classifier sees the command line as rca-train would, without the pipeline's own keys.
-    assert by_stage["classifier"] == overrides
+    assert by_stage["classifier"].overrides == overrides
     shared = ["data=synthetic", "data.root=/voc", "paths.cache_dir=/c"]
-    for name, stage_overrides in by_stage.items():
+    for name, arguments in by_stage.items():
         if name != "classifier":
-            assert stage_overrides[:3] == shared, name
+            assert arguments.overrides[:3] == shared, name
         assert not any(
-            o.startswith(("model", "stages", "report")) for o in stage_overrides if name != "classifier"
+            o.startswith(("model", "stages", "report")) for o in arguments.overrides if name != "classifier"
         )
-    assert {"trainer=cpu", "seed=3", "experiment=synthetic"} <= set(by_stage["cams"])
-    assert f"train_dir={tmp_path / 'classifier'}" in by_stage["cams"]
-    assert f"pseudo_masks_dir={tmp_path / 'pseudo_masks' / 'masks'}" in by_stage["segmentation"]
+    assert {"trainer=cpu", "experiment=synthetic"} <= set(by_stage["cams"].overrides)
+    assert by_stage["cams"].values["seed"] == 3
+    assert by_stage["cams"].values["train_dir"] == str(tmp_path / "classifier")
+    assert by_stage["segmentation"].values["pseudo_masks_dir"] == str(tmp_path / "pseudo_masks" / "masks")
     # No classifier experiment: the built-in dataset's recipe, named explicitly.
-    assert "seg_experiment=synthetic" in by_stage["segmentation"]
+    assert "seg_experiment=synthetic" in by_stage["segmentation"].overrides
     # Each composes (the shared overrides exist in every stage's config).
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         composed = {stage.name: pipeline.compose_stage(stage) for stage in STAGES[1:]}
@@ -229,43 +230,44 @@ def test_every_shipped_classifier_experiment_has_a_segmentation_recipe(tmp_path)
     assert chosen.seg_recipe == "synthetic"
     unpaired = make_pipeline(tmp_path, ["experiment=voc_rca_eps", "~seg_recipes.voc_rca_eps"])
     with pytest.raises(InvalidSetting, match=r"^experiment=voc_rca_eps: seg_recipes names no segmentation"):
-        STAGES[-1].overrides(unpaired)
+        STAGES[-1].arguments(unpaired)
 
 
 def test_stage_overrides_resume_from_last_checkpoint_and_follow_the_experiment(tmp_path):
     pipeline = make_pipeline(tmp_path, ["experiment=voc_rca_resnet101"])
     segmentation = STAGES[-1]
-    assert "seg_experiment=deeplab_v2_voc" in segmentation.overrides(pipeline)
-    assert not any(o.startswith("ckpt_path") for o in STAGES[0].overrides(pipeline))
+    assert "seg_experiment=deeplab_v2_voc" in segmentation.arguments(pipeline).overrides
+    assert "ckpt_path" not in STAGES[0].arguments(pipeline).values
     for stage in (STAGES[0], segmentation):
         last = tmp_path / stage.name / "checkpoints" / "last.ckpt"
         last.parent.mkdir(parents=True)
         last.touch()
-        assert f"ckpt_path={last}" in stage.overrides(pipeline)
+        assert stage.arguments(pipeline).values["ckpt_path"] == str(last)
 
 
 def test_seeds_auto_follow_the_classifier_attention_accumulation(tmp_path):
     cams = STAGES[1]
     # Before the classifier finished, the cams stage composes with its default seeds.
-    assert not any(o.startswith("seeds") for o in cams.overrides(make_pipeline(tmp_path, ["seeds=max"])))
+    assert "seeds" not in cams.arguments(make_pipeline(tmp_path, ["seeds=max"])).values
     (tmp_path / "classifier").mkdir()
     (tmp_path / "classifier" / "metrics.json").write_text("{}")
-    assert "seeds=cams" in cams.overrides(make_pipeline(tmp_path, []))
+    assert cams.arguments(make_pipeline(tmp_path, [])).values["seeds"] == "cams"
     with pytest.raises(InvalidSetting, match="seeds=max: the classifier left no attention accumulation"):
-        cams.overrides(make_pipeline(tmp_path, ["seeds=max"]))
+        cams.arguments(make_pipeline(tmp_path, ["seeds=max"]))
     attention = tmp_path / "classifier" / "attention"
     attention.mkdir(parents=True)
     (attention / "index.json").write_text("{}")
-    overrides = cams.overrides(make_pipeline(tmp_path, []))
-    assert {"seeds=attention", f"attention_dir={attention}", "scales=[1.0]"} <= set(overrides)
-    assert "seeds=cams" in cams.overrides(make_pipeline(tmp_path, ["seeds=cams"]))
-    assert "seeds=max" in cams.overrides(make_pipeline(tmp_path, ["seeds=max"]))
+    values = cams.arguments(make_pipeline(tmp_path, [])).values
+    assert values["seeds"] == "attention" and values["attention_dir"] == str(attention)
+    assert values["scales"] == [1.0] and values["flip"] is False
+    assert cams.arguments(make_pipeline(tmp_path, ["seeds=cams"])).values["seeds"] == "cams"
+    assert cams.arguments(make_pipeline(tmp_path, ["seeds=max"])).values["seeds"] == "max"
 
 
 def test_an_existing_classifier_run_replaces_the_classifier_stage(tmp_path):
     pipeline = make_pipeline(tmp_path / "run", [f"train_dir={tmp_path / 'trained'}"])
     assert pipeline.is_done(STAGES[0])
-    assert f"train_dir={tmp_path / 'trained'}" in STAGES[1].overrides(pipeline)
+    assert STAGES[1].arguments(pipeline).values["train_dir"] == str(tmp_path / "trained")
 
 
 @pytest.mark.parametrize(

@@ -67,20 +67,23 @@ def test_refine_random_walk_adds_irn_stages_and_gives_the_refiner_its_maps(tmp_p
     plain = make_pipeline(tmp_path, ["refine=none", "refine.background_threshold=0.3"])
     assert not {"ir_labels", "ir_label_eval", "boundary"} & {stage.name for stage in plain.to_run()}
     by_name = {stage.name: stage for stage in STAGES}
-    pseudo_overrides = by_name["pseudo_masks"].overrides(plain)
+    pseudo_overrides = by_name["pseudo_masks"].arguments(plain).overrides
     assert (
         pseudo_overrides.count("refine=none") == 1 and "refine.background_threshold=0.3" in pseudo_overrides
     )
-    assert not any("refine" in o for o in by_name["classifier"].overrides(plain))  # the pipeline's own key
+    classifier = by_name["classifier"].arguments(plain)
+    assert not any("refine" in o for o in classifier.overrides)  # the pipeline's own key
     walk = make_pipeline(tmp_path, ["refine=random_walk", "refine.radius=4"])
     assert [stage.name for stage in walk.to_run()][3:6] == ["ir_labels", "ir_label_eval", "boundary"]
     ir_dir, boundary_dir = tmp_path / "ir_labels" / "masks", tmp_path / "boundary" / "boundary_maps"
-    assert {"refine=ir_labels", f"masks_dir={ir_dir}"} <= set(by_name["ir_labels"].overrides(walk))
-    assert {f"ir_labels_dir={ir_dir}", f"boundary_dir={boundary_dir}"} <= set(
-        by_name["boundary"].overrides(walk)
-    )
-    expected = ["refine=random_walk", f"refine.boundary_dir={boundary_dir}", "refine.radius=4"]
-    assert [o for o in by_name["pseudo_masks"].overrides(walk) if o.startswith("refine")] == expected
+    ir_labels = by_name["ir_labels"].arguments(walk)
+    assert "refine=ir_labels" in ir_labels.overrides and ir_labels.values["masks_dir"] == str(ir_dir)
+    boundary = by_name["boundary"].arguments(walk).values
+    assert boundary["ir_labels_dir"] == str(ir_dir) and boundary["boundary_dir"] == str(boundary_dir)
+    pseudo = by_name["pseudo_masks"].arguments(walk)
+    refine = [o for o in pseudo.overrides if o.startswith("refine")]
+    assert refine == ["refine=random_walk", "refine.radius=4"]
+    assert pseudo.values["refine.boundary_dir"] == str(boundary_dir)
     assert walk.needs(by_name["pseudo_masks"]) == ("cams", "boundary")
     without_boundary = make_pipeline(tmp_path, ["refine=random_walk", "stages.boundary.enabled=false"])
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -96,15 +99,15 @@ def test_irn_thresholds_follow_the_best_cam_threshold_only_when_asked_and_the_re
     (tmp_path / "cam_eval").mkdir()
     (tmp_path / "cam_eval" / "eval.json").write_text('{"cams": {"best_threshold": 0.42}}')
     reference = make_pipeline(tmp_path, walk)
-    assert not [o for o in reference.for_ir_labels() if o.startswith("refine.")]
-    assert not [o for o in reference.for_pseudo_masks() if o.startswith("refine.background")]
+    assert not [key for key in reference.for_ir_labels().values if key.startswith("refine.")]
+    assert not [key for key in reference.for_pseudo_masks().values if key.startswith("refine.background")]
     assert reference.pixel_label_settings() == []
     moved = make_pipeline(tmp_path, [*walk, "irn_thresholds=best_cam_threshold"])
     # IRN's 0.30 / 0.05 / 0.25 sit at +0.15 / -0.10 / +0.10 from its best threshold 0.15.
-    assert {"refine.foreground_threshold=0.57", "refine.background_threshold=0.32"} <= set(
-        moved.for_ir_labels()
-    )
-    assert "refine.background=0.52" in moved.for_pseudo_masks()
+    ir_values = moved.for_ir_labels().values
+    assert ir_values["refine.foreground_threshold"] == 0.57
+    assert ir_values["refine.background_threshold"] == 0.32
+    assert moved.for_pseudo_masks().values["refine.background"] == 0.52
     by_name = {stage.name: stage for stage in STAGES}
     assert "cam_eval" in moved.needs(by_name["ir_labels"]) and "cam_eval" in moved.needs(
         by_name["pseudo_masks"]

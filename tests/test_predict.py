@@ -3,10 +3,13 @@ segmentation stage's evaluation on the val split."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,14 @@ from PIL import Image
 
 from rca_lightning.data import SyntheticVOCGenerator
 from rca_lightning.inference.palette_png import read_mask_png
-from rca_lightning.inference.prediction import RECORDS_FILE, list_inputs, output_stems
+from rca_lightning.inference.prediction import (
+    RECORDS_FILE,
+    check_max_pixels,
+    check_output_folder,
+    list_inputs,
+    output_stems,
+    pixel_batches,
+)
 from rca_lightning.inference.segmenter import Segmenter
 from rca_lightning.utils.errors import InvalidSetting, MissingInput
 from tests.references import reference_confusion, reference_miou, reference_multiscale_cams
@@ -217,3 +227,126 @@ def test_inputs_are_a_file_a_folder_or_a_glob_and_names_must_not_collide(tmp_pat
         list_inputs(str(tmp_path / "nowhere"))
     with pytest.raises(MissingInput, match="no image file"):
         list_inputs(str(tmp_path / "*.gif"))
+
+
+# A classifier run segments from its CAMs with these settings (no evaluated threshold in an untrained run).
+CAMS_ARGS = ("source=cams", "cam_threshold=0.2", "tta_scales=[1.0]", "tta_flip=false", "device=cpu")
+MIB = 2**20
+
+
+@pytest.fixture(scope="module")
+def cams_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("predict_cams") / "train"
+    run_dir.mkdir()
+    make_training_run(run_dir, run_dir.parent / "cache")
+    return run_dir
+
+
+def write_photos(folder: Path) -> dict[str, str]:
+    """Two small inputs, a PNG and a JPEG; their sha256 by name."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)).save(folder / "b.jpg")
+    return hashes(folder)
+
+
+def hashes(folder: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+
+
+def run_predict_measured(*overrides: str, log_dir: Path) -> tuple[int, list[str], int]:
+    """``rca-predict`` as a subprocess: its exit status, its stderr lines and its peak resident memory in
+    bytes (``os.wait4``: that process's own, not another child's of this test session)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    command = [str(Path(sys.executable).with_name("rca-predict")), *overrides, f"hydra.run.dir={log_dir}"]
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        watchdog = threading.Timer(300, process.kill)
+        watchdog.start()
+        _, status, usage = os.wait4(process.pid, 0)
+        watchdog.cancel()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        stderr.seek(0)
+        lines = [line for line in stderr.read().decode().splitlines() if line.strip()]
+    return process.returncode, lines, usage.ru_maxrss * 1024  # ru_maxrss is in KiB on Linux
+
+
+@pytest.fixture(scope="module")
+def predicted_into_the_inputs_folder(cams_run, tmp_path_factory) -> tuple:
+    """``rca-predict output_dir=<the inputs folder>``: the folder, its hashes before, the outcome."""
+    photos = tmp_path_factory.mktemp("into_inputs") / "photos"
+    before = write_photos(photos)
+    outcome = run_predict_measured(
+        f"run_dir={cams_run}",
+        f"inputs={photos}",
+        f"output_dir={photos}",
+        *CAMS_ARGS,
+        log_dir=photos.parent / "log",
+    )
+    return photos, before, outcome
+
+
+def test_an_output_folder_holding_the_inputs_is_refused_and_no_input_changes(
+    predicted_into_the_inputs_folder,
+):
+    photos, before, (status, lines, _) = predicted_into_the_inputs_folder
+    assert status == 2, lines
+    assert lines == [
+        f"rca-predict: error: output_dir={photos}: writing a.png there would replace the input "
+        f"{photos / 'a.png'}; expected an output folder that holds none of the inputs"
+    ]
+    assert hashes(photos) == before  # the same files, unchanged: nothing written, not even settings.json
+
+
+def test_a_huge_image_is_refused_from_its_header_the_others_are_segmented(
+    cams_run, predicted_into_the_inputs_folder, tmp_path
+):
+    photos = tmp_path / "photos"
+    write_photos(photos)
+    huge = photos / "huge.png"
+    Image.new("1", (12000, 12000)).save(huge)  # 17 KB on disk, 412 MiB as RGB
+    out = tmp_path / "masks"
+    status, lines, peak = run_predict_measured(
+        f"run_dir={cams_run}", f"inputs={photos}", f"output_dir={out}", *CAMS_ARGS, log_dir=tmp_path / "log"
+    )
+    assert status == 2, lines
+    assert lines == [
+        f"rca-predict: error: 1 of 3 inputs could not be read (first: {huge}: 12000 x 12000 pixels "
+        "(144.0 megapixels), more than max_pixels=50000000; expected a smaller image (or a larger "
+        f"max_pixels)); the other masks are in {out}"
+    ]
+    assert read_mask_png(out / "a.png").shape == (40, 50) and read_mask_png(out / "b.png").shape == (30, 20)
+    assert not (out / "huge.png").exists()
+    _, _, baseline = predicted_into_the_inputs_folder[2]  # a process that loaded the same run, no image
+    assert peak < baseline + 300 * MIB, (peak / MIB, baseline / MIB)  # never decoded (412 MiB and more)
+
+
+def test_an_output_folder_inside_the_run_or_replacing_a_hard_linked_input_is_refused(tmp_path):
+    run_dir, photos = tmp_path / "run", tmp_path / "photos"
+    write_photos(photos)
+    inputs = sorted(photos.iterdir())
+    with pytest.raises(InvalidSetting, match=f"output_dir={run_dir / 'masks'} is inside run_dir={run_dir};"):
+        check_output_folder(run_dir / "masks", run_dir, inputs, ["a.png"])
+    elsewhere = tmp_path / "masks"
+    elsewhere.mkdir()
+    os.link(photos / "b.jpg", elsewhere / "b_overlay.jpg")  # the same file under the overlay's name
+    with pytest.raises(
+        InvalidSetting, match=f"writing b_overlay.jpg there would replace the input {inputs[1]}"
+    ):
+        check_output_folder(elsewhere, run_dir, inputs, ["a.png", "b.png", "b_overlay.jpg"])
+    check_output_folder(elsewhere, run_dir, inputs, ["a.png", "b.png"])  # no overlays: nothing replaced
+
+
+def test_images_are_batched_within_a_pixel_budget_a_large_one_alone():
+    counts = {0: 10, 1: 10, 2: 10, 3: 100, 4: 10, 5: 10}
+    assert pixel_batches(counts, batch_size=2, batch_pixels=50) == [[0, 1], [2], [3], [4, 5]]
+    assert pixel_batches(counts, batch_size=8, batch_pixels=50) == [[0, 1, 2], [3], [4, 5]]
+    assert pixel_batches({}, batch_size=8, batch_pixels=50) == []
+
+
+@pytest.mark.parametrize("value", [None, 0, -1, True, 1.5, "many"])
+def test_max_pixels_must_be_a_positive_integer(value):
+    with pytest.raises(InvalidSetting, match=f"max_pixels={value}: expected a positive number of pixels"):
+        check_max_pixels(value)

@@ -11,6 +11,7 @@ from rca_lightning.data import voc_palette
 from rca_lightning.inference.image_arrays import read_rgb_file
 from rca_lightning.inference.palette_png import mask_file_is_complete, read_mask_png
 from rca_lightning.pseudo.crf import DenseCRF
+from rca_lightning.pseudo.ir_labels import IRLabelRefiner
 from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskJob, mask_path, write_pseudo_masks
 from rca_lightning.pseudo.pseudo_masks import (
     background_and_class_scores,
@@ -20,7 +21,7 @@ from rca_lightning.pseudo.pseudo_masks import (
 )
 from rca_lightning.pseudo.refiners import CRFRefiner, SaliencyRefiner
 from rca_lightning.pseudo.seed_sources import SeedSource
-from rca_lightning.utils.errors import MissingInput
+from rca_lightning.utils.errors import InvalidSetting, MissingInput
 from tests.references import reference_saliency_mask
 from tests.stage_helpers import compose_config, make_dataset_with_cams
 
@@ -217,3 +218,45 @@ def test_rca_pseudo_with_saliency(dataset_with_cams, tmp_path):
     assert any((m == 255).any() for m in masks)
     # A second run finds everything done.
     assert pseudo(cfg)[0]["written"] == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda d: CRFRefiner(background_power=float("nan")),
+            "background_power: expected a finite number >= 0",
+        ),
+        (
+            lambda d: CRFRefiner(background_threshold=1.5),
+            "background_threshold: expected a finite number in [0, 1]",
+        ),
+        (lambda d: SaliencyRefiner(d, conflict=float("inf")), "conflict: expected a finite number in [0, 1]"),
+        (
+            lambda d: SaliencyRefiner(d, background=300),
+            "background: expected an integer in [0, 255], got 300",
+        ),
+        (
+            lambda d: SaliencyRefiner(d, min_foreground=-0.1),
+            "min_foreground: expected a finite number in [0, 1]",
+        ),
+        (
+            lambda d: IRLabelRefiner(label_confidence=2.0),
+            "label_confidence: expected a finite number in [0, 1]",
+        ),
+    ],
+)
+def test_refiner_settings_out_of_range_are_named(tmp_path, make, message):
+    with pytest.raises(InvalidSetting) as caught:
+        make(tmp_path)
+    assert str(caught.value).startswith(message)
+
+
+def test_a_negative_worker_count_is_named_before_any_mask_is_written(dataset_with_cams, tmp_path):
+    _, cams_dir = dataset_with_cams
+    cfg = compose_config(
+        "pseudo", tmp_path / "run", [f"cams_dir={cams_dir}", "num_workers=-2", "progress=false"]
+    )
+    with pytest.raises(InvalidSetting, match=r"^num_workers: expected an integer >= 0, got -2$"):
+        pseudo(cfg)
+    assert not list((tmp_path / "run").rglob("*.png"))

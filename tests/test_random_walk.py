@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from rca_lightning.pseudo.random_walk import random_walk, random_walk_mask, transition_matrix
+from rca_lightning.pseudo.refiners import RandomWalkRefiner
+from rca_lightning.utils.errors import InvalidSetting
 
 
 def reference_path(start: tuple[int, int], end: tuple[int, int]) -> set[tuple[int, int]]:
@@ -100,3 +102,21 @@ def test_label_map_is_the_upsampled_walk_against_the_background(maps):
     assert set(np.unique(mask).tolist()) == {0, 4, 8}
     empty = random_walk_mask(torch.zeros(0, 9, 11), torch.from_numpy(boundary), np.array([], int), size)
     assert (empty == 0).all() and empty.shape == size
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"exp_times": -1}, "exp_times: expected an integer in [0, 16], got -1"),
+        ({"exp_times": 40}, "exp_times: expected an integer in [0, 16], got 40"),
+        ({"radius": 0}, "radius: expected an integer in [1, 32], got 0"),
+        ({"radius": 1000}, "radius: expected an integer in [1, 32], got 1000"),
+        ({"beta": float("nan")}, "beta: expected a finite number > 0, got nan"),
+        ({"beta": 0.0}, "beta: expected a finite number > 0, got 0.0"),
+        ({"background": 1.5}, "background: expected a finite number in [0, 1], got 1.5"),
+    ],
+)
+def test_walk_settings_out_of_range_are_named_before_any_map_is_read(tmp_path, settings, message):
+    with pytest.raises(InvalidSetting) as caught:
+        RandomWalkRefiner(tmp_path / "no_maps_here", **settings)
+    assert str(caught.value) == message

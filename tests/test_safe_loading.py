@@ -1,5 +1,5 @@
 """Nothing executes from a file the user points at: checkpoints load as weights only, and run-folder
-configs build only classes of the allowed packages."""
+configs build only the classes the shipped configs build (tests/test_allow_list.py: the console scripts)."""
 
 import json
 import os
@@ -160,7 +160,7 @@ def write_training_run(train_dir: Path, model_cfg: dict, marker: Path) -> Path:
         ({"_target_": "os.system", "_args_": ["touch {marker}"]}, "model", "os.system"),
         (
             {
-                "_target_": "rca_lightning.RCANet",
+                "_target_": "rca_lightning.models.RCANet",
                 "layers": [{}, {"_target_": "builtins.eval", "_args_": ["1"]}],
             },
             r"model\.layers\[1\]",
@@ -174,7 +174,14 @@ def write_training_run(train_dir: Path, model_cfg: dict, marker: Path) -> Path:
             "rca_lightning.cli.pipeline.os.system",
         ),
         ({"_target_": "torch.load", "f": "{marker}", "weights_only": False}, "model", "torch.load"),
-        ({"_target_": "${oc.env:HOME}"}, "model", r"\$\{oc\.env:HOME\}"),
+        # Checked as resolved: what instantiate would call.
+        ({"_target_": "${oc.env:RCA_UNSET_VARIABLE,os.system}"}, "model", "os.system"),
+        # An allowed class spelled another way: names are compared as the shipped configs write them.
+        (
+            {"_target_": "rca_lightning.models.rca_net.RCANet"},
+            "model",
+            r"rca_lightning\.models\.rca_net\.\w+",
+        ),
     ],
 )
 def test_run_folder_configs_naming_other_targets_are_refused_before_anything_runs(
@@ -203,7 +210,7 @@ def test_configs_of_allowed_classes_pass(tmp_path):
         "train", tmp_path, [*TINY_STAGE_DATA, "trainer=cpu", "callbacks=[default,step_checkpoint]"]
     )
     OmegaConf.save(cfg, tmp_path / "config.yaml")
-    assert load_run_config(tmp_path / "config.yaml") == OmegaConf.load(tmp_path / "config.yaml")
-    check_config_targets(
-        OmegaConf.create({"optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True}}), "x"
-    )
+    loaded = load_run_config(tmp_path / "config.yaml", "model")
+    assert OmegaConf.to_container(loaded) == OmegaConf.to_container(cfg.model, resolve=True)
+    assert loaded.net.num_classes == len(cfg.data.class_names)  # ${len:${data.class_names}}, resolved
+    check_config_targets({"optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True}}, "x")

@@ -195,7 +195,9 @@ def test_crf_hook_gets_the_image_and_probabilities_and_its_output_is_used() -> N
 def test_bad_settings_name_themselves() -> None:
     with pytest.raises(InvalidSetting, match=r"num_classes: expected net.num_classes \(3\), got 4"):
         SegLitModule(ToyNet(), sgd, num_classes=4)
-    with pytest.raises(InvalidSetting, match=r"tta_scales: expected one or more positive factors, got \[\]"):
+    with pytest.raises(
+        InvalidSetting, match=r"tta_scales: expected 1 to 16 finite numbers in \(0, 4\], got \[\]"
+    ):
         make_module(tta_scales=[])
     with pytest.raises(InvalidSetting, match=r"class_names: expected num_classes \(3\) names, got 1"):
         make_module(class_names=["a"])

@@ -10,6 +10,8 @@ from omegaconf import open_dict
 
 from rca_lightning.cli.seg import segment
 from rca_lightning.data import SyntheticVOCGenerator
+from rca_lightning.utils.errors import InvalidSetting
+from rca_lightning.utils.run_fingerprint import FINGERPRINT_FILE
 from tests.stage_helpers import compose_config
 
 CLASSES = ["disc", "square", "triangle"]
@@ -41,7 +43,13 @@ class StepRecorder(Callback):
         Path(self.record_file).write_text(json.dumps(self.steps))
 
 
-def run(root: Path, folder: Path, kill_after_step: int | None = None, ckpt_path: Path | None = None) -> list:
+def run(
+    root: Path,
+    folder: Path,
+    kill_after_step: int | None = None,
+    ckpt_path: Path | None = None,
+    *overrides: str,
+) -> list:
     cfg = compose_config(
         "seg_train",
         folder,
@@ -64,6 +72,7 @@ def run(root: Path, folder: Path, kill_after_step: int | None = None, ckpt_path:
             f"+callbacks.recorder._target_={__name__}.StepRecorder",
             f"+callbacks.recorder.record_file={folder / 'steps.json'}",
             f"+callbacks.recorder.kill_after_step={kill_after_step}",
+            *overrides,
         ],
     )
     with open_dict(cfg):
@@ -94,3 +103,11 @@ def test_a_killed_segmentation_run_resumes_exactly(tmp_path):
         assert loss == pytest.approx(by_step[step][0], rel=1e-6, abs=1e-7), step
         assert lrs == pytest.approx(by_step[step][1], rel=1e-9), step
     assert straight[-1][2][0] < straight[0][2][0]  # the poly schedule did decay
+    # Resumed in its own folder with a longer schedule: refused before a step, the record kept.
+    killed_dir = tmp_path / "killed"
+    recorded = (killed_dir / FINGERPRINT_FILE).read_bytes()
+    checkpoint = killed_dir / "checkpoints" / "last-step.ckpt"
+    with pytest.raises(InvalidSetting, match=r"^trainer\.max_epochs: .* records 2 where this run has 3;"):
+        run(root, killed_dir, KILLED_AT_STEP, checkpoint, "trainer.max_epochs=3")
+    assert (killed_dir / FINGERPRINT_FILE).read_bytes() == recorded
+    assert json.loads((killed_dir / "steps.json").read_text()) == killed  # no step taken

@@ -96,6 +96,11 @@ def check(tmp_path):
         ("count=${rate}", "count: expected an integer (default 3), got 0.5"),
         ("model.depth=x", "model.depth: expected an integer (default 2), got 'x'"),
         ("model.block.channels=[8]", "model.block.channels: expected an integer (default 8), got [8]"),
+        ("rate=nan", "rate: expected finite numbers (no nan or inf), got nan"),
+        ("rate=-inf", "rate: expected finite numbers (no nan or inf), got -inf"),
+        ("sizes=[1,inf]", "sizes: expected finite numbers (no nan or inf), got [1, inf]"),
+        ("options={a: nan}", "options: expected finite numbers (no nan or inf), got {'a': nan}"),
+        ("anything=nan", "anything: expected finite numbers (no nan or inf), got nan"),
     ],
 )
 def test_a_value_of_another_type_than_the_default_is_refused_in_one_line_naming_the_key(

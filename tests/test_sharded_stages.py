@@ -4,6 +4,7 @@ those of one process (masks byte for byte, summaries and scores)."""
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -51,6 +52,60 @@ def run_stage(module: str, overrides: list[str], processes: int) -> None:
         [*launcher, *overrides], capture_output=True, text=True, env=environment, timeout=600
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def launch(
+    module: str, arguments: list[str], processes: int = 2
+) -> tuple[subprocess.CompletedProcess, float]:
+    """``module`` under torchrun in ``processes``; returns the finished launch and its seconds."""
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+    ]
+    environment = {**pipeline_environment(), "OMP_NUM_THREADS": "1"}
+    start = time.monotonic()
+    result = subprocess.run(
+        [*torchrun, "-m", module, *arguments], capture_output=True, text=True, env=environment, timeout=600
+    )
+    return result, time.monotonic() - start
+
+
+def rank_tracebacks(output: str) -> list[str]:
+    """Traceback lines from the ranks' code (torchrun's own report of a failed launch is one of its own)."""
+    return [
+        line for line in output.splitlines() if line.strip().startswith("File ") and "rca_lightning" in line
+    ]
+
+
+@pytest.mark.slow
+def test_a_check_failing_on_one_rank_stops_every_rank_in_the_same_line(tmp_path):
+    # Rank 0 finds its CAM folder, rank 1 (as on another machine) does not.
+    make_dataset_with_cams(tmp_path / "voc", tmp_path / "cams0", num_images=2)
+    run_dir = tmp_path / "run"
+    cams_dir = f"cams_dir={tmp_path}/cams${{oc.env:RANK}}"
+    result, _ = launch("rca_lightning.cli.pseudo", [cams_dir, "progress=false", f"hydra.run.dir={run_dir}"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("rca-pseudo: error:")]
+    assert len(errors) == 2 and errors[0] == errors[1], result.stderr[-3000:]
+    assert (
+        errors[0].startswith(f"rca-pseudo: error: cams_dir={tmp_path}/cams1") and "(rank 1 of 2)" in errors[0]
+    )
+    assert "exitcode  : 2" in result.stderr and result.returncode != 0
+    assert "gloo" not in result.stderr.lower() and rank_tracebacks(result.stderr) == []
+    assert not (run_dir / "pseudo_masks" / "settings.json").exists()  # nothing claimed, nothing written
+
+
+@pytest.mark.slow
+def test_a_rank_that_never_arrives_is_named_after_the_barrier_timeout(tmp_path):
+    result, seconds = launch("tests.rank_stuck_probe", ["3"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("rank-probe: error:")]
+    assert errors == [
+        "rank-probe: error: rank-probe: ranks [1] of 2 did not reach the barrier within barrier_timeout_s=3"
+    ], result.stderr[-3000:]
+    assert "exitcode  : 2" in result.stderr and rank_tracebacks(result.stderr) == []
+    assert seconds < 100  # the stuck rank sleeps 120 s: the launch ended at the timeout
 
 
 def without_timings(summary: dict) -> dict:

@@ -51,9 +51,11 @@ def test_average_over_views_is_the_mean_of_the_views_logits():
         torch.testing.assert_close(average_over_views(conv, images, (1.0,), False), conv(images))
 
 
-@pytest.mark.parametrize("scales", [[], [0.0], [1.0, -0.5]])
+@pytest.mark.parametrize(
+    "scales", [[], [0.0], [1.0, -0.5], [float("nan")], [1.0, float("inf")], [100.0], [1.0] * 17, None]
+)
 def test_check_views_names_the_setting(scales):
-    with pytest.raises(InvalidSetting, match=r"^scales: expected one or more positive factors"):
+    with pytest.raises(InvalidSetting, match=r"^scales: expected 1 to 16 finite numbers in \(0, 4\], got"):
         check_views(scales, True, setting="scales")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import hydra
@@ -25,10 +26,13 @@ from rca_lightning.pseudo.boundary_maps import BoundaryMapWriter, boundary_map_p
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.checkpoint_selection import check_checkpoint_file
 from rca_lightning.utils.errors import InvalidSetting
+from rca_lightning.utils.folder_lock import owned_folder
 from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.ranks import stage_ranks
 from rca_lightning.utils.resolvers import register_resolvers
+from rca_lightning.utils.run_fingerprint import claim_run_settings
+from rca_lightning.utils.safe_loading import trusted_target_names
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -37,21 +41,30 @@ register_resolvers()
 def boundary(cfg: DictConfig) -> tuple[dict, dict]:
     """Fit the boundary network (``cfg.train``; resuming from ``ckpt_path``) on the relation labels of
     ``ir_labels_dir``, then write the maps of ``split`` that are not written yet into ``boundary_dir``.
-    With ``classifier_dir`` the frozen backbone is that classifier's (:func:`classifier_backbone`)."""
+    With ``classifier_dir`` the frozen backbone is that classifier's (:func:`classifier_backbone`).
+    ``boundary_dir`` is this process's while it runs (one owner per folder)."""
+    with owned_folder(cfg.boundary_dir, "boundary_dir"):
+        return _boundary(cfg)
+
+
+def _boundary(cfg: DictConfig) -> tuple[dict, dict]:
     if not cfg.train and not cfg.get("ckpt_path"):
         raise InvalidSetting(
             "ckpt_path: train=false writes maps of a trained network; expected ckpt_path=FILE"
         )
     check_checkpoint_file(cfg.get("ckpt_path"), "rca-boundary")
+    trusted_targets = trusted_target_names(cfg.trusted_targets)  # checked now, used with classifier_dir
     if cfg.train:
         check_mask_folder(Path(cfg.ir_labels_dir), "ir_labels_dir", "rca-pseudo refine=ir_labels")
+    # What the network is made with: recorded at the first start, a resume with other settings refused.
+    claim_run_settings(cfg.paths.output_dir, cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    backbone = classifier_backbone(cfg.classifier_dir) if cfg.get("classifier_dir") else None
+    backbone = classifier_backbone(cfg.classifier_dir, trusted_targets) if cfg.get("classifier_dir") else None
     if backbone is not None:
         with open_dict(cfg):
             cfg.boundary_model.net.backbone.merge_with(backbone)
     datamodule = instantiate(cfg.data)
-    with stage_ranks() as ranks:  # under torchrun / srun: COCO's masks rendered by every process
+    with stage_ranks("rca-boundary", cfg.barrier_timeout_s) as ranks:  # COCO's masks, by every process
         datamodule.prepare_over_ranks(ranks)
     model = instantiate(cfg.boundary_model)
     boundary_dir = Path(cfg.boundary_dir)
@@ -107,10 +120,11 @@ def boundary(cfg: DictConfig) -> tuple[dict, dict]:
     return summary, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
 
 
-def classifier_backbone(classifier_dir: str) -> dict:
+def classifier_backbone(classifier_dir: str, trusted_targets: Iterable[str] = ()) -> dict:
     """The backbone settings that rebuild the classifier of an rca-train run folder with its selected
-    checkpoint's weights (the run's ``model.net.backbone`` architecture, no other pretrained weights)."""
-    run = resolve_training_run(classifier_dir, None, None)
+    checkpoint's weights (the run's ``model.net.backbone`` architecture, no other pretrained weights); the
+    run's config may build only the shipped configs' classes and ``trusted_targets``."""
+    run = resolve_training_run(classifier_dir, None, None, trusted_targets)
     trained = run.model_cfg.net.backbone
     return {
         "name": trained.name,

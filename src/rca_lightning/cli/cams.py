@@ -24,6 +24,7 @@ from rca_lightning.pseudo.cam_inference import CAMDataModule, CAMPredictor
 from rca_lightning.pseudo.cam_prediction_writer import CAMWriter
 from rca_lightning.pseudo.seed_sources import SeedSource, check_seed_kind
 from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.folder_lock import owned_folder
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.resolvers import register_resolvers
 
@@ -35,8 +36,14 @@ def cams(cfg: DictConfig) -> tuple[dict, dict]:
     """Write the CAM files of ``cfg.split``; returns the run's figures and the built objects.
 
     Settings, files and seeds are checked before the model is built: a user error stops it at once.
+    ``cams_dir`` is this process's while it runs (one owner per folder).
     """
-    run = resolve_training_run(cfg.get("train_dir"), cfg.get("ckpt_path"), cfg.model)
+    with owned_folder(cfg.cams_dir, "cams_dir"):
+        return _cams(cfg)
+
+
+def _cams(cfg: DictConfig) -> tuple[dict, dict]:
+    run = resolve_training_run(cfg.get("train_dir"), cfg.get("ckpt_path"), cfg.model, cfg.trusted_targets)
     cams_dir = Path(cfg.cams_dir)
     attention_dir = Path(cfg.attention_dir) if cfg.get("attention_dir") else None
     # Checks cam_dtype, seeds and attention_dir.
@@ -65,7 +72,7 @@ def cams(cfg: DictConfig) -> tuple[dict, dict]:
         "seeds": cfg.seeds,
         "attention_dir": str(attention_dir.resolve()) if attention_dir else None,
         # The rca-pseudo settings the method's maps are meant for (rca-pipeline applies them).
-        "pseudo_mask_overrides": list(model.pseudo_mask_overrides),
+        "pseudo_mask_settings": dict(model.pseudo_mask_settings),
     }
     predictor = CAMPredictor(model, scales=cfg.scales, flip=cfg.flip)
     datamodule = CAMDataModule(source, cfg.split, cams_dir, num_workers=cfg.get("num_workers"))

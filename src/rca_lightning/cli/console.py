@@ -5,6 +5,13 @@ every exception on (``HYDRA_FULL_ERROR``) and decide here: a :class:`~rca_lightn
 anywhere in the exception's cause chain, or a settings error found while composing the configuration, is
 printed as ``<script>: error: <message>`` and the script exits 2; anything else is a bug, printed with its
 traceback (exit 1). ``HYDRA_FULL_ERROR=1`` set by the user shows every traceback, as Hydra does.
+
+The cause chain is made of explicit causes only (``raise ... from error``: what Hydra's ``instantiate`` does
+with a constructor's error, what the project does wherever it turns an error into a user error). An
+exception raised while a user error was being handled, without ``from``, is a new failure: a bug, not that
+user error. One hand-over has no ``from``: Hydra turns a callback's exception into a warning, which
+:class:`~rca_lightning.utils.settings_check.SettingsCheck` makes an error; it is followed to the exception
+Hydra was handling.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from rca_lightning.utils.errors import UserError
 FULL_ERROR_VARIABLE = "HYDRA_FULL_ERROR"
 USER_ERROR_STATUS = 2
 HYDRA_JOB_ERROR_LINE = "Error executing job with overrides"
+# The warning Hydra 1.3 gives instead of a callback's exception (hydra/_internal/callbacks.py).
+HYDRA_CALLBACK_WARNING = re.compile(r"Callback \w+\.\w+ raised ")
 # Settings errors Hydra or OmegaConf raise while composing or resolving the configuration.
 SETTINGS_ERRORS = (
     CompactHydraException,
@@ -41,19 +50,24 @@ SETTINGS_ERRORS = (
 
 
 def _cause_chain(error: BaseException) -> list[BaseException]:
-    """``error`` and every exception in its ``__cause__`` / ``__context__`` chain, outermost first."""
+    """``error`` and the exceptions it was raised from (``__cause__``), outermost first; a Hydra callback's
+    warning raised as an error leads to the callback's exception (module docstring)."""
     chain: list[BaseException] = []
     current: BaseException | None = error
     while current is not None and all(current is not seen for seen in chain):
         chain.append(current)
-        current = current.__cause__ or current.__context__
+        current = current.__cause__ or (current.__context__ if _is_callback_warning(current) else None)
     return chain
 
 
+def _is_callback_warning(error: BaseException) -> bool:
+    return isinstance(error, UserWarning) and HYDRA_CALLBACK_WARNING.match(str(error)) is not None
+
+
 def user_error_in(error: BaseException) -> BaseException | None:
-    """The user error behind ``error``: the first :class:`UserError` of its cause chain, else a
-    settings error of Hydra / OmegaConf in the chain (Hydra wraps a constructor's UserError in its own
-    InstantiationException, which is itself a Hydra error: the UserError says what was wrong)."""
+    """The user error behind ``error``: the first :class:`UserError` of its cause chain (explicit causes
+    only), else a settings error of Hydra / OmegaConf in the chain (Hydra wraps a constructor's UserError in
+    its own InstantiationException, which is itself a Hydra error: the UserError says what was wrong)."""
     chain = _cause_chain(error)
     return next((e for e in chain if isinstance(e, UserError)), None) or next(
         (e for e in chain if isinstance(e, SETTINGS_ERRORS)), None

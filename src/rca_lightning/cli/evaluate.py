@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rca_lightning.cli.console import run_console_script
@@ -25,9 +27,12 @@ from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.ranks import Ranks, stage_ranks
 from rca_lightning.utils.resolvers import register_resolvers
+from rca_lightning.utils.setting_ranges import is_in_range, number_in_range
 
 log = logging.getLogger(__name__)
 register_resolvers()
+# The most background thresholds one sweep scores (one confusion matrix each): a step of 0.001 over [0, 1].
+MAX_THRESHOLDS = 1001
 
 
 def _split_dataset(cfg: DictConfig, folder: Path, stage: str, setting: str):
@@ -36,30 +41,51 @@ def _split_dataset(cfg: DictConfig, folder: Path, stage: str, setting: str):
     return source.make_dataset(settings["split"], train=False), settings
 
 
+def threshold_sweep(thresholds: Any) -> torch.Tensor:
+    """The (T,) background thresholds of ``thresholds=[start, stop, step]`` (stop included); InvalidSetting
+    unless ``0 <= start <= stop <= 1``, ``step > 0`` and they make at most ``MAX_THRESHOLDS``."""
+    values = list(thresholds) if OmegaConf.is_list(thresholds) else []
+    if (
+        len(values) != 3
+        or not all(is_in_range(value, 0.0, 1.0) for value in values)
+        or not values[0] <= values[1]
+        or not values[2] > 0
+        or (values[1] - values[0]) / values[2] >= MAX_THRESHOLDS
+    ):
+        raise InvalidSetting(
+            "thresholds: expected [start, stop, step], numbers in [0, 1] with start <= stop, step > 0 and "
+            f"at most {MAX_THRESHOLDS} thresholds, got {thresholds}"
+        )
+    start, stop, step = values
+    return sweep_thresholds(start, stop, step)
+
+
 def evaluate(cfg: DictConfig) -> tuple[dict, dict]:
     """Score what ``cfg`` names; returns flat metrics (``cams/miou``, ``pseudo/miou``, ...) and the report.
     Under torchrun or srun each process scores its share of the images, the pixel counts are summed and the
     first process writes ``eval.json``."""
-    with stage_ranks() as ranks:
+    with stage_ranks("rca-eval", cfg.barrier_timeout_s) as ranks:
         return _evaluate(cfg, ranks)
 
 
 def _evaluate(cfg: DictConfig, ranks: Ranks) -> tuple[dict, dict]:
-    score_seeds = bool(cfg.get("cams_dir")) or cfg.seeds != "cams"
-    if not score_seeds and not cfg.get("masks_dir"):
-        raise InvalidSetting(
-            "cams_dir / masks_dir: expected cams_dir=<rca-cams output> (or seeds=attention "
-            "attention_dir=<accumulation>) and/or masks_dir=<rca-pseudo output>, got neither"
-        )
-    thresholds = list(cfg.thresholds) if OmegaConf.is_list(cfg.thresholds) else None
-    if score_seeds and (thresholds is None or len(thresholds) != 3):
-        raise InvalidSetting(f"thresholds: expected [start, stop, step], got {cfg.thresholds}")
+    # Every folder is checked before any scoring; a check that fails on any rank stops every rank with its
+    # line, before anyone waits for the others.
+    with ranks.agree_outcome():
+        score_seeds = bool(cfg.get("cams_dir")) or cfg.seeds != "cams"
+        if not score_seeds and not cfg.get("masks_dir"):
+            raise InvalidSetting(
+                "cams_dir / masks_dir: expected cams_dir=<rca-cams output> (or seeds=attention "
+                "attention_dir=<accumulation>) and/or masks_dir=<rca-pseudo output>, got neither"
+            )
+        sweep = threshold_sweep(cfg.thresholds) if score_seeds else None
+        number_in_range("num_workers", cfg.num_workers, 0, integer=True)
+        seeds = seeds_and_dataset(cfg) if score_seeds else None
+        masks_dir = Path(cfg.masks_dir) if cfg.get("masks_dir") else None
+        masks = _split_dataset(cfg, masks_dir, "rca-pseudo", "masks_dir") if masks_dir else None
     report: dict = {}
-    if cfg.get("masks_dir"):  # the folder is checked before any scoring
-        read_settings(cfg.masks_dir, "rca-pseudo", "masks_dir")
-    if score_seeds:
-        sweep = sweep_thresholds(*thresholds)
-        seed_source, _, split, dataset = seeds_and_dataset(cfg)
+    if seeds is not None:
+        seed_source, _, split, dataset = seeds
         report["cams"] = {
             **seed_settings(seed_source),
             "split": split,
@@ -75,8 +101,8 @@ def _evaluate(cfg: DictConfig, ranks: Ranks) -> tuple[dict, dict]:
                 ranks=ranks,
             ),
         }
-    if cfg.get("masks_dir"):
-        dataset, settings = _split_dataset(cfg, Path(cfg.masks_dir), "rca-pseudo", "masks_dir")
+    if masks is not None:
+        dataset, settings = masks
         report["pseudo_masks"] = {
             "masks_dir": str(cfg.masks_dir),
             "split": settings["split"],

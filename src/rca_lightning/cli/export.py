@@ -10,10 +10,11 @@ import numpy as np
 from omegaconf import DictConfig
 
 from rca_lightning.cli.console import run_console_script
-from rca_lightning.inference.export import export_network, max_abs_difference, write_export_record
+from rca_lightning.inference.export import exported_bytes, max_abs_difference, write_export_record
 from rca_lightning.inference.image_arrays import read_rgb_file
 from rca_lightning.inference.prediction import list_inputs
 from rca_lightning.inference.trained_runs import load_trained_run
+from rca_lightning.utils.atomic import write_bytes_atomically
 from rca_lightning.utils.errors import InvalidData, InvalidSetting
 from rca_lightning.utils.quiet import silence_known_noise
 
@@ -33,18 +34,25 @@ def sample_image(sample: str | None, dataset_root: str | None) -> tuple[np.ndarr
 
 
 def export(cfg: DictConfig) -> dict:
-    """Export the segmentation network of ``cfg.run_dir`` and check the file; returns the record.
+    """Export the segmentation network of ``cfg.run_dir``, check the exported network and only then write
+    its file (atomically) and record; returns the record.
 
     Raises:
-        InvalidData: the exported file's logits differ from PyTorch's by more than ``cfg.tolerance``.
+        InvalidData: the exported network's logits differ from PyTorch's by more than ``cfg.tolerance``;
+            nothing is written.
     """
     if cfg.tolerance <= 0:
         raise InvalidSetting(f"tolerance={cfg.tolerance}: expected a positive number")
-    run = load_trained_run(cfg.run_dir, source="seg")
+    run = load_trained_run(cfg.run_dir, source="seg", trusted_targets=cfg.trusted_targets)
     pixels, origin = sample_image(cfg.sample, run.dataset_root)
     output = Path(cfg.output)
-    export_network(run.model.net, output, cfg.format, cfg.opset)
-    difference = max_abs_difference(run.model.net, output, cfg.format, pixels, run.image_mean, run.image_std)
+    content = exported_bytes(run.model.net, cfg.format, cfg.opset)
+    difference = max_abs_difference(run.model.net, content, cfg.format, pixels, run.image_mean, run.image_std)
+    if difference > cfg.tolerance:
+        raise InvalidData(
+            f"{output}: the exported network's logits differ from PyTorch's by {difference:.3g} on {origin}; "
+            f"expected at most tolerance={cfg.tolerance} (nothing written)"
+        )
     record = {
         "format": cfg.format,
         "run_folder": str(run.folder),
@@ -56,13 +64,9 @@ def export(cfg: DictConfig) -> dict:
         "checked_size": list(pixels.shape[:2]),
         "max_abs_difference": difference,
     }
+    write_bytes_atomically(output, content)
     write_export_record(output, record)
     print(f"{output}: max abs difference to PyTorch's logits {difference:.3g} on {origin}")
-    if difference > cfg.tolerance:
-        raise InvalidData(
-            f"{output}: logits differ from PyTorch's by {difference:.3g} on {origin}; expected at most "
-            f"tolerance={cfg.tolerance}"
-        )
     return record
 
 

@@ -3,8 +3,10 @@
 classifier (``rca-train``) -> cams (``rca-cams``) -> cam_eval (``rca-eval``) -> [with ``refine=random_walk``:
 ir_labels (``rca-pseudo refine=ir_labels``) -> ir_label_eval (``rca-eval``) -> boundary (``rca-boundary``)] ->
 pseudo_masks (``rca-pseudo``) -> pseudo_mask_eval (``rca-eval``) -> segmentation (``rca-seg``) -> report.
-:data:`STAGES` is the table: each stage's config, done-file, runner, the stages it reads and the overrides
-the pipeline gives it (:class:`~rca_lightning.cli.stage_overrides.StageOverrides`);
+:data:`STAGES` is the table: each stage's config, done-file, runner, the stages it reads and what the
+pipeline gives it (:class:`~rca_lightning.cli.stage_overrides.StageOverrides`): config-group choices and the
+command line's overrides to compose with, then paths and earlier stages' recorded values set on the composed
+config as typed values (:mod:`rca_lightning.pipeline_handoffs`), never as override strings;
 ``stages.<name>.enabled=false`` leaves a stage out (and the report with it). Each stage runs in this process
 from its own composed config, writes into ``<run>/<stage>/`` exactly what its console script would write
 there, and is skipped when its done-file exists; an unfinished stage resumes (the classifier and the
@@ -17,6 +19,8 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -43,15 +47,19 @@ from rca_lightning.cli.stage_overrides import (
     IRN_THRESHOLD_CHOICES,
     PIPELINE_SEEDS,
     StageOverrides,
+    override_key,
 )
 from rca_lightning.cli.stage_settings import swept_value
 from rca_lightning.cli.train import train
+from rca_lightning.pipeline_handoffs import literal, set_config_values
 from rca_lightning.report.pipeline_report import build_report, format_report
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.errors import InvalidSetting, MissingInput
+from rca_lightning.utils.folder_lock import owned_folder
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.ranks import Ranks, stage_ranks
 from rca_lightning.utils.resolvers import register_resolvers
+from rca_lightning.utils.run_fingerprint import claim_run_settings
 from rca_lightning.utils.settings_check import check_overrides
 
 log = logging.getLogger(__name__)
@@ -115,7 +123,7 @@ class Pipeline(StageOverrides):
         for stage in self.to_run():
             cfg = self.stage_config(stage)
             own = self.user_overrides(stage)  # their values against the types of the stage's settings
-            overrides = stage.overrides(self) + own
+            overrides = [*stage.arguments(self).overrides, *own]
             check_overrides(stage.config_name, overrides, own, source=f"stages.{stage.name}")
             if stage.name == "classifier" and self.cfg.seeds in ("attention", "max"):
                 targets = [str(c.get("_target_", "")) for c in (cfg.get("callbacks") or {}).values() if c]
@@ -125,27 +133,43 @@ class Pipeline(StageOverrides):
                         "expected callbacks=[default,attention_accumulation] (or seeds=auto / cams)"
                     )
 
+    def composition(self, stage: Stage) -> tuple[list[str], dict[str, object]]:
+        """The overrides ``stage``'s config is composed with (the pipeline's, then the user's
+        ``stages.<name>.overrides``) and the values then set on it: the pipeline's, less those of a key the
+        overrides set themselves (or set a key under), so the user's win."""
+        arguments = stage.arguments(self)
+        overrides = [*arguments.overrides, *self.user_overrides(stage)]
+        keys = [override_key(override) for override in overrides]
+        values = {
+            key: value
+            for key, value in arguments.values.items()
+            if not any(given == key or given.startswith(f"{key}.") for given in keys)
+        }
+        return overrides, values
+
     def stage_config(self, stage: Stage) -> DictConfig:
-        """``stage``'s composed config (its outputs in its folder of the run); InvalidSetting naming
-        ``stages.<name>`` when it does not compose."""
-        overrides = [*stage.overrides(self), *self.user_overrides(stage)]
+        """``stage``'s composed config (its outputs in its folder of the run), with the pipeline's values set
+        literally; InvalidSetting naming ``stages.<name>`` when it does not compose."""
+        overrides, values = self.composition(stage)
         try:
             cfg = compose(stage.config_name, overrides=overrides)
         except (HydraException, OmegaConfBaseException) as error:
             raise InvalidSetting(f"stages.{stage.name}: {one_line(error)}") from error
         with open_dict(cfg):
-            cfg.paths.output_dir = str(self.folder(stage.name))
+            cfg.paths.output_dir = literal(str(self.folder(stage.name)))
+        set_config_values(cfg, values)
         return cfg
 
     def compose_stage(self, stage: Stage) -> DictConfig:
         """:meth:`stage_config`, also saved where the console script would leave it (``.hydra/``), so the
-        folder stands alone (rca-cams reads it)."""
+        folder stands alone (rca-cams reads it): ``config.yaml`` holds every value, ``overrides.yaml`` the
+        overrides it was composed with."""
         cfg = self.stage_config(stage)
         if self.ranks.is_main:
             hydra_dir = self.folder(stage.name) / ".hydra"
             hydra_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(cfg, hydra_dir / "config.yaml")
-            overrides = [*stage.overrides(self), *self.user_overrides(stage)]
+            overrides, _ = self.composition(stage)
             OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
         self.ranks.barrier()  # the saved config is there for every process's stage
         return cfg
@@ -179,24 +203,31 @@ class Pipeline(StageOverrides):
 
         Launched by torchrun or srun, every process runs every stage (the trainers as DDP ranks, the CPU
         stages on their share of the images), they meet after each stage, and the first process writes
-        the run's own files and the report (the others return None)."""
-        self.check_settings()
+        the run's own files and the report (the others return None). The run folder is the launch's while
+        it runs (one owner per folder), and a resume with other settings than the run's first is refused."""
         if self.cfg.get("print_config"):
+            self.check_settings()
             self.print_configs()
             return None
-        with stage_ranks() as ranks:
+        with stage_ranks("rca-pipeline", self.cfg.barrier_timeout_s) as ranks, ExitStack() as held:
             if not ranks.agree(str(self.run_dir.resolve())):
                 raise InvalidSetting(
                     f"hydra.run.dir: the {ranks.world_size} processes of this launch got different run "
                     "folders; expected hydra.run.dir=<one folder> on the command line"
                 )
+            # A check that fails on any rank stops every rank with its line, before anyone waits.
+            with ranks.agree_outcome():
+                self.check_settings()  # first: refused settings leave no folder behind
+                held.enter_context(owned_folder(self.run_dir, "hydra.run.dir"))
+                claim_run_settings(self.run_dir, self.cfg)
             self.ranks, self.clock = ranks, StageClock(self.run_dir, writes=ranks.is_main)
             if ranks.is_main:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
             for stage in STAGES:
                 if self.enabled(stage):
                     self.run_stage(stage)
-                    ranks.barrier()  # the stage's files are there before any process reads them
+                    # The stage's files are there before any process reads them.
+                    replace(ranks, stage=f"rca-pipeline (stage {stage.name})").barrier()
             return self.write_report() if ranks.is_main else None
 
     def write_report(self) -> dict:
@@ -246,7 +277,7 @@ def run_pipeline(overrides: Sequence[str] = (), run_dir: str | os.PathLike = "pi
         check_overrides("pipeline", list(overrides), composed=cfg)  # what SettingsCheck does in a job
         choices = dict(cfg.hydra.runtime.choices)
         with open_dict(cfg):
-            cfg.paths.output_dir = str(run_dir)
+            cfg.paths.output_dir = literal(str(run_dir))
             del cfg["hydra"]
         return Pipeline(cfg, list(overrides), choices, Path(run_dir)).run()
 

@@ -1,9 +1,10 @@
-"""The pipeline's stage table: the row type (:class:`Stage`) and the shape of the ``stages:`` settings."""
+"""The pipeline's stage table: the row type (:class:`Stage`), what the pipeline gives a stage
+(:class:`StageArguments`) and the shape of the ``stages:`` settings."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, ListConfig
@@ -15,16 +16,32 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class StageArguments:
+    """What the pipeline gives one stage's config.
+
+    Attributes:
+        overrides: what the config is composed with: config-group choices and the user's own command-line
+            overrides (text the user wrote, never a value read from a file or a path).
+        values: dotted key -> plain value, set on the composed config (paths, the values earlier stages
+            recorded: :mod:`rca_lightning.pipeline_handoffs`); an override of the same key, or of a key under
+            it, from the user wins.
+    """
+
+    overrides: list[str] = field(default_factory=list)
+    values: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Stage:
     """One step of the pipeline: the config it is composed from, the file that marks it finished, what it
-    runs, the stages whose outputs it reads, and the overrides the pipeline gives its config."""
+    runs, the stages whose outputs it reads, and what the pipeline gives its config."""
 
     name: str
     config_name: str
     done_file: str
     run: Callable[[DictConfig], tuple[dict, object]]
     needs: tuple[str, ...] = ()
-    overrides: Callable[[Pipeline], list[str]] = lambda pipeline: []
+    arguments: Callable[[Pipeline], StageArguments] = lambda pipeline: StageArguments()
 
 
 def check_stage_entries(stages: object, names: Sequence[str]) -> None:

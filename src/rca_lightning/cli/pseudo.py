@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import hydra
@@ -25,9 +26,11 @@ from rca_lightning.cli.console import run_console_script
 from rca_lightning.cli.stage_settings import claim_output_folder, seed_settings, seeds_and_dataset
 from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskJob, write_pseudo_masks
 from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.folder_lock import owned_folder
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.ranks import Ranks, stage_ranks
 from rca_lightning.utils.resolvers import register_resolvers
+from rca_lightning.utils.setting_ranges import number_in_range
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -35,37 +38,47 @@ register_resolvers()
 
 def pseudo(cfg: DictConfig) -> tuple[dict, dict]:
     """Write the pseudo masks of the images of the seeds' split; returns the run's figures and objects.
-    Under torchrun or srun each process writes its share of the images and the first writes the summary."""
-    with stage_ranks() as ranks:
+    Under torchrun or srun each process writes its share of the images and the first writes the summary;
+    ``masks_dir`` is the launch's while it runs (one owner per folder)."""
+    with stage_ranks("rca-pseudo", cfg.barrier_timeout_s) as ranks, ExitStack() as held:
+        with ranks.agree_outcome():  # a folder held by another process stops every rank, in one line
+            held.enter_context(owned_folder(cfg.masks_dir, "masks_dir"))
         return _pseudo(cfg, ranks)
 
 
 def _pseudo(cfg: DictConfig, ranks: Ranks) -> tuple[dict, dict]:
-    refiner = instantiate(cfg.refine)
-    seed_source, record, split, dataset = seeds_and_dataset(cfg)
-    masks_dir = Path(cfg.masks_dir)
-    job = PseudoMaskJob(seed_source=seed_source, masks_dir=masks_dir, refiner=refiner)
-    settings = {
-        "stage": "rca-pseudo",
-        **seed_settings(seed_source),
-        "split": split,
-        "dataset": record,
-        "refine": OmegaConf.to_container(cfg.refine, resolve=True),
-    }
-    if ranks.is_main:
-        masks_dir.mkdir(parents=True, exist_ok=True)
-        claim_output_folder(masks_dir, settings)
-    ranks.barrier()  # the folder is claimed (or refused) before any rank writes into it
+    # A check that fails on any rank stops every rank with its line, before anyone waits at the barrier.
+    with ranks.agree_outcome():
+        # num_workers null: this process's share of the machine's CPUs.
+        workers = (
+            ranks.cpus()
+            if cfg.num_workers is None
+            else number_in_range("num_workers", cfg.num_workers, 0, integer=True)
+        )
+        refiner = instantiate(cfg.refine)
+        seed_source, record, split, dataset = seeds_and_dataset(cfg)
+        masks_dir = Path(cfg.masks_dir)
+        job = PseudoMaskJob(seed_source=seed_source, masks_dir=masks_dir, refiner=refiner)
+        settings = {
+            "stage": "rca-pseudo",
+            **seed_settings(seed_source),
+            "split": split,
+            "dataset": record,
+            "refine": OmegaConf.to_container(cfg.refine, resolve=True),
+        }
+    with ranks.agree_outcome():  # claimed once every rank's checks passed; past it, every rank writes there
+        if ranks.is_main:
+            masks_dir.mkdir(parents=True, exist_ok=True)
+            claim_output_folder(masks_dir, settings)
 
     items = [
         (image_id, str(dataset.image_path(image_id)), np.flatnonzero(labels))
         for image_id, labels in zip(dataset.image_ids, dataset.labels, strict=True)
     ]
     start = time.perf_counter()
-    # num_workers null: this process's share of the machine's CPUs.
-    workers = ranks.cpus() if cfg.num_workers is None else cfg.num_workers
-    share = write_pseudo_masks(ranks.shard(items), job, num_workers=workers, progress=cfg.progress)
-    ranks.barrier()  # every rank's masks are written
+    with ranks.agree_outcome():  # an unreadable file of any rank's share stops every rank, in one line
+        share = write_pseudo_masks(ranks.shard(items), job, num_workers=workers, progress=cfg.progress)
+    # Past the block, every rank's masks are written.
     seconds = time.perf_counter() - start
     counts = dict(zip(share, ranks.sum(share.values()), strict=True))
     metrics = {

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import json
+import math
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.errors import InvalidData
+from rca_lightning.utils.state_files import read_json_object
 
 STATE_FILE = "pipeline_state.json"
 
@@ -24,6 +26,25 @@ def last_modification(folder: Path) -> float:
     return latest
 
 
+def read_clock_state(path: Path) -> dict:
+    """The ``{"stages": {name: {"seconds": s, ["attempt_started": t]}}}`` of a run's ``pipeline_state.json``;
+    InvalidData naming the file when it is damaged or foreign."""
+    expected = 'the pipeline\'s stage times {"stages": {<stage>: {"seconds": <number>}}}'
+    state = read_json_object(path, expected)
+    stages = state.get("stages")
+    entries = list(stages.values()) if isinstance(stages, dict) else [None]
+    if not all(isinstance(entry, dict) and _is_time(entry.get("seconds")) for entry in entries) or not all(
+        _is_time(entry.get("attempt_started", 0.0)) for entry in entries
+    ):
+        shown = repr(stages) if len(repr(stages)) <= 80 else f"{repr(stages)[:77]}..."
+        raise InvalidData(f"{path}: expected {expected} with finite non-negative times, got {shown}")
+    return state
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < math.inf
+
+
 class StageClock:
     """The seconds each stage took, adding up every attempt, in ``<run>/pipeline_state.json``.
 
@@ -35,7 +56,7 @@ class StageClock:
     def __init__(self, run_dir: Path, writes: bool = True) -> None:
         self.writes = writes  # False in all but the first of several processes (they share the file)
         self.path = run_dir / STATE_FILE
-        self.state = json.loads(self.path.read_text()) if self.path.is_file() else {"stages": {}}
+        self.state = read_clock_state(self.path) if self.path.is_file() else {"stages": {}}
 
     @property
     def seconds(self) -> dict[str, float]:

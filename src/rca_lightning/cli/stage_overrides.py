@@ -1,13 +1,20 @@
-"""What each stage of ``rca-pipeline`` is given: the run's folders and the overrides its config is composed
-with (the stage's own command line, as it were), derived from the pipeline's config and command line."""
+"""What each stage of ``rca-pipeline`` is given (:class:`~rca_lightning.cli.pipeline_stages.StageArguments`):
+the run's folders, the config-group choices and command-line overrides its config is composed with (the
+stage's own command line, as it were), and the values set on the composed config: paths, and what earlier
+stages recorded, read through :mod:`rca_lightning.pipeline_handoffs`."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from rca_lightning.cli.pipeline_stages import StageArguments
+from rca_lightning.pipeline_handoffs import (
+    pseudo_mask_config_values,
+    read_best_cam_threshold,
+    read_cams_record,
+)
 from rca_lightning.pseudo.seed_sources import SEED_KINDS
 from rca_lightning.utils.errors import InvalidSetting
 
@@ -23,6 +30,7 @@ PIPELINE_KEYS = (
     "optimized_metric",
     "refine",
     "irn_thresholds",
+    "trusted_targets",
 )
 # Where rca-train's online attention accumulation leaves its maps (callbacks/attention_accumulation.yaml).
 ATTENTION_FOLDER = "attention"
@@ -37,16 +45,17 @@ IRN_THRESHOLD_CHOICES = ("reference", "best_cam_threshold")
 PIPELINE_SEEDS = ("auto", *SEED_KINDS)
 
 
-def _override_key(override: str) -> str:
+def override_key(override: str) -> str:
+    """The dotted key an override sets (``+refine.crf=null`` -> ``refine.crf``)."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
 def _is_pipeline_override(override: str) -> bool:
-    return _override_key(override).split(".", 1)[0] in PIPELINE_KEYS
+    return override_key(override).split(".", 1)[0] in PIPELINE_KEYS
 
 
 class StageOverrides:
-    """The folders of one run and the overrides of its stages (``for_<stage>``); :class:`Pipeline` runs them.
+    """The folders of one run and the arguments of its stages (``for_<stage>``); :class:`Pipeline` runs them.
 
     Args:
         cfg: the composed ``pipeline.yaml``.
@@ -62,13 +71,19 @@ class StageOverrides:
         # What the stages share with the classifier: the dataset and paths (every stage), the hardware and
         # the seed (the stages that have a trainer).
         self.data_overrides = [f"data={choices['data']}"] + [
-            o for o in command_line if _override_key(o).split(".", 1)[0] in ("data", "paths")
+            o for o in command_line if override_key(o).split(".", 1)[0] in ("data", "paths")
         ]
-        self.trainer_overrides = [f"trainer={choices['trainer']}", f"seed={cfg.seed}"]
+        self.trainer_overrides = [f"trainer={choices['trainer']}"]
+        self.seed = {"seed": cfg.seed}
         self.experiment = choices.get("experiment")
         # How the pseudo masks are refined (rca-pseudo's refine group) and the command line's refine.* values.
         self.refine = choices.get("refine", "crf")
-        self.refine_overrides = [o for o in command_line if _override_key(o).startswith("refine.")]
+        self.refine_overrides = [o for o in command_line if override_key(o).startswith("refine.")]
+
+    @property
+    def trusted_targets(self) -> dict[str, list[str]]:
+        """``trusted_targets``: the command line's, for the stages that read a run folder's config."""
+        return {"trusted_targets": list(self.cfg.trusted_targets)}
 
     def folder(self, stage: str) -> Path:
         return self.run_dir / stage
@@ -93,89 +108,83 @@ class StageOverrides:
     def boundary_dir(self) -> Path:
         return self.folder("boundary") / "boundary_maps"
 
-    def last_checkpoint(self, stage: str) -> list[str]:
-        """``ckpt_path=<last.ckpt>`` when ``stage`` left one (an unfinished run resumes from it), else []."""
+    def last_checkpoint(self, stage: str) -> dict[str, str]:
+        """``ckpt_path``: ``stage``'s ``last.ckpt`` when it left one (an unfinished run resumes from it)."""
         last = self.folder(stage) / "checkpoints" / "last.ckpt"
-        return [f"ckpt_path={last}"] if last.is_file() else []
+        return {"ckpt_path": str(last)} if last.is_file() else {}
 
-    # for_<stage>: the overrides the stage's config is composed with (its own command line, as it were),
-    # before the user's `stages.<name>.overrides`.
-    def for_classifier(self) -> list[str]:
-        resume = [] if self.cfg.get("ckpt_path") else self.last_checkpoint("classifier")
-        return [*self.classifier_overrides, *resume]
+    # for_<stage>: what the stage's config is composed with (its own command line, as it were) and the values
+    # set on it, before the user's `stages.<name>.overrides`.
+    def for_classifier(self) -> StageArguments:
+        resume = {} if self.cfg.get("ckpt_path") else self.last_checkpoint("classifier")
+        return StageArguments(list(self.classifier_overrides), resume)
 
-    def for_cams(self) -> list[str]:
+    def for_cams(self) -> StageArguments:
         """Before the classifier finished, the seeds are left at the default (its config says whether it
         will leave attention; :meth:`check_settings` checks that)."""
         experiment = [f"experiment={self.experiment}"] if self.experiment else []
         classifier_done = (self.classifier_dir / "metrics.json").is_file()
-        seeds = self.seed_overrides() if classifier_done else []
-        return [
-            *self.data_overrides,
-            *self.trainer_overrides,
-            *experiment,
-            f"train_dir={self.classifier_dir}",
-            f"cams_dir={self.cams_dir}",
-            *seeds,
-        ]
+        seeds = self.seed_values() if classifier_done else {}
+        return StageArguments(
+            [*self.data_overrides, *self.trainer_overrides, *experiment],
+            {
+                **self.seed,
+                **self.trusted_targets,
+                "train_dir": str(self.classifier_dir),
+                "cams_dir": str(self.cams_dir),
+                **seeds,
+            },
+        )
 
-    def for_cam_eval(self) -> list[str]:
-        return [*self.data_overrides, f"cams_dir={self.cams_dir}"]
+    def for_cam_eval(self) -> StageArguments:
+        return StageArguments(list(self.data_overrides), {"cams_dir": str(self.cams_dir)})
 
-    def for_ir_labels(self) -> list[str]:
-        return [
-            *self.data_overrides,
-            "refine=ir_labels",
-            *self.irn_threshold_overrides(("foreground_threshold", "background_threshold")),
-            f"cams_dir={self.cams_dir}",
-            f"masks_dir={self.ir_labels_dir}",
-        ]
+    def for_ir_labels(self) -> StageArguments:
+        thresholds = self.irn_threshold_values(("foreground_threshold", "background_threshold"))
+        return StageArguments(
+            [*self.data_overrides, "refine=ir_labels"],
+            {**thresholds, "cams_dir": str(self.cams_dir), "masks_dir": str(self.ir_labels_dir)},
+        )
 
-    def for_ir_label_eval(self) -> list[str]:
-        return [*self.data_overrides, f"masks_dir={self.ir_labels_dir}"]
+    def for_ir_label_eval(self) -> StageArguments:
+        return StageArguments(list(self.data_overrides), {"masks_dir": str(self.ir_labels_dir)})
 
-    def for_boundary(self) -> list[str]:
+    def for_boundary(self) -> StageArguments:
         """The frozen backbone is the classifier's (``stages.boundary.overrides=[classifier_dir=null]`` for
         boundary.yaml's own)."""
-        return [
-            *self.data_overrides,
-            *self.trainer_overrides,
-            f"classifier_dir={self.classifier_dir}",
-            f"ir_labels_dir={self.ir_labels_dir}",
-            f"boundary_dir={self.boundary_dir}",
-            *self.last_checkpoint("boundary"),
-        ]
+        folders = {
+            "classifier_dir": str(self.classifier_dir),
+            "ir_labels_dir": str(self.ir_labels_dir),
+            "boundary_dir": str(self.boundary_dir),
+        }
+        return StageArguments(
+            [*self.data_overrides, *self.trainer_overrides],
+            {**self.seed, **self.trusted_targets, **folders, **self.last_checkpoint("boundary")},
+        )
 
-    def for_pseudo_masks(self) -> list[str]:
+    def for_pseudo_masks(self) -> StageArguments:
         """The refiner: the method's recorded settings (for the CAM + CRF rules), or the boundary maps of
-        the random walk; then the command line's ``refine.*``."""
+        the random walk; the command line's ``refine.*`` win over them."""
         if self.refine == "random_walk":
-            refiner = [
-                "refine=random_walk",
-                f"refine.boundary_dir={self.boundary_dir}",
-                *self.irn_threshold_overrides(("background",)),
-            ]
+            refiner = {
+                "refine.boundary_dir": str(self.boundary_dir),
+                **self.irn_threshold_values(("background",)),
+            }
         else:
-            refiner = [f"refine={self.refine}", *self.method_pseudo_mask_overrides()]
-        return [
-            *self.data_overrides,
-            *refiner,
-            *self.refine_overrides,
-            f"cams_dir={self.cams_dir}",
-            f"masks_dir={self.masks_dir}",
-        ]
+            refiner = self.method_pseudo_mask_values()
+        return StageArguments(
+            [*self.data_overrides, f"refine={self.refine}", *self.refine_overrides],
+            {**refiner, "cams_dir": str(self.cams_dir), "masks_dir": str(self.masks_dir)},
+        )
 
-    def for_pseudo_mask_eval(self) -> list[str]:
-        return [*self.data_overrides, f"masks_dir={self.masks_dir}"]
+    def for_pseudo_mask_eval(self) -> StageArguments:
+        return StageArguments(list(self.data_overrides), {"masks_dir": str(self.masks_dir)})
 
-    def for_segmentation(self) -> list[str]:
-        return [
-            *self.data_overrides,
-            *self.trainer_overrides,
-            f"seg_experiment={self.seg_recipe}",
-            f"pseudo_masks_dir={self.masks_dir}",
-            *self.last_checkpoint("segmentation"),
-        ]
+    def for_segmentation(self) -> StageArguments:
+        return StageArguments(
+            [*self.data_overrides, *self.trainer_overrides, f"seg_experiment={self.seg_recipe}"],
+            {**self.seed, "pseudo_masks_dir": str(self.masks_dir), **self.last_checkpoint("segmentation")},
+        )
 
     @property
     def seg_recipe(self) -> str:
@@ -191,7 +200,7 @@ class StageOverrides:
             )
         return str(self.cfg.seg_recipes[experiment])
 
-    def seed_overrides(self) -> list[str]:
+    def seed_values(self) -> dict[str, object]:
         """The ``seeds`` / ``attention_dir`` of the cams stage: ``seeds=auto`` takes the classifier's
         accumulated attention when it left one (the release's seeds), else its multi-scale CAMs."""
         attention_dir = self.classifier_dir / ATTENTION_FOLDER
@@ -200,21 +209,21 @@ class StageOverrides:
         if kind == "auto":
             kind = "attention" if has_attention else "cams"
         if kind == "cams":
-            return ["seeds=cams"]
+            return {"seeds": "cams"}
         if not has_attention:
             raise InvalidSetting(
                 f"seeds={kind}: the classifier left no attention accumulation in {attention_dir} "
                 "(train it with callbacks=[default,attention_accumulation])"
             )
         # Attention seeds replace the CAMs: one scale is enough for the network's pass.
-        one_scale = ["scales=[1.0]", "flip=false"] if kind == "attention" else []
-        return [f"seeds={kind}", f"attention_dir={attention_dir}", *one_scale]
+        one_scale = {"scales": [1.0], "flip": False} if kind == "attention" else {}
+        return {"seeds": kind, "attention_dir": str(attention_dir), **one_scale}
 
     @property
     def best_cam_threshold(self) -> float | None:
         """The seeds' best background threshold (cam_eval, chosen with pixel labels); None before it ran."""
         record = self.folder("cam_eval") / "eval.json"
-        return float(json.loads(record.read_text())["cams"]["best_threshold"]) if record.is_file() else None
+        return read_best_cam_threshold(record) if record.is_file() else None
 
     def irn_thresholds(self) -> dict[str, float]:
         """``irn_thresholds=best_cam_threshold``: IRN's thresholds moved with the seeds' best threshold t
@@ -225,9 +234,10 @@ class StageOverrides:
             return {}
         return {key: round(max(threshold + offset, 0.0), 4) for key, offset in IRN_THRESHOLD_OFFSETS.items()}
 
-    def irn_threshold_overrides(self, keys: tuple[str, ...]) -> list[str]:
+    def irn_threshold_values(self, keys: tuple[str, ...]) -> dict[str, float]:
+        """``refine.<key>`` of :meth:`irn_thresholds` for ``keys``."""
         thresholds = self.irn_thresholds()
-        return [f"refine.{key}={thresholds[key]}" for key in keys if key in thresholds]
+        return {f"refine.{key}": thresholds[key] for key in keys if key in thresholds}
 
     def pixel_label_settings(self) -> list[str]:
         """The settings of this run chosen with pixel labels, as the report states them."""
@@ -240,11 +250,11 @@ class StageOverrides:
             f"the seeds' best threshold {self.best_cam_threshold} (scored against pixel labels)"
         ]
 
-    def method_pseudo_mask_overrides(self) -> list[str]:
-        """The ``rca-pseudo`` settings the classifier's method recorded in ``cams.json`` (EPS: a constant
-        background score, no CRF); none before the cams stage ran. The user's ``stages.pseudo_masks``
-        overrides come after them, so they win."""
+    def method_pseudo_mask_values(self) -> dict[str, float | None]:
+        """The ``rca-pseudo`` values of the pseudo-mask settings the classifier's method recorded in
+        ``cams.json`` (EPS: a constant background score, no CRF), checked against their schema; none before
+        the cams stage ran."""
         record = self.folder("cams") / "cams.json"
         if not record.is_file():
-            return []
-        return list(json.loads(record.read_text()).get("pseudo_mask_overrides", []))
+            return {}
+        return pseudo_mask_config_values(read_cams_record(record).pseudo_mask_settings)

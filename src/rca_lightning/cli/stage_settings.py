@@ -4,7 +4,6 @@ a job returns to a sweeper."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from rca_lightning.data import VOCSegmentationDataset
 from rca_lightning.pseudo.seed_sources import SeedSource
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
+from rca_lightning.utils.state_files import read_json_object
 
 SETTINGS_FILE = "settings.json"
 log = logging.getLogger(__name__)
@@ -59,25 +59,36 @@ def check_mask_folder(folder: Path, setting: str, source: str) -> None:
 
 
 def read_settings(folder: str | Path, stage: str, setting: str | None = None) -> dict:
-    """The ``settings.json`` a stage wrote in ``folder`` (the value of ``setting``, named in errors);
-    MissingInput naming the folder or file when absent."""
+    """The ``settings.json`` a stage wrote in ``folder`` (the value of ``setting``, named in errors), with
+    its ``split`` and ``dataset`` ({root, class_names}); MissingInput naming the folder or file when absent,
+    InvalidData naming the file when it is damaged or foreign."""
     path = Path(folder) / SETTINGS_FILE
     named = f"{setting}={folder}" if setting else str(folder)
     if not Path(folder).is_dir():
         raise MissingInput(f"{named} not found: expected a folder written by {stage}")
     if not path.is_file():
         raise MissingInput(f"{path} not found: expected {named} to be a folder written by {stage}")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as error:
-        raise InvalidData(f"{path}: not valid JSON ({error}); expected the settings {stage} wrote") from error
+    settings = read_json_object(path, f"the settings {stage} wrote")
+    dataset = settings.get("dataset")
+    if (
+        not isinstance(settings.get("split"), str)
+        or not isinstance(dataset, dict)
+        or not isinstance(dataset.get("root"), str)
+        or not isinstance(dataset.get("class_names"), list)
+        or not all(isinstance(name, str) for name in dataset["class_names"])
+    ):
+        raise InvalidData(
+            f"{path}: expected the settings {stage} wrote, with a split name and a dataset "
+            f"{{root, class_names}}; got split={settings.get('split')!r}, dataset={dataset!r}"
+        )
+    return settings
 
 
 def claim_output_folder(folder: Path, settings: dict) -> None:
     """Record ``settings`` in ``folder``, or check that a run resuming there used the same ones."""
     path = folder / SETTINGS_FILE
     if path.is_file():
-        recorded = json.loads(path.read_text())
+        recorded = read_json_object(path, "the settings of the run that started this folder")
         changed = sorted(
             key for key in set(recorded) | set(settings) if recorded.get(key) != settings.get(key)
         )

@@ -30,6 +30,7 @@ from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_l
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.ranks import stage_ranks
 from rca_lightning.utils.resolvers import register_resolvers
+from rca_lightning.utils.run_fingerprint import claim_run_settings
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -48,7 +49,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     log.info("Seed %d", cfg.seed)
     datamodule = instantiate(cfg.data)
-    with stage_ranks() as ranks:  # under torchrun / srun: COCO's masks rendered by every process
+    with stage_ranks("rca-train", cfg.barrier_timeout_s) as ranks:  # COCO's masks rendered by every process
         datamodule.prepare_over_ranks(ranks)
     model = instantiate(cfg.model)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
@@ -57,6 +58,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
+    # What the weights are made with: recorded at the first start, a resume with other settings refused.
+    claim_run_settings(cfg.paths.output_dir, cfg)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     finally:

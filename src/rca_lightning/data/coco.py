@@ -39,7 +39,11 @@ from pathlib import Path
 
 from pycocotools.coco import COCO
 
+from rca_lightning.data.image_ids import relative_path_problem, unsafe_name_reason
 from rca_lightning.utils.errors import InvalidData, MissingInput
+
+# The largest image side a record may give (a JPEG's limit): the masks are rendered at the recorded size.
+MAX_IMAGE_SIDE = 65535
 
 COCO_CATEGORIES: tuple[tuple[int, str], ...] = (
     (1, "person"), (2, "bicycle"), (3, "car"), (4, "motorcycle"), (5, "airplane"), (6, "bus"),
@@ -198,15 +202,47 @@ def read_coco_instances(path: str | os.PathLike) -> list[COCOImageRecord]:
             record = COCOImageRecord(
                 int(image["id"]), str(image["file_name"]), int(image["height"]), int(image["width"])
             )
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, OverflowError) as error:  # Overflow: an Infinity
             raise InvalidData(
                 f"{path}: image {image.get('id')} is malformed ({error!r}); "
                 "expected id, file_name, height, width"
             ) from error
+        if not (1 <= record.height <= MAX_IMAGE_SIDE and 1 <= record.width <= MAX_IMAGE_SIDE):
+            raise InvalidData(
+                f"{path}: image {record.image_id} has height {record.height} and width {record.width}; "
+                f"expected 1 to {MAX_IMAGE_SIDE} pixels each"
+            )
         for annotation in coco.imgToAnns[record.image_id]:
             record.instances.append(coco_instance(annotation, mapping, path))
         records.append(record)
+    check_file_names([(record.image_id, record.file_name) for record in records], path)
     return records
+
+
+def check_file_names(images: Sequence[tuple[int, str]], source: str | os.PathLike) -> None:
+    """Raise ``InvalidData`` naming ``source`` and the image where a ``file_name`` is not a relative path
+    inside the image folder, or its stem (the image id: masks, CAMs and outputs are named from it) is not a
+    plain file name or is another image's too.
+
+    Args:
+        images: (COCO image id, file_name) of every image.
+        source: the annotation (or mask index) file named in messages.
+    """
+    first_of_stem: dict[str, int] = {}
+    for image_id, file_name in images:
+        stem = Path(file_name).stem
+        problem = relative_path_problem(file_name) or unsafe_name_reason(stem)
+        if problem:
+            raise InvalidData(
+                f"{source}: image {image_id} file_name {file_name!r} {problem}; expected a relative path "
+                "inside the image folder"
+            )
+        other = first_of_stem.setdefault(stem, image_id)
+        if other != image_id:
+            raise InvalidData(
+                f"{source}: images {other} and {image_id} share the file name stem {stem!r}; expected "
+                "distinct stems (each names the image's mask and outputs)"
+            )
 
 
 def coco_instance(annotation: dict, mapping: dict[int, int], source: Path) -> COCOInstance:

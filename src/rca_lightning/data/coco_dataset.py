@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rca_lightning.data.coco import COCO_CLASS_NAMES, annotation_file
+from rca_lightning.data.coco import COCO_CLASS_NAMES, annotation_file, check_file_names
 from rca_lightning.data.coco_masks import INDEX_FILE, read_mask_index, split_cache_dir
 from rca_lightning.data.saliency import check_saliency_maps
 from rca_lightning.data.transforms import build_eval_transform
@@ -65,6 +65,7 @@ class COCOSegmentationDataset(VOCSegmentationDataset):
                 "prepare_data or rca_lightning.data.coco_masks.build_coco_masks)"
             )
         images = index["images"]
+        check_file_names([(image["id"], image["file_name"]) for image in images], index_path)
         self.image_ids = [Path(image["file_name"]).stem for image in images]
         self._file_names = {Path(name).stem: name for name in (image["file_name"] for image in images)}
         self.labels = np.zeros((len(images), self.num_classes), np.float32)  # (N, 80)

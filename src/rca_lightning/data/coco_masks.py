@@ -27,7 +27,7 @@ from rca_lightning.data.coco import (
 )
 from rca_lightning.data.voc_classes import IGNORE_INDEX
 from rca_lightning.inference.palette_png import write_palette_png
-from rca_lightning.utils.atomic import write_json_atomically
+from rca_lightning.utils.atomic import path_inside, write_json_atomically
 from rca_lightning.utils.errors import InvalidData
 from rca_lightning.utils.ranks import Ranks
 
@@ -146,10 +146,11 @@ def build_coco_masks(
     ranks = ranks or Ranks()
     output.mkdir(parents=True, exist_ok=True)
     rebuild = previous is not None  # an index for other annotations or settings: every mask is stale
+    mask_files = [path_inside(output, f"{record.stem}.png") for record in records]
     tasks = [
-        (record, str(output / f"{record.stem}.png"), str(source))
-        for record in records
-        if rebuild or not (output / f"{record.stem}.png").is_file()
+        (record, str(mask_file), str(source))
+        for record, mask_file in zip(records, mask_files, strict=True)
+        if rebuild or not mask_file.is_file()
     ]
     ranks.barrier()  # every rank listed the same masks before any is written
     tasks = ranks.shard(tasks)

@@ -19,6 +19,7 @@ from rca_lightning.data.transforms import (
     follow_geometry,
 )
 from rca_lightning.data.voc_classes import IGNORE_INDEX
+from rca_lightning.data.voc_layout import read_split_ids, split_file_path
 from rca_lightning.inference.image_arrays import read_rgb_file
 from rca_lightning.inference.palette_png import read_mask_png
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
@@ -93,15 +94,13 @@ class VOCSegmentationDataset(Dataset):
             )
         if not self.root.is_dir():
             raise MissingInput(f"data.root={self.root} not found: expected a VOC2012-style folder")
-        split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
+        split_file = split_file_path(self.root, split)
         if not split_file.is_file():
             available = (
                 sorted(p.stem for p in split_file.parent.glob("*.txt")) if split_file.parent.is_dir() else []
             )
             raise MissingInput(f"split file {split_file} not found (split={split!r}; available: {available})")
-        self.image_ids: list[str] = [
-            line.split()[0] for line in split_file.read_text().splitlines() if line.strip()
-        ]
+        self.image_ids: list[str] = read_split_ids(split_file)  # plain file names, whatever the split
         missing = [i for i in self.image_ids if not self.image_path(i).is_file()]
         if missing:
             raise MissingInput(

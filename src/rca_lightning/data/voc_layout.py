@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from rca_lightning.data.image_ids import check_image_ids
 from rca_lightning.utils.errors import MissingInput
 
 SPLIT_FOLDER = Path("ImageSets") / "Segmentation"
@@ -32,9 +33,18 @@ _HINTS = {
 _EXAMPLES = 1
 
 
+def numbered_split_ids(split_file: Path) -> list[tuple[int, str]]:
+    """(line number, image id) of every non-empty line of a split list, the id its first token; unchecked."""
+    lines = split_file.read_text().splitlines()
+    return [(number, line.split()[0]) for number, line in enumerate(lines, start=1) if line.strip()]
+
+
 def read_split_ids(split_file: Path) -> list[str]:
-    """Image ids of a split list: the first token of every non-empty line."""
-    return [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    """Image ids of a split list: the first token of every non-empty line, each a plain file name
+    (``InvalidData`` naming the list, the line and the id otherwise: :mod:`rca_lightning.data.image_ids`)."""
+    numbered = numbered_split_ids(split_file)
+    check_image_ids(numbered, split_file)
+    return [image_id for _, image_id in numbered]
 
 
 def split_file_path(root: str | os.PathLike, split: str) -> Path:
@@ -60,6 +70,9 @@ def voc_layout_problems(root: str | os.PathLike, split_mask_dirs: Mapping[str, s
 
     Returns:
         Problems in reading order; empty when the layout is complete.
+
+    Raises:
+        InvalidData: a split list holds an id that is not a plain file name (``../x``, an absolute path).
     """
     root = Path(root)
     if not root.is_dir():
@@ -79,14 +92,16 @@ def voc_layout_problems(root: str | os.PathLike, split_mask_dirs: Mapping[str, s
         if not split_file.is_file():
             problems.append(f"split list {split_file} is missing{_hint(split)}")
             continue
-        ids = read_split_ids(split_file)
-        malformed = [image_id for image_id in ids if "/" in image_id or image_id.endswith(".jpg")]
+        numbered = numbered_split_ids(split_file)
+        malformed = [image_id for _, image_id in numbered if "/" in image_id or image_id.endswith(".jpg")]
         if malformed:
             problems.append(
                 f"{split_file} line {malformed[0]!r}: expected one image id per line "
                 "(convert with `python -m rca_lightning.cli.prepare_voc ROOT --split-list FILE`)"
             )
             continue
+        check_image_ids(numbered, split_file)
+        ids = [image_id for _, image_id in numbered]
         for folder, suffix, what in (
             (root / "JPEGImages", ".jpg", "images"),
             (root / mask_dir, ".png", "masks"),

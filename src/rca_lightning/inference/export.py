@@ -3,14 +3,17 @@
 The exported graph is the network alone: normalised images (B, 3, H, W) float32 in, logits
 (B, C + 1, H, W) out, with the batch, height and width dynamic. Test-time views and the CRF of the
 evaluation path stay outside it. Beside ``FILE`` goes ``FILE.json``: the class names, the normalisation
-the input needs and the tensor names. After writing, the file is loaded by the runtime that serves it
-(onnxruntime for ONNX, ``torch.jit.load`` for TorchScript) and run on a sample image at its own size, a
-size the export never saw; the largest absolute difference to PyTorch's logits must be at most 1e-4.
+the input needs and the tensor names. Before the file is written, its bytes are loaded by the runtime that
+serves it (onnxruntime for ONNX, ``torch.jit.load`` for TorchScript) and run on a sample image at its own
+size, a size the export never saw; only when the largest absolute difference to PyTorch's logits is within
+the tolerance (1e-4 by default) are those bytes written to ``FILE`` (atomically), so a file that failed its
+check is never left there.
 """
 
 from __future__ import annotations
 
 import importlib
+import io
 import tempfile
 import warnings
 from pathlib import Path
@@ -20,7 +23,7 @@ import torch
 from torch import nn
 
 from rca_lightning.inference.image_arrays import normalise_images
-from rca_lightning.utils.atomic import write_bytes_atomically, write_json_atomically
+from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.errors import InvalidSetting, MissingInput
 
 FORMATS = ("onnx", "torchscript")
@@ -72,43 +75,44 @@ def _torchscript_bytes(net: nn.Module, example: torch.Tensor) -> bytes:
         return path.read_bytes()
 
 
-def export_network(net: nn.Module, output: Path, export_format: str, opset: int = 18) -> Path:
-    """Write ``net`` (eval mode, on the CPU) to ``output`` in ``export_format``, atomically."""
+def exported_bytes(net: nn.Module, export_format: str, opset: int = 18) -> bytes:
+    """``net`` (eval mode, on the CPU) in ``export_format``: the content of its file."""
     if export_format not in FORMATS:
         raise InvalidSetting(f"format={export_format}: expected one of {list(FORMATS)}")
     net = net.cpu().eval()
     example = torch.randn(TRACE_SHAPE, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        content = (
+        return (
             _onnx_bytes(net, example, opset) if export_format == "onnx" else _torchscript_bytes(net, example)
         )
-    write_bytes_atomically(output, content)
-    return output
 
 
-def run_exported(path: Path, export_format: str, images: torch.Tensor) -> np.ndarray:
-    """The logits of the exported file at ``path`` for normalised ``images``, through its own runtime."""
+def run_exported(exported: bytes | Path, export_format: str, images: torch.Tensor) -> np.ndarray:
+    """The logits of an exported network (its file, or the file's content) for normalised ``images``,
+    through the runtime that serves it."""
     if export_format == "onnx":
         onnxruntime = require_onnx("onnxruntime")
-
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        model = exported if isinstance(exported, bytes) else str(exported)
+        session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
         return session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0]
-    loaded = torch.jit.load(str(path), map_location="cpu")
+    source = io.BytesIO(exported) if isinstance(exported, bytes) else str(exported)
+    loaded = torch.jit.load(source, map_location="cpu")
     with torch.no_grad():
         return loaded(images).numpy()
 
 
 def max_abs_difference(
-    net: nn.Module, path: Path, export_format: str, pixels: np.ndarray, mean, std
+    net: nn.Module, exported: bytes | Path, export_format: str, pixels: np.ndarray, mean, std
 ) -> float:
-    """Largest |exported - PyTorch| logit on one (H, W, 3) uint8 image, normalised with ``mean`` / ``std``."""
+    """Largest |exported - PyTorch| logit on one (H, W, 3) uint8 image, normalised with ``mean`` / ``std``;
+    ``exported`` is the exported file or its content (:func:`run_exported`)."""
     images = normalise_images(torch.from_numpy(pixels)[None], mean, std)
     with torch.no_grad():
         expected = net.cpu().eval()(images).numpy()
-    exported = run_exported(path, export_format, images)
-    if exported.shape != expected.shape:
-        raise RuntimeError(f"{path}: logits of shape {exported.shape}, PyTorch gives {expected.shape}")
-    return float(np.abs(exported - expected).max())
+    logits = run_exported(exported, export_format, images)
+    if logits.shape != expected.shape:
+        raise RuntimeError(f"exported logits of shape {logits.shape}, PyTorch gives {expected.shape}")
+    return float(np.abs(logits - expected).max())
 
 
 def write_export_record(output: Path, record: dict) -> Path:
@@ -123,7 +127,7 @@ __all__ = [
     "INPUT_NAME",
     "OUTPUT_NAME",
     "require_onnx",
-    "export_network",
+    "exported_bytes",
     "max_abs_difference",
     "run_exported",
     "write_export_record",

@@ -13,7 +13,7 @@ run's CRF, if it was evaluated with one): exactly its ``rca-seg`` evaluation pat
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -98,13 +98,16 @@ class Segmenter:
         tta_flip: bool | None = None,
         cam_threshold: float | None = None,
         device: str | torch.device | None = None,
+        trusted_targets: Iterable[str] = (),
     ) -> Segmenter:
         """The segmenter of an ``rca-pipeline``, ``rca-seg`` or ``rca-train`` run folder.
 
         ``source``: ``seg`` (the segmentation network), ``cams`` (the classifier's CAMs) or ``auto`` (the
-        segmentation network when the run has one). The other arguments are those of the class.
+        segmentation network when the run has one). ``trusted_targets``: classes the run's config may build
+        beyond those the shipped configs build. The other arguments are those of the class.
         """
-        return cls(load_trained_run(Path(run_dir), source), tta_scales, tta_flip, cam_threshold, device)
+        run = load_trained_run(Path(run_dir), source, trusted_targets)
+        return cls(run, tta_scales, tta_flip, cam_threshold, device)
 
     @property
     def class_names(self) -> list[str]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from rca_lightning.utils.errors import InvalidSetting
+from rca_lightning.utils.setting_ranges import MAX_SCALE, MAX_SCALE_COUNT, numbers_in_range
 
 # The views of CAM inference (``rca-cams``'s default): the release's scales, each also mirrored.
 CAM_SCALES: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
@@ -22,12 +22,9 @@ CAM_SCALES: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
 def check_views(
     scales: Sequence[float], flip: bool, setting: str = "tta_scales"
 ) -> tuple[tuple[float, ...], bool]:
-    """The scales as floats; InvalidSetting naming ``setting`` unless they are one or more positive
-    factors."""
-    values = tuple(float(scale) for scale in scales) if scales is not None else ()
-    if not values or any(scale <= 0 for scale in values):
-        raise InvalidSetting(f"{setting}: expected one or more positive factors, got {list(scales or [])!r}")
-    return values, bool(flip)
+    """The scales as floats; InvalidSetting naming ``setting`` unless they are 1 to ``MAX_SCALE_COUNT``
+    finite factors in (0, ``MAX_SCALE``]."""
+    return numbers_in_range(setting, scales, MAX_SCALE_COUNT, 0.0, MAX_SCALE, above_minimum=True), bool(flip)
 
 
 def sum_over_views(

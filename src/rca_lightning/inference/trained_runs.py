@@ -7,14 +7,17 @@ Three kinds of folder hold trained networks:
 - an ``rca-seg`` run: the same files with ``seg_model``: a segmentation network;
 - an ``rca-pipeline`` run: both, as its ``classifier/`` and ``segmentation/`` stage folders.
 
-Configs are built only from allowed classes and checkpoints are read with ``weights_only=True``
-(:mod:`rca_lightning.utils.safe_loading`): nothing in a folder the user points at is executed.
+Configs are built only from the classes the shipped configs build and those the user names
+(``trusted_targets``), checked on the resolved tree that is built, and checkpoints are read with
+``weights_only=True`` (:mod:`rca_lightning.utils.safe_loading`): nothing in a folder the user points at is
+executed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -25,8 +28,9 @@ from lightning import LightningModule
 from omegaconf import DictConfig
 
 from rca_lightning.inference.image_arrays import IMAGENET_MEAN, IMAGENET_STD
+from rca_lightning.pipeline_handoffs import read_cams_record
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
-from rca_lightning.utils.safe_loading import load_checkpoint, load_run_config
+from rca_lightning.utils.safe_loading import load_checkpoint, load_run_config, run_config_keys
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +74,18 @@ def read_run_summary(run_dir: Path, script: str, setting: str | None = None) -> 
 
 
 def resolve_training_run(
-    train_dir: str | Path | None, ckpt_path: str | Path | None, model_cfg: DictConfig | None
+    train_dir: str | Path | None,
+    ckpt_path: str | Path | None,
+    model_cfg: DictConfig | None,
+    trusted_targets: Iterable[str] = (),
 ) -> TrainingRun:
     """The checkpoint, its selection, model config and dataset from ``train_dir`` or ``ckpt_path``.
 
     With ``train_dir`` the checkpoint is the one the run's ``metrics.json`` names (its ``checkpoint=``
     choice: the last epoch's unless the user chose otherwise when training); ``ckpt_path`` overrides it,
     and without ``train_dir`` the model is built from ``model_cfg``. Every file is checked here, before
-    anything is built: a missing one is a MissingInput naming it.
+    anything is built: a missing one is a MissingInput naming it. The run's ``model`` may build only the
+    shipped configs' classes and ``trusted_targets`` (the setting of that name).
     """
     if ckpt_path and not Path(ckpt_path).is_file():
         raise MissingInput(
@@ -104,7 +112,7 @@ def resolve_training_run(
             )
     run_config = train_dir / ".hydra" / "config.yaml"
     if run_config.is_file():  # the model the checkpoint was trained with, built only from allowed classes
-        model_cfg = load_run_config(run_config).model
+        model_cfg = load_run_config(run_config, "model", trusted_targets)
     elif model_cfg is None:
         raise MissingInput(f"{run_config} not found: expected the config rca-train saves with its run")
     else:
@@ -143,15 +151,18 @@ def load_classifier(model_cfg: DictConfig, checkpoint: Path, class_names: list[s
     return model
 
 
-def load_segmentation_network(segmentation_dir: str | Path) -> LightningModule:
-    """The network of a finished ``rca-seg`` folder (its config and evaluated checkpoint), in eval mode."""
+def load_segmentation_network(
+    segmentation_dir: str | Path, trusted_targets: Iterable[str] = ()
+) -> LightningModule:
+    """The network of a finished ``rca-seg`` folder (its config and evaluated checkpoint), in eval mode; its
+    ``seg_model`` may build only the shipped configs' classes and ``trusted_targets``."""
     segmentation_dir = Path(segmentation_dir)
     summary = read_run_summary(segmentation_dir, "rca-seg")
     checkpoint = Path(summary.get("checkpoint") or segmentation_dir / "checkpoints" / "last.ckpt")
     run_config = segmentation_dir / ".hydra" / "config.yaml"
     if not run_config.is_file():
         raise MissingInput(f"{run_config} not found: expected the config rca-seg saves with its run")
-    model = instantiate(load_run_config(run_config).seg_model)
+    model = instantiate(load_run_config(run_config, "seg_model", trusted_targets))
     _load_weights(model, load_checkpoint(checkpoint), checkpoint)
     return model.eval()
 
@@ -198,8 +209,7 @@ def stage_folders(run_dir: Path) -> tuple[Path | None, Path | None]:
             f"run_dir={run_dir}: no metrics.json and .hydra/config.yaml; expected a finished rca-pipeline, "
             "rca-seg or rca-train run folder"
         )
-    keys = set(load_run_config(run_config))
-    return (run_dir, None) if "seg_model" in keys else (None, run_dir)
+    return (run_dir, None) if "seg_model" in run_config_keys(run_config) else (None, run_dir)
 
 
 def _pipeline_cam_settings(run_dir: Path) -> tuple[float | None, str | None, tuple[list[float], bool] | None]:
@@ -212,18 +222,24 @@ def _pipeline_cam_settings(run_dir: Path) -> tuple[float | None, str | None, tup
         origin = f"{report} cam_threshold (the CAM sweep on the train split's ground truth)"
     cams = run_dir / "cams" / "cams.json"
     if cams.is_file():
-        record = json.loads(cams.read_text())
-        views = ([float(scale) for scale in record["scales"]], bool(record["flip"]))
+        record = read_cams_record(cams)
+        if record.scales is None or record.flip is None:
+            raise InvalidData(f"{cams}: expected scales and flip (the views rca-cams used), got none")
+        views = (list(record.scales), record.flip)
     return threshold, origin, views
 
 
-def load_trained_run(run_dir: str | Path, source: str = "auto") -> TrainedRun:
+def load_trained_run(
+    run_dir: str | Path, source: str = "auto", trusted_targets: Iterable[str] = ()
+) -> TrainedRun:
     """The network of a run folder for inference.
 
     Args:
         run_dir: an ``rca-pipeline``, ``rca-seg`` or ``rca-train`` run folder.
         source: ``seg`` (the segmentation network), ``cams`` (the classifier) or ``auto`` (the segmentation
             network when the run has one, else the classifier).
+        trusted_targets: classes the run's config may build beyond the shipped configs' (the
+            ``trusted_targets`` setting).
 
     Raises:
         InvalidSetting: ``source`` is unknown, or asks for a network the run does not have.
@@ -245,7 +261,7 @@ def load_trained_run(run_dir: str | Path, source: str = "auto") -> TrainedRun:
                 f"source=seg: {run_dir} has no trained segmentation network; expected an rca-seg or complete "
                 "rca-pipeline run (source=cams uses the classifier)"
             )
-        model = load_segmentation_network(segmentation_dir)
+        model = load_segmentation_network(segmentation_dir, trusted_targets)
         summary = read_run_summary(segmentation_dir, "rca-seg")
         return TrainedRun(
             "seg",
@@ -259,7 +275,7 @@ def load_trained_run(run_dir: str | Path, source: str = "auto") -> TrainedRun:
         )
     if classifier_dir is None:
         raise InvalidSetting(f"source=cams: {run_dir} has no trained classifier; expected an rca-train run")
-    run = resolve_training_run(classifier_dir, None, None)
+    run = resolve_training_run(classifier_dir, None, None, trusted_targets)
     class_names = list((run.dataset or {}).get("class_names") or [])
     if not class_names:
         raise InvalidData(

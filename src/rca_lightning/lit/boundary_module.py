@@ -13,6 +13,7 @@ from rca_lightning.lit.optimization import PolyScheduleLength, poly_schedule
 from rca_lightning.losses.affinity_loss import affinity_loss
 from rca_lightning.models.boundary_net import BoundaryNet
 from rca_lightning.utils.pixel_paths import scaled_size
+from rca_lightning.utils.setting_ranges import MAX_RADIUS, MAX_SCALE, number_in_range
 
 
 class BoundaryLitModule(PolyScheduleLength, LightningModule):
@@ -46,6 +47,8 @@ class BoundaryLitModule(PolyScheduleLength, LightningModule):
         image_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        number_in_range("radius", radius, 1, MAX_RADIUS, integer=True)
+        number_in_range("image_scale", image_scale, 0.0, MAX_SCALE, above_minimum=True)
         self.save_hyperparameters(ignore=["net", "optimizer"])
         self.net = net
         self.optimizer_factory = optimizer

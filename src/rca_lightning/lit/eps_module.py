@@ -134,10 +134,12 @@ class EPSLitModule(RCALitModule):
         return super().training_losses(output, batch)[0]
 
     @property
-    def pseudo_mask_overrides(self) -> list[str]:
+    def pseudo_mask_settings(self) -> dict[str, float | bool]:
         """EPS's pseudo masks: a constant background score, no CRF unless ``pseudo_crf``."""
-        threshold = [f"refine.background_threshold={self.hparams.pseudo_background_threshold}"]
-        return threshold if self.hparams.pseudo_crf else [*threshold, "refine.crf=null"]
+        return {
+            "background_threshold": float(self.hparams.pseudo_background_threshold),
+            "crf": bool(self.hparams.pseudo_crf),
+        }
 
 
 __all__ = ["EPSLitModule"]

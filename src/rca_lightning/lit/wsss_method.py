@@ -12,8 +12,10 @@ stages after training see it only through this class:
 * ``training_losses(output, batch)``: the named loss terms and their weighted total.
 * ``needs_saliency``: the method trains with saliency maps (``batch["saliency"]``); the datamodule is asked
   for them (``require_saliency``) before any dataset is built.
-* ``pseudo_mask_overrides``: ``rca-pseudo`` settings its CAMs are meant for (EPS: a constant background
-  score of 0.20, no CRF); ``rca-cams`` records them and ``rca-pipeline`` applies them.
+* ``pseudo_mask_settings``: the ``rca-pseudo`` settings its CAMs are meant for, by name (EPS:
+  ``{"background_threshold": 0.2, "crf": False}``, a constant background score, no CRF); ``rca-cams``
+  records them and ``rca-pipeline`` applies them (:data:`rca_lightning.pipeline_handoffs.PSEUDO_MASK_SETTINGS`
+  lists the names).
 * ``configure_callbacks`` (Lightning's hook): the callbacks it needs, attached by the method itself (RCA
   attaches its memory-bank callback), so no run's callback list names them.
 
@@ -115,9 +117,9 @@ class WSSSMethod(PolyScheduleLength, LightningModule):
         return self.training_losses(output, batch)[0]
 
     @property
-    def pseudo_mask_overrides(self) -> list[str]:
-        """``rca-pseudo`` overrides this method's CAMs are meant for (none: ``rca-pseudo``'s defaults)."""
-        return []
+    def pseudo_mask_settings(self) -> dict[str, float | bool]:
+        """``rca-pseudo`` settings this method's CAMs are meant for (none: ``rca-pseudo``'s defaults)."""
+        return {}
 
     def predict_cam_maps(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised images -> (B, C, h, w) non-negative foreground maps."""

@@ -6,7 +6,6 @@ records s."""
 from __future__ import annotations
 
 import io
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,12 +14,15 @@ from typing import Any
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from rca_lightning.utils.atomic import write_bytes_atomically
-from rca_lightning.utils.errors import InvalidData, MissingInput
+from rca_lightning.utils.atomic import path_inside, write_bytes_atomically
+from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
+from rca_lightning.utils.setting_ranges import MAX_SCALE, number_in_range
+from rca_lightning.utils.state_files import read_json_object
 
 
 def boundary_map_path(boundary_dir: str | os.PathLike, image_id: str) -> Path:
-    return Path(boundary_dir) / f"{image_id}.npy"
+    """Where the map of ``image_id`` lives (``InvalidData`` where that is outside ``boundary_dir``)."""
+    return path_inside(boundary_dir, f"{image_id}.npy")
 
 
 def save_boundary_map(path: Path, boundary: np.ndarray) -> None:
@@ -35,12 +37,11 @@ def boundary_image_scale(boundary_dir: str | os.PathLike) -> float:
     settings = Path(boundary_dir) / "settings.json"
     if not settings.is_file():
         return 1.0
+    scale = read_json_object(settings, "the settings rca-boundary wrote").get("image_scale", 1.0)
     try:
-        return float(json.loads(settings.read_text()).get("image_scale", 1.0))
-    except (ValueError, TypeError, AttributeError) as error:
-        raise InvalidData(
-            f"{settings}: expected rca-boundary's settings with a numeric image_scale"
-        ) from error
+        return float(number_in_range("image_scale", scale, 0.0, MAX_SCALE, above_minimum=True))
+    except InvalidSetting as error:
+        raise InvalidData(f"{settings}: {error} (rca-boundary's settings)") from error
 
 
 def read_boundary_map(boundary_dir: str | os.PathLike, image_id: str, size: tuple[int, int]) -> np.ndarray:

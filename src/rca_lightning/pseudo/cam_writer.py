@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from rca_lightning.utils.atomic import write_bytes_atomically
+from rca_lightning.utils.atomic import path_inside, write_bytes_atomically
 from rca_lightning.utils.errors import InvalidData
 
 CAM_DTYPES = ("float16", "uint8")
 
 
 def cam_path(cams_dir: str | os.PathLike, image_id: str) -> Path:
-    """Where the CAM file of ``image_id`` lives."""
-    return Path(cams_dir) / f"{image_id}.npz"
+    """Where the CAM file of ``image_id`` lives (``InvalidData`` where that is outside ``cams_dir``)."""
+    return path_inside(cams_dir, f"{image_id}.npz")
 
 
 def save_cam_file(

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from rca_lightning.utils.errors import InvalidSetting
+from rca_lightning.utils.setting_ranges import number_in_range
 
 CHANNEL_ORDERS = ("rgb", "bgr")
+# Mean-field iterations at most (the public code runs 10; the result settles within a few dozen).
+MAX_ITERATIONS = 100
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,12 @@ class DenseCRF:
     channel_order: str = "bgr"
 
     def __post_init__(self) -> None:
+        number_in_range("iterations", self.iterations, 0, MAX_ITERATIONS, integer=True)
+        for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
+            number_in_range(name, getattr(self, name), 0.0, above_minimum=True)
+        for name in ("gaussian_compat", "bilateral_compat"):
+            number_in_range(name, getattr(self, name), 0.0)
+        number_in_range("min_probability", self.min_probability, 0.0, 1.0, above_minimum=True)
         if self.channel_order not in CHANNEL_ORDERS:
             raise InvalidSetting(
                 f"channel_order: expected one of {list(CHANNEL_ORDERS)}, got '{self.channel_order}'"

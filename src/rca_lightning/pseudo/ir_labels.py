@@ -19,6 +19,7 @@ import numpy as np
 from rca_lightning.data.voc_classes import IGNORE_INDEX
 from rca_lightning.pseudo.crf import DenseCRF
 from rca_lightning.pseudo.pseudo_masks import background_and_class_scores, channels_to_labels
+from rca_lightning.utils.setting_ranges import number_in_range
 
 IRN_LABEL_CRF = DenseCRF(bilateral_sxy=50.0, bilateral_srgb=5.0, channel_order="rgb")
 
@@ -52,6 +53,10 @@ class IRLabelRefiner:
     background_threshold: float = 0.05
     label_confidence: float = 0.7
     crf: DenseCRF = IRN_LABEL_CRF
+
+    def __post_init__(self) -> None:
+        for name in ("foreground_threshold", "background_threshold", "label_confidence"):
+            number_in_range(name, getattr(self, name), 0.0, 1.0)
 
     def __call__(
         self, image: np.ndarray, seeds: np.ndarray, classes: np.ndarray, image_id: str

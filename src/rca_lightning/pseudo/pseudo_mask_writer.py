@@ -2,15 +2,17 @@
 
 ``<masks_dir>/<image_id>.png`` is a palette (P mode) PNG with the VOC colour map, values 0 (background),
 ``class index + 1`` and 255 (ignored). Files are written atomically; images whose PNG already exists and
-decodes are skipped, so an interrupted run resumes where it stopped.
+decodes are skipped, so an interrupted run resumes where it stopped, and a pool worker that dies ends the
+stage at once, its finished masks kept.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +22,13 @@ from rca_lightning.inference.image_arrays import read_rgb_file
 from rca_lightning.inference.palette_png import mask_file_is_complete, write_palette_png
 from rca_lightning.pseudo.refiners import CRFRefiner, Refiner
 from rca_lightning.pseudo.seed_sources import SeedSource, as_seed_source
+from rca_lightning.utils.atomic import path_inside
+from rca_lightning.utils.errors import StageInterrupted
 
 
 def mask_path(masks_dir: str | os.PathLike, image_id: str) -> Path:
-    """Where the pseudo mask of ``image_id`` lives."""
-    return Path(masks_dir) / f"{image_id}.png"
+    """Where the pseudo mask of ``image_id`` lives (``InvalidData`` where that is outside ``masks_dir``)."""
+    return path_inside(masks_dir, f"{image_id}.png")
 
 
 @dataclass(frozen=True)
@@ -90,15 +94,35 @@ def write_pseudo_masks(
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
     if getattr(job.refiner, "in_process", False):  # device work (the random walk): one process
         workers = 0
-    bar = tqdm(total=len(pending), desc="pseudo masks", unit="img", disable=not progress)
-    if workers <= 1 or len(pending) <= 1:
-        for item in pending:
-            job(item)
-            bar.update()
-    else:
-        with Pool(processes=min(workers, len(pending))) as pool:
-            chunksize = max(1, min(16, len(pending) // (4 * workers)))
-            for _ in pool.imap_unordered(job, pending, chunksize=chunksize):
+    with tqdm(total=len(pending), desc="pseudo masks", unit="img", disable=not progress) as bar:
+        if workers <= 1 or len(pending) <= 1:
+            for item in pending:
+                job(item)
                 bar.update()
-    bar.close()
+        else:
+            _write_in_pool(job, pending, min(workers, len(pending)), bar)
     return {"total": len(items), "written": len(pending), "skipped": len(items) - len(pending)}
+
+
+def _write_in_pool(job: PseudoMaskJob, pending: list[tuple], workers: int, bar: tqdm) -> None:
+    """Run ``job`` on ``pending`` in ``workers`` processes, chunks streamed as they finish.
+
+    A worker that dies (killed by a signal, by the kernel's out-of-memory killer) ends the stage at once with
+    :class:`StageInterrupted`: ``ProcessPoolExecutor`` notices a lost worker, where ``multiprocessing.Pool``
+    would wait for its result for ever. An error raised by the job stops the pool the same way (the chunks
+    not started are cancelled) and is raised as it is.
+    """
+    chunksize = max(1, min(16, len(pending) // (4 * workers)))
+    executor = ProcessPoolExecutor(max_workers=workers)
+    try:
+        for _ in executor.map(job, pending, chunksize=chunksize):
+            bar.update()
+    except BrokenProcessPool as error:
+        written = sum(mask_file_is_complete(mask_path(job.masks_dir, item[0])) for item in pending)
+        raise StageInterrupted(
+            f"pseudo masks in {job.masks_dir}: a worker process died (killed by a signal or for lack of "
+            f"memory?); {written} of the {len(pending)} masks to write were written and are kept, rerun to "
+            "resume"
+        ) from error
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)

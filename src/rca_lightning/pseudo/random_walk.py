@@ -20,6 +20,9 @@ import torch.nn.functional as F
 from rca_lightning.pseudo.pseudo_masks import channels_to_labels
 from rca_lightning.utils.pixel_paths import disc_offsets, path_offsets, shifted
 
+# The walk's 2 ** exp_times steps at most 2 ** 16 (IRN: 2 ** 8); each step is a sparse product over the map.
+MAX_EXP_TIMES = 16
+
 
 def pair_affinities(boundary: torch.Tensor, radius: int) -> tuple[list[tuple[int, int]], torch.Tensor]:
     """Affinities of every pixel with its neighbours in the disc.
@@ -136,6 +139,7 @@ def random_walk_mask(
 
 
 __all__ = [
+    "MAX_EXP_TIMES",
     "pair_affinities",
     "random_walk",
     "random_walk_mask",

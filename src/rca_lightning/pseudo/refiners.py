@@ -31,9 +31,10 @@ from rca_lightning.inference.palette_png import read_mask_png
 from rca_lightning.pseudo.boundary_maps import boundary_image_scale, read_boundary_map
 from rca_lightning.pseudo.crf import DenseCRF
 from rca_lightning.pseudo.pseudo_masks import crf_pseudo_mask, refined_scores, saliency_pseudo_mask
-from rca_lightning.pseudo.random_walk import random_walk_mask
+from rca_lightning.pseudo.random_walk import MAX_EXP_TIMES, random_walk_mask
 from rca_lightning.utils.errors import InvalidData, MissingInput
 from rca_lightning.utils.pixel_paths import scaled_size, stride4_size
+from rca_lightning.utils.setting_ranges import MAX_RADIUS, number_in_range
 
 
 def _existing_folder(value: str | os.PathLike, setting: str, expected: str) -> Path:
@@ -42,6 +43,14 @@ def _existing_folder(value: str | os.PathLike, setting: str, expected: str) -> P
     if not folder.is_dir():
         raise MissingInput(f"refine.{setting}={folder} not found: expected {expected}")
     return folder
+
+
+def _check_background_score(power: float, threshold: float | None) -> None:
+    """InvalidSetting unless the background score's ``background_power`` is a finite number >= 0 and its
+    ``background_threshold`` null or in [0, 1]."""
+    number_in_range("background_power", power, 0.0)
+    if threshold is not None:
+        number_in_range("background_threshold", threshold, 0.0, 1.0)
 
 
 class Refiner(Protocol):
@@ -79,6 +88,9 @@ class CRFRefiner:
     background_power: float = 4.0
     background_threshold: float | None = None
 
+    def __post_init__(self) -> None:
+        _check_background_score(self.background_power, self.background_threshold)
+
     def __call__(
         self, image: np.ndarray, seeds: np.ndarray, classes: np.ndarray, image_id: str
     ) -> np.ndarray:
@@ -111,6 +123,10 @@ class SaliencyRefiner:
     min_foreground: float = 0.01
 
     def __post_init__(self) -> None:
+        _check_background_score(self.background_power, self.background_threshold)
+        for name in ("conflict", "attention", "min_foreground"):
+            number_in_range(name, getattr(self, name), 0.0, 1.0)
+        number_in_range("background", self.background, 0, 255, integer=True)
         folder = _existing_folder(
             self.saliency_dir, "saliency_dir", "a folder of <image_id>.png saliency maps"
         )
@@ -169,6 +185,10 @@ class RandomWalkRefiner:
     in_process: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
+        number_in_range("background", self.background, 0.0, 1.0)
+        number_in_range("radius", self.radius, 1, MAX_RADIUS, integer=True)
+        number_in_range("beta", self.beta, 0.0, above_minimum=True)
+        number_in_range("exp_times", self.exp_times, 0, MAX_EXP_TIMES, integer=True)
         folder = _existing_folder(self.boundary_dir, "boundary_dir", "the boundary maps of rca-boundary")
         object.__setattr__(self, "boundary_dir", folder)
         # The maps are at stride 4 of the image resized by the boundary network's image_scale (read once).

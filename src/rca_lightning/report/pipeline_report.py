@@ -16,6 +16,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from rca_lightning.pipeline_handoffs import read_cams_record
 from rca_lightning.utils.checkpoint_selection import uses_pixel_labels
 from rca_lightning.utils.errors import InvalidData, MissingInput
 
@@ -106,7 +107,7 @@ def build_report(
         ``dataset``, ``cam_split``, ``seg_split``).
     """
     classifier = _read_json(classifier_dir / "metrics.json")
-    cam_run = _optional_json(stage_dirs, "cams", "cams.json") or {}
+    cam_run = read_cams_record(stage_dirs["cams"] / "cams.json") if "cams" in stage_dirs else None
     cam_eval = (_optional_json(stage_dirs, "cam_eval", "eval.json") or {}).get("cams")
     mask_eval = (_optional_json(stage_dirs, "pseudo_mask_eval", "eval.json") or {}).get("pseudo_masks")
     # IRN's relation labels (refine=random_walk), scored like masks: on their labelled pixels.
@@ -115,8 +116,7 @@ def build_report(
     class_names = list(classifier["dataset"]["class_names"])
     checkpoints = {}
     if cam_run:
-        selection = cam_run.get("checkpoint_selection", "last")
-        checkpoints["classifier"] = _checkpoint_record(cam_run["checkpoint"], selection)
+        checkpoints["classifier"] = _checkpoint_record(cam_run.checkpoint, cam_run.checkpoint_selection)
     per_class_iou = {}
     if cam_eval:
         per_class_iou["cam"] = _percent(cam_eval["per_class_iou"])
@@ -143,7 +143,7 @@ def build_report(
         or any(record["uses_pixel_labels"] for record in checkpoints.values()),
         "checkpoints": checkpoints,
         "settings_chosen_with_pixel_labels": list(pixel_label_settings or []),
-        "seeds": cam_run.get("seeds", "cams") if cam_run else None,
+        "seeds": cam_run.seeds if cam_run else None,
         "cam_miou": 100 * cam_eval["miou"] if cam_eval else None,
         "cam_threshold": cam_eval["best_threshold"] if cam_eval else None,
         "ir_label_miou": 100 * ir_eval["miou"] if ir_eval else None,

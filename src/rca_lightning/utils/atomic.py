@@ -16,6 +16,9 @@ temporary file, so the next writes into the same folder do: the first write of a
   writer whose file was swept in that instant sees it, by the file's inode, and starts a new one.)
   A rerun after a kill therefore finds its folder clean from its first write on, a few seconds later.
 
+Writers of per-image files named from ids (read from files the user points at) name their targets with
+:func:`path_inside`, which refuses a name that resolves outside the output folder.
+
 Where the file system has no ``flock`` the temporary files are left alone. Files are created with the
 usual mode (``0o666`` less the process's umask, as ``open()`` would make them), not ``mkstemp``'s
 ``0o600``.
@@ -34,12 +37,40 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from rca_lightning.utils.errors import InvalidData
+
 STALE_AFTER_SECONDS = 5.0
 SWEEP_INTERVAL_SECONDS = 60.0
 _TEMPORARY_MARKER = ".atomic-"
 _TEMPORARY_NAME = re.compile(r"\..+\.atomic-[0-9a-f]{16}\.tmp")
 # Folder -> time.monotonic() of this process's last sweep of it.
 _last_sweep_of_folder: dict[Path, float] = {}
+
+
+def path_inside(folder: str | os.PathLike, name: str) -> Path:
+    """``folder / name``, checked to resolve inside ``folder``: a writer of per-image files named from ids
+    (which come from files the user points at) never writes elsewhere, even if a dataset check was bypassed.
+
+    Args:
+        folder: the output folder (need not exist yet).
+        name: the file name, e.g. ``f"{image_id}.png"``.
+
+    Raises:
+        InvalidData: the path resolves outside ``folder`` (``..``, an absolute path, a link leading out);
+            the message names ``name`` and the folder.
+    """
+    path = Path(folder) / name
+    if "\0" in name:  # names no file (and resolve() would raise)
+        outside = "holds a NUL character"
+    else:
+        root, target = Path(folder).resolve(), path.resolve()
+        outside = "" if target != root and target.is_relative_to(root) else f"resolves to {target}"
+    if outside:
+        raise InvalidData(
+            f"{name!r} {outside}, not a file inside the output folder {folder}; expected image ids that "
+            "name files inside it (no '/', '..', NUL or absolute path)"
+        )
+    return path
 
 
 def temporary_path(path: Path) -> Path:

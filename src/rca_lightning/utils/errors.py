@@ -1,9 +1,13 @@
 """The exception type of user errors: bad settings, bad data, missing files.
 
 Everything the project detects as the user's mistake raises a :class:`UserError`. The console scripts catch
-it, print its one-line message and exit with status 2 (the traceback only with ``HYDRA_FULL_ERROR=1``). Each
-concrete kind also derives from the built-in exception a caller from Python would expect, so
-``except ValueError`` / ``except FileNotFoundError`` keep working.
+it, print its one-line message and exit with status 2 (the traceback only with ``HYDRA_FULL_ERROR=1``).
+They follow explicit causes only: a user error made from another exception is raised ``from`` it
+(``raise InvalidData(...) from error``), and any exception raised while a user error is handled, without
+``from``, is a bug (a traceback, exit status 1). Each concrete kind also derives from the built-in exception
+a caller from Python would expect, so ``except ValueError`` / ``except FileNotFoundError`` keep working. A
+stage stopped from outside (a worker process killed) is no mistake of the user's but ends the same way, in
+one line saying what was kept: :class:`StageInterrupted`.
 """
 
 from __future__ import annotations
@@ -25,4 +29,25 @@ class MissingInput(UserError, FileNotFoundError):
     """A file or folder the user pointed at (or that a stage needs) does not exist."""
 
 
-__all__ = ["InvalidData", "InvalidSetting", "MissingInput", "UserError"]
+class StageInterrupted(UserError, RuntimeError):
+    """A stage stopped by something outside it (a worker process killed, by the kernel's out-of-memory killer
+    or a signal); what it wrote is kept and a rerun resumes."""
+
+
+class FolderInUse(UserError, RuntimeError):
+    """An output folder is held by another running process (one owner per folder)."""
+
+
+class RanksOutOfStep(UserError, TimeoutError):
+    """The processes of a torchrun / srun launch did not all reach a barrier in time."""
+
+
+__all__ = [
+    "FolderInUse",
+    "InvalidData",
+    "InvalidSetting",
+    "MissingInput",
+    "RanksOutOfStep",
+    "StageInterrupted",
+    "UserError",
+]

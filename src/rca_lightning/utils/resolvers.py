@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 from omegaconf import OmegaConf
 
 from rca_lightning.utils.checkpoint_selection import checkpoint_monitor, checkpoint_top_k
+from rca_lightning.utils.ranks import launch_id
 
 WANDB_DEFAULT_URL = "https://api.wandb.ai"
 
@@ -41,7 +42,9 @@ def register_resolvers() -> None:
     (true when no wandb API key is available, so the wandb logger runs offline) and ``${sqlite_url:path}``
     (an SQLite URL whose folder exists, for Optuna's storage), ``${checkpoint_monitor:selection}`` and
     ``${checkpoint_top_k:selection}`` (the monitored checkpoint of a ``checkpoint=`` choice) and
-    ``${cpus_at_most:n}`` (n, capped at the CPU count). Idempotent."""
+    ``${cpus_at_most:n}`` (n, capped at the CPU count) and ``${launch_id:}`` (a name of this launch that no
+    other launch running now has: two runs started in the same second get run folders of their own).
+    Idempotent."""
     if not OmegaConf.has_resolver("len"):
         OmegaConf.register_new_resolver("len", len)
     if not OmegaConf.has_resolver("wandb_offline"):
@@ -54,3 +57,5 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("checkpoint_top_k", checkpoint_top_k)
     if not OmegaConf.has_resolver("cpus_at_most"):
         OmegaConf.register_new_resolver("cpus_at_most", cpus_at_most)
+    if not OmegaConf.has_resolver("launch_id"):
+        OmegaConf.register_new_resolver("launch_id", launch_id)

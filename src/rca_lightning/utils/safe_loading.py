@@ -2,26 +2,27 @@
 
 A checkpoint is a pickle, and unpickling can call any function the file names; a run folder's
 ``.hydra/config.yaml`` names classes by ``_target_``, and instantiating it calls them. Both are data the
-user points at (``ckpt_path=``, ``train_dir=``, a pipeline folder), so both are read here, strictly.
+user points at (``ckpt_path=``, ``train_dir=``, a pipeline folder), so both are read here, strictly: a
+config may build only the classes the shipped configs build (:mod:`rca_lightning.utils.allowed_targets`)
+and those the user names on the command line (``trusted_targets=[...]``), checked on the tree that is built.
 """
 
 from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import get_object
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from rca_lightning.utils.errors import InvalidData, MissingInput
+from rca_lightning.utils.allowed_targets import ALLOWED_TARGETS
+from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 from rca_lightning.utils.resolvers import register_resolvers
 
-# Packages whose classes a run-folder config may build: this project, and the libraries its own configs
-# and models are built from (optimisers, backbones, trainer, callbacks and loggers, metrics, augmentations).
-ALLOWED_TARGET_PACKAGES = ("rca_lightning", "torch", "timm", "lightning", "torchmetrics", "albumentations")
 _DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 # How torch's weights-only unpickler names the global it refused.
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
@@ -69,44 +70,103 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     return checkpoint
 
 
-def check_config_targets(cfg: DictConfig | ListConfig, source_path: str | Path) -> None:
-    """Refuse a config that would build anything but classes of ``ALLOWED_TARGET_PACKAGES``.
-
-    Every ``_target_`` in the config, at any depth (lists included), must be a plain dotted name (not an
-    interpolation) in one of those packages, and must name a class defined there: a name inside an
-    allowed package can still reach a function or another package (``rca_lightning.cli.pipeline.os.system``),
-    and functions such as ``torch.load`` run code from files. Only modules of the allowed packages are
-    imported to look the names up.
+def trusted_target_names(names: Iterable[str] | None) -> frozenset[str]:
+    """The ``trusted_targets`` setting as a set of names: classes the user trusts beyond ``ALLOWED_TARGETS``.
 
     Args:
-        cfg: the loaded config, not yet instantiated.
+        names: the setting (a list of dotted class names, e.g. ``[my_package.models.MyNet]``), or None.
+
+    Raises:
+        InvalidSetting: it is not a list of dotted names.
+    """
+    if names is None:
+        return frozenset()
+    if OmegaConf.is_config(names):
+        names = OmegaConf.to_container(names)
+    is_list = isinstance(names, (list, tuple, set, frozenset))
+    if not is_list or not all(isinstance(name, str) and _DOTTED_NAME.fullmatch(name) for name in names):
+        raise InvalidSetting(
+            f"trusted_targets={names!r}: expected a list of dotted class names, e.g. [my_package.MyNet]"
+        )
+    return frozenset(names)
+
+
+def check_config_targets(
+    tree: Any, source_path: str | Path, trusted_targets: Iterable[str] = (), key_path: str = ""
+) -> None:
+    """Refuse a resolved config tree that would build anything but ``ALLOWED_TARGETS`` or ``trusted_targets``.
+
+    ``tree`` is the tree ``instantiate`` is given, resolved (plain dicts, lists and values, as
+    ``OmegaConf.to_container(resolve=True)`` returns it), so that a node an interpolation creates
+    (``${oc.create:...}``, ``${oc.decode:...}``) is checked too. Every ``_target_`` at any depth (lists and
+    ``_args_`` included) must be one of those names exactly, as written: nothing is imported to compare
+    it. A ``_partial_`` node of an allowed class is allowed (every allowed name is a class). A string that
+    still holds ``${`` would become an interpolation again when the tree is made a config, and is refused.
+
+    Args:
+        tree: the resolved tree.
         source_path: the file it was read from, named in the error.
+        trusted_targets: class names the user trusts (the ``trusted_targets`` setting).
+        key_path: the dotted key of ``tree`` in its file, named in the error.
 
     Raises:
         InvalidData: one line naming the file, the key path and the target.
     """
-    for key_path, target in _targets(OmegaConf.to_container(cfg, resolve=False), ""):
-        where = f"{source_path}: {key_path}._target_={target!r}"
-        if not isinstance(target, str) or not _DOTTED_NAME.fullmatch(target):
-            raise InvalidData(f"{where} is not a plain dotted class name")
-        if target.split(".", 1)[0] not in ALLOWED_TARGET_PACKAGES:
-            raise InvalidData(f"{where} is outside the allowed packages {list(ALLOWED_TARGET_PACKAGES)}")
-        try:
-            located = get_object(target)
-        except Exception as error:  # import and attribute errors of the lookup have no common base class
-            raise InvalidData(f"{where} cannot be looked up ({' '.join(str(error).split())})") from error
-        defined_in = getattr(located, "__module__", None) or ""
-        if not isinstance(located, type) or defined_in.split(".", 1)[0] not in ALLOWED_TARGET_PACKAGES:
+    allowed = ALLOWED_TARGETS | trusted_target_names(trusted_targets)
+    interpolation = next(iter(_leaves_holding_interpolations(tree, key_path)), None)
+    if interpolation is not None:
+        path, value = interpolation
+        raise InvalidData(
+            f"{source_path}: {path}={value!r} resolves to another interpolation; expected plain values"
+        )
+    for path, target in _targets(tree, key_path):
+        if not isinstance(target, str) or target not in allowed:
             raise InvalidData(
-                f"{where} is {type(located).__name__} {defined_in}.{getattr(located, '__qualname__', '')}; "
-                f"expected a class defined in {list(ALLOWED_TARGET_PACKAGES)}"
+                f"{source_path}: {path}._target_={target!r} is not a class the shipped configs build; "
+                "expected one of those, or a class named on the command line (trusted_targets=[...])"
             )
 
 
-def load_run_config(path: str | Path) -> DictConfig:
-    """A run folder's saved config (``<run>/.hydra/config.yaml``), checked by ``check_config_targets``,
-    with the project's resolvers registered (its interpolations use them)."""
+def run_config_keys(path: str | Path) -> frozenset[str]:
+    """The top-level keys of a run folder's saved config (which networks it holds), nothing resolved."""
+    return frozenset(str(key) for key in _read_run_config(path))
+
+
+def load_run_config(path: str | Path, node: str, trusted_targets: Iterable[str] = ()) -> DictConfig:
+    """``node`` of a run folder's saved config (``<run>/.hydra/config.yaml``), resolved and checked by
+    ``check_config_targets``: the config to instantiate.
+
+    The node is resolved once, with the project's resolvers registered (its interpolations, such as
+    ``${len:${data.class_names}}``, use them and the rest of the file); the tree returned is the one that was
+    checked, free of interpolations, so nothing is resolved again when it is built.
+
+    Args:
+        path: the config file.
+        node: its entry that will be built (``model``, ``seg_model``).
+        trusted_targets: classes the user trusts beyond ``ALLOWED_TARGETS`` (the ``trusted_targets`` setting;
+            never read from the folder).
+
+    Raises:
+        InvalidData: the file is not YAML, has no mapping ``node``, cannot be resolved, or builds another
+            class; one line naming the file.
+    """
     register_resolvers()
+    cfg = _read_run_config(path)
+    expected = f"expected a Hydra run config with the '{node}' settings"
+    try:
+        value = cfg[node] if node in cfg else None
+        tree = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_dict(value) else value
+    except OmegaConfBaseException as error:  # resolver errors arrive wrapped in OmegaConf's
+        reason = " ".join(str(error).split())
+        raise InvalidData(f"{path}: {node} cannot be resolved ({reason}); {expected}") from error
+    if not isinstance(tree, dict):
+        raise InvalidData(f"{path}: {node} is {type(tree).__name__}; {expected}")
+    check_config_targets(tree, path, trusted_targets, node)
+    return OmegaConf.create(tree)
+
+
+def _read_run_config(path: str | Path) -> DictConfig:
+    """The saved config as YAML, unresolved; InvalidData naming the file when it is not a YAML mapping."""
     try:
         cfg = OmegaConf.load(path)
     except Exception as error:  # YAML syntax and OmegaConf errors have no common base class
@@ -114,7 +174,8 @@ def load_run_config(path: str | Path) -> DictConfig:
         raise InvalidData(
             f"{path}: not a readable YAML config ({reason}); expected a Hydra run config"
         ) from error
-    check_config_targets(cfg, path)
+    if not isinstance(cfg, DictConfig):
+        raise InvalidData(f"{path}: holds a list; expected a Hydra run config (a mapping)")
     return cfg
 
 
@@ -132,4 +193,21 @@ def _targets(node: Any, key_path: str) -> list[tuple[str, Any]]:
     return []
 
 
-__all__ = ["ALLOWED_TARGET_PACKAGES", "check_config_targets", "load_checkpoint", "load_run_config"]
+def _leaves_holding_interpolations(node: Any, key_path: str) -> list[tuple[str, str]]:
+    """(key path, value) of every string in a plain container that holds ``${``."""
+    if isinstance(node, dict):
+        items = [(f"{key_path}.{key}" if key_path else str(key), value) for key, value in node.items()]
+    elif isinstance(node, list):
+        items = [(f"{key_path}[{index}]", value) for index, value in enumerate(node)]
+    else:
+        return [(key_path, node)] if isinstance(node, str) and "${" in node else []
+    return [found for path, value in items for found in _leaves_holding_interpolations(value, path)]
+
+
+__all__ = [
+    "check_config_targets",
+    "load_checkpoint",
+    "load_run_config",
+    "run_config_keys",
+    "trusted_target_names",
+]

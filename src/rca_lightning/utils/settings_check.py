@@ -18,7 +18,8 @@ What a setting accepts:
   ``2012`` as a number); a list a list; a mapping a mapping; a null, ``???`` or an interpolation that does not
   resolve here takes anything, and so does a null given by the user (the value that turns a setting off).
 
-A value the user gives as an interpolation (``trainer.max_epochs=${seed}``) is judged by what it resolves to.
+No setting takes a non-finite number (``nan``, ``inf``, also inside a list or mapping). A value the user gives
+as an interpolation (``trainer.max_epochs=${seed}``) is judged by what it resolves to.
 A key added with ``+`` / ``++`` under a ``_target_`` node must be an argument of that target
 (``+trainer.foo=1``: ``lightning.Trainer`` has no argument ``foo``). ``hydra.*`` keys are left to Hydra's own
 schema. :class:`SettingsCheck`, registered in ``conf/hydra/default.yaml``, runs the check at the start of
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
+import math
 import os
 import typing
 import warnings
@@ -121,6 +123,8 @@ def _check_one(override: Override, reference: DictConfig, composed: DictConfig) 
         value = _plain(OmegaConf.select(composed, key, default=_ANYTHING, **_LENIENT))
         if value is _ANYTHING:
             return
+    if _holds_non_finite(value):
+        raise InvalidSetting(f"{key}: expected finite numbers (no nan or inf), got {_short(value)}")
     parent_key, _, name = key.rpartition(".")
     target_name, target = _target_of(composed, parent_key)
     added = override.type in (OverrideType.ADD, OverrideType.FORCE_ADD) and not _exists(
@@ -151,6 +155,17 @@ def _plain(value: Any) -> Any:
         except Exception:  # noqa: BLE001 - an interpolation inside that does not resolve here
             return _ANYTHING
     return value
+
+
+def _holds_non_finite(value: Any) -> bool:
+    """Whether ``value`` (plain Python) is or holds a ``nan`` or an infinity, which no setting takes."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list):
+        return any(map(_holds_non_finite, value))
+    if isinstance(value, dict):
+        return any(map(_holds_non_finite, value.values()))
+    return False
 
 
 def _exists(config: DictConfig, parent_key: str, name: str) -> bool:
