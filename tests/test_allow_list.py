@@ -29,6 +29,7 @@ from rca_lightning.inference.trained_runs import resolve_training_run
 from rca_lightning.utils.allowed_targets import ALLOWED_TARGETS
 from rca_lightning.utils.errors import InvalidData, InvalidSetting
 from rca_lightning.utils.folder_lock import LOCK_FILE
+from rca_lightning.utils.resolvers import register_resolvers
 from rca_lightning.utils.safe_loading import check_config_targets, load_run_config, trusted_target_names
 from tests.conftest import CONFIG_DIR
 from tests.stage_helpers import make_segmentation_run, make_training_run
@@ -343,6 +344,29 @@ def test_a_config_that_does_not_resolve_is_one_line_naming_the_file(trained_runs
     ) as caught:
         resolve_training_run(run, None, None)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("reference", ["model.path", "elsewhere", "environment only"])
+def test_resolvers_that_reach_beyond_the_config_are_not_run(tmp_path, monkeypatch, reference):
+    """``sqlite_url`` would create a folder anywhere and ``oc.env`` read the environment: a foreign node (or a
+    node it refers to) that uses them is refused, nothing is created, and the resolvers work again after."""
+    register_resolvers()
+    made = tmp_path / "made_by_the_config" / "sub"
+    monkeypatch.setenv("RCA_TEST_SECRET", "secret")
+    config_file = tmp_path / "config.yaml"
+    path = {"elsewhere": "${elsewhere}", "environment only": "plain"}.get(
+        reference, f"${{sqlite_url:{made}/db}}"
+    )
+    config = {
+        "elsewhere": f"${{sqlite_url:{made}/db}}",
+        "model": {"_target_": "torch.nn.Identity", "path": path, "secret": "${oc.env:RCA_TEST_SECRET}"},
+    }
+    OmegaConf.save(OmegaConf.create(config), config_file)
+    with pytest.raises(InvalidData, match=rf"{config_file}: model cannot be resolved .*beyond the config"):
+        load_run_config(config_file, "model")
+    assert not made.parent.exists()
+    restored = OmegaConf.create({"a": "${oc.env:RCA_TEST_SECRET}", "b": f"${{sqlite_url:{made}/db}}"})
+    assert restored.a == "secret" and restored.b == f"sqlite:///{made}/db" and made.is_dir()
 
 
 def test_trust_comes_from_the_command_line_never_from_the_folder(tmp_path):

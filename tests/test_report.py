@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from rca_lightning.report import build_report, format_report, weak_classes
-from rca_lightning.utils.errors import MissingInput
+from rca_lightning.utils.errors import InvalidData, MissingInput
 
 CLASSES = ["disc", "square"]
 
@@ -148,3 +148,22 @@ def test_weak_classes_skips_absent_classes_and_flags_zero():
         "cross": {"cam": 12.0, "pseudo_label": 4.99, "seg": 30.0},
     }
     assert weak_classes(per_class_iou, below=0.1) == {"ring": {"cam": 0.4, "pseudo_label": 0.0, "seg": None}}
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "message"),
+    [
+        ("classifier/metrics.json", {"metrics": {}}, r"dataset\.class_names is None; expected a list"),
+        ("classifier/metrics.json", {"metrics": [], "dataset": {}}, r"metrics is \[\]; expected a mapping"),
+        ("classifier/metrics.json", [1, 2], r"holds an array"),
+        ("cam_eval/eval.json", {"cams": {"miou": 0.4}}, r"cams is .*; expected a mapping with \['per_class"),
+        ("pseudo_mask_eval/eval.json", {"pseudo_masks": 3}, r"pseudo_masks is 3; expected a mapping"),
+        ("segmentation/metrics.json", {"metrics": None}, r"metrics is None; expected a mapping"),
+    ],
+)
+def test_a_damaged_stage_summary_is_one_line_naming_the_file(tmp_path, file, content, message):
+    dirs = write_stage_files(tmp_path)
+    (tmp_path / file).write_text(json.dumps(content))
+    with pytest.raises(InvalidData, match=rf"^{tmp_path / file}: {message}") as caught:
+        build_report(tmp_path / "classifier", dirs, {})
+    assert "\n" not in str(caught.value)

@@ -195,6 +195,7 @@ def _write_index(index_path: Path, signature: dict, records: list[COCOImageRecor
 def read_mask_index(path: Path) -> dict | None:
     """The ``index.json`` of a split's mask cache, or None where it cannot be read (then it is rebuilt)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        index = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None  # unreadable index: rebuild
+    return index if isinstance(index, dict) else None

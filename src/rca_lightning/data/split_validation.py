@@ -144,7 +144,11 @@ def _read_cache(cache_file: Path | None, class_names: Sequence[str]) -> dict[str
         content = json.loads(cache_file.read_text())
     except (OSError, ValueError):
         return {}  # unreadable: check again
-    if content.get("version") != CACHE_VERSION or content.get("class_names") != list(class_names):
+    if (
+        not isinstance(content, dict)
+        or content.get("version") != CACHE_VERSION
+        or content.get("class_names") != list(class_names)
+    ):
         return {}
     passed = content.get("passed")
     return passed if isinstance(passed, dict) else {}

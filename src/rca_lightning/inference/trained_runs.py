@@ -15,7 +15,6 @@ executed.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ from rca_lightning.inference.image_arrays import IMAGENET_MEAN, IMAGENET_STD
 from rca_lightning.pipeline_handoffs import read_cams_record
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 from rca_lightning.utils.safe_loading import load_checkpoint, load_run_config, run_config_keys
+from rca_lightning.utils.setting_ranges import number_in_range
+from rca_lightning.utils.state_files import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,7 @@ def read_run_summary(run_dir: Path, script: str, setting: str | None = None) -> 
     summary_file = run_dir / "metrics.json"
     if not summary_file.is_file():
         raise MissingInput(f"{summary_file} not found: expected {run_dir} to be a finished {script} run")
-    try:
-        return json.loads(summary_file.read_text())
-    except ValueError as error:
-        raise InvalidData(
-            f"{summary_file}: not valid JSON ({error}); expected what {script} writes"
-        ) from error
+    return read_json_object(summary_file, f"what {script} writes")
 
 
 def resolve_training_run(
@@ -216,9 +212,13 @@ def _pipeline_cam_settings(run_dir: Path) -> tuple[float | None, str | None, tup
     """The background threshold ``rca-eval`` chose and the views ``rca-cams`` used, in a pipeline run."""
     threshold, origin, views = None, None, None
     report = run_dir / "report.json"
-    chosen = json.loads(report.read_text()).get("cam_threshold") if report.is_file() else None
+    chosen = (
+        read_json_object(report, "the report rca-pipeline writes").get("cam_threshold")
+        if report.is_file()
+        else None
+    )
     if chosen is not None:
-        threshold = float(chosen)
+        threshold = number_in_range(f"{report}: cam_threshold", chosen, 0.0, 1.0)
         origin = f"{report} cam_threshold (the CAM sweep on the train split's ground truth)"
     cams = run_dir / "cams" / "cams.json"
     if cams.is_file():

@@ -21,6 +21,7 @@ import numpy as np
 
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.errors import InvalidData, MissingInput
+from rca_lightning.utils.state_files import read_json_object
 
 ATTENTION_FILE = "attention.npy"
 WRITTEN_FILE = "written.npy"
@@ -34,10 +35,7 @@ def read_index(directory: str | os.PathLike) -> dict:
     index_path = Path(directory) / INDEX_FILE
     if not index_path.is_file():
         raise MissingInput(f"{index_path} not found: expected an attention-accumulation folder")
-    try:
-        index = json.loads(index_path.read_text())
-    except ValueError as error:
-        raise InvalidData(f"{index_path}: not valid JSON ({error})") from error
+    index = read_json_object(index_path, "the index of an attention-accumulation folder")
     if index.get("format_version") != FORMAT_VERSION:
         raise InvalidData(
             f"{index_path}: format_version {index.get('format_version')!r}, expected {FORMAT_VERSION}"

@@ -8,7 +8,6 @@ stage's val split through its evaluation path (test-time augmentation, optional 
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -19,6 +18,7 @@ from rich.table import Table
 from rca_lightning.pipeline_handoffs import read_cams_record
 from rca_lightning.utils.checkpoint_selection import uses_pixel_labels
 from rca_lightning.utils.errors import InvalidData, MissingInput
+from rca_lightning.utils.state_files import read_json_object
 
 WEAK_CLASS_IOU = 5.0
 """A class with an IoU (%) below this at some stage is flagged as weak in the report."""
@@ -26,15 +26,28 @@ STAGE_LABELS = {"cam": "cam", "ir_label": "IR", "pseudo_label": "pseudo", "seg":
 """The report's per-stage IoU keys and their short names in the printed table."""
 
 
+# What each stage summary the report reads must hold: file name -> its entries that are mappings.
+_SUMMARY_MAPPINGS = {"metrics.json": ("metrics",), "eval.json": ()}
+# Entries of an evaluation's record (eval.json's "cams" / "pseudo_masks") that the report reads.
+_EVALUATION_KEYS = ("per_class_iou", "miou")
+
+
 def _read_json(path: Path) -> dict:
+    """A finished stage's summary, its mappings checked; MissingInput / InvalidData naming the file."""
     if not path.is_file():
         raise MissingInput(f"{path} not found: expected the summary of a finished pipeline stage")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as error:
-        raise InvalidData(
-            f"{path}: not valid JSON ({error}); expected the summary of a finished stage"
-        ) from error
+    record = read_json_object(path, "the summary of a finished stage")
+    entries = [*_SUMMARY_MAPPINGS.get(path.name, ()), *(k for k in ("cams", "pseudo_masks") if k in record)]
+    for entry in entries:
+        value = record.get(entry)
+        missing = [key for key in _EVALUATION_KEYS if key not in value] if isinstance(value, dict) else None
+        if missing is None or (entry != "metrics" and missing):
+            raise InvalidData(
+                f"{path}: {entry} is {value!r:.60}; expected a mapping"
+                + (f" with {list(_EVALUATION_KEYS)}" if entry != "metrics" else "")
+                + " (the summary of a finished stage)"
+            )
+    return record
 
 
 def _percent(per_class: dict[str, float | None]) -> dict[str, float | None]:
@@ -113,7 +126,13 @@ def build_report(
     # IRN's relation labels (refine=random_walk), scored like masks: on their labelled pixels.
     ir_eval = (_optional_json(stage_dirs, "ir_label_eval", "eval.json") or {}).get("pseudo_masks")
     segmentation = _optional_json(stage_dirs, "segmentation", "metrics.json")
-    class_names = list(classifier["dataset"]["class_names"])
+    dataset = classifier.get("dataset")
+    class_names = dataset.get("class_names") if isinstance(dataset, dict) else None
+    if not isinstance(class_names, list) or not all(isinstance(name, str) for name in class_names):
+        raise InvalidData(
+            f"{classifier_dir / 'metrics.json'}: dataset.class_names is {class_names!r:.60}; expected a "
+            "list of class names (what rca-train writes)"
+        )
     checkpoints = {}
     if cam_run:
         checkpoints["classifier"] = _checkpoint_record(cam_run.checkpoint, cam_run.checkpoint_selection)

@@ -6,7 +6,6 @@ prediction, background first; per-class IoU in percent), so a figure always show
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from rca_lightning.inference.drawing import colourise_mask, turbo_colours
 from rca_lightning.report.report_figures import write_grid
+from rca_lightning.utils.state_files import read_json_object
 
 # Report stage -> (pipeline stage folder, file, keys to its confusion counts, title).
 CONFUSION_SOURCES = {
@@ -142,7 +142,7 @@ def write_score_figures(stage_dirs: dict[str, Path], report: dict, figures_dir: 
         if folder not in stage_dirs:  # the stage did not run
             continue
         path = stage_dirs[folder] / file_name
-        record = json.loads(path.read_text()) if path.is_file() else {}
+        record = read_json_object(path, "the scores of a finished stage") if path.is_file() else {}
         for key in keys:
             record = record.get(key) if isinstance(record, dict) else None
         per_class = report["per_class_iou"].get(stage)

@@ -14,14 +14,14 @@ recorded relative to it, so a moved run folder still resumes.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rca_lightning.utils.atomic import write_json_atomically
-from rca_lightning.utils.errors import InvalidData, InvalidSetting
+from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.ranks import launch_is_main
+from rca_lightning.utils.state_files import read_json_object
 
 FINGERPRINT_FILE = "fingerprint.json"
 RESUME_FREE_KEYS = (
@@ -79,14 +79,7 @@ def check_run_fingerprint(folder: Path, fingerprint: dict) -> bool:
     path = folder / FINGERPRINT_FILE
     if not path.is_file():
         return False
-    try:
-        recorded = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise InvalidData(
-            f"{path}: unreadable ({error}); expected the settings this run started with"
-        ) from error
-    if not isinstance(recorded, dict):
-        raise InvalidData(f"{path}: expected a mapping of the settings this run started with")
+    recorded = read_json_object(path, "the settings this run started with")
     key = first_difference(recorded, fingerprint)
     if key is not None:
         old, new = _value(recorded, key), _value(fingerprint, key)

@@ -11,22 +11,27 @@ from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from omegaconf.resolvers import oc
 
 from rca_lightning.utils.allowed_targets import ALLOWED_TARGETS
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
-from rca_lightning.utils.resolvers import register_resolvers
+from rca_lightning.utils.resolvers import register_resolvers, sqlite_url
 
 _DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 # How torch's weights-only unpickler names the global it refused.
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _UNPICKLER_REASON = re.compile(r"WeightsUnpickler error:\s*(\S[^\n]*)")
+# Resolvers that reach beyond the config (``sqlite_url`` creates a folder, ``oc.env`` reads the environment):
+# a foreign config's node is resolved without them. Its class names, sizes and references need neither.
+_RESOLVERS_WITH_EFFECTS = {"sqlite_url": sqlite_url, "oc.env": oc.env}
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
@@ -155,7 +160,8 @@ def load_run_config(path: str | Path, node: str, trusted_targets: Iterable[str] 
     expected = f"expected a Hydra run config with the '{node}' settings"
     try:
         value = cfg[node] if node in cfg else None
-        tree = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_dict(value) else value
+        with _resolvers_without_effects():
+            tree = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_dict(value) else value
     except OmegaConfBaseException as error:  # resolver errors arrive wrapped in OmegaConf's
         reason = " ".join(str(error).split())
         raise InvalidData(f"{path}: {node} cannot be resolved ({reason}); {expected}") from error
@@ -163,6 +169,23 @@ def load_run_config(path: str | Path, node: str, trusted_targets: Iterable[str] 
         raise InvalidData(f"{path}: {node} is {type(tree).__name__}; {expected}")
     check_config_targets(tree, path, trusted_targets, node)
     return OmegaConf.create(tree)
+
+
+@contextmanager
+def _resolvers_without_effects() -> Iterator[None]:
+    """While a foreign node is resolved, the resolvers of ``_RESOLVERS_WITH_EFFECTS`` refuse to run (the
+    refusal surfaces as an OmegaConf resolution error naming the key); they are put back afterwards."""
+
+    def refuse(*_: Any) -> None:
+        raise ValueError("this resolver reaches beyond the config and is not run for a run folder's config")
+
+    for name in _RESOLVERS_WITH_EFFECTS:
+        OmegaConf.register_new_resolver(name, refuse, replace=True)
+    try:
+        yield
+    finally:
+        for name, resolver in _RESOLVERS_WITH_EFFECTS.items():
+            OmegaConf.register_new_resolver(name, resolver, replace=True)
 
 
 def _read_run_config(path: str | Path) -> DictConfig:
