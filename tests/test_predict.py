@@ -350,3 +350,22 @@ def test_images_are_batched_within_a_pixel_budget_a_large_one_alone():
 def test_max_pixels_must_be_a_positive_integer(value):
     with pytest.raises(InvalidSetting, match=f"max_pixels={value}: expected a positive number of pixels"):
         check_max_pixels(value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("batch_size=0", "batch_size: expected an integer in [1, 1024], got 0"),
+        ("num_workers=-1", "num_workers: expected an integer in [0, 256], got -1"),
+    ],
+)
+def test_settings_that_size_the_work_are_range_checked_before_anything_is_written(
+    cams_run, tmp_path, setting, message
+):
+    photos, out = tmp_path / "photos", tmp_path / "masks"
+    write_photos(photos)
+    status, lines, _ = run_predict_measured(
+        f"run_dir={cams_run}", f"inputs={photos}", f"output_dir={out}", setting, log_dir=tmp_path / "log"
+    )
+    assert (status, lines) == (2, [f"rca-predict: error: {message}"])
+    assert not out.exists()

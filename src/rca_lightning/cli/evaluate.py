@@ -27,7 +27,7 @@ from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.ranks import Ranks, stage_ranks
 from rca_lightning.utils.resolvers import register_resolvers
-from rca_lightning.utils.setting_ranges import is_in_range, number_in_range
+from rca_lightning.utils.setting_ranges import MAX_WORKERS, is_in_range, number_in_range
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -79,7 +79,7 @@ def _evaluate(cfg: DictConfig, ranks: Ranks) -> tuple[dict, dict]:
                 "attention_dir=<accumulation>) and/or masks_dir=<rca-pseudo output>, got neither"
             )
         sweep = threshold_sweep(cfg.thresholds) if score_seeds else None
-        number_in_range("num_workers", cfg.num_workers, 0, integer=True)
+        number_in_range("num_workers", cfg.num_workers, 0, MAX_WORKERS, integer=True)
         seeds = seeds_and_dataset(cfg) if score_seeds else None
         masks_dir = Path(cfg.masks_dir) if cfg.get("masks_dir") else None
         masks = _split_dataset(cfg, masks_dir, "rca-pseudo", "masks_dir") if masks_dir else None

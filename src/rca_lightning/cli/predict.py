@@ -24,6 +24,7 @@ from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.errors import InvalidData
 from rca_lightning.utils.folder_lock import LOCK_FILE, owned_folder
 from rca_lightning.utils.quiet import silence_known_noise
+from rca_lightning.utils.setting_ranges import MAX_BATCH_SIZE, MAX_WORKERS, number_in_range
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ def predict(cfg: DictConfig) -> dict:
     inputs = OmegaConf.to_container(cfg.inputs) if OmegaConf.is_list(cfg.inputs) else str(cfg.inputs)
     paths = list_inputs(inputs)
     max_pixels = check_max_pixels(cfg.max_pixels)
+    number_in_range("batch_size", cfg.batch_size, 1, MAX_BATCH_SIZE, integer=True)
+    number_in_range("num_workers", cfg.num_workers, 0, MAX_WORKERS, integer=True)
     scales = list(cfg.tta_scales) if cfg.tta_scales is not None else None
     segmenter = Segmenter.from_run(
         cfg.run_dir,

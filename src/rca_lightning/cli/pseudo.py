@@ -30,7 +30,7 @@ from rca_lightning.utils.folder_lock import owned_folder
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.ranks import Ranks, stage_ranks
 from rca_lightning.utils.resolvers import register_resolvers
-from rca_lightning.utils.setting_ranges import number_in_range
+from rca_lightning.utils.setting_ranges import MAX_WORKERS, number_in_range
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -53,7 +53,7 @@ def _pseudo(cfg: DictConfig, ranks: Ranks) -> tuple[dict, dict]:
         workers = (
             ranks.cpus()
             if cfg.num_workers is None
-            else number_in_range("num_workers", cfg.num_workers, 0, integer=True)
+            else number_in_range("num_workers", cfg.num_workers, 0, MAX_WORKERS, integer=True)
         )
         refiner = instantiate(cfg.refine)
         seed_source, record, split, dataset = seeds_and_dataset(cfg)

@@ -19,6 +19,7 @@ from rca_lightning.data.transforms import build_eval_transform
 from rca_lightning.inference.cam_scores import peak_normalise
 from rca_lightning.inference.test_time_augmentation import CAM_SCALES, check_views, sum_over_views
 from rca_lightning.pseudo.cam_writer import pending_image_ids
+from rca_lightning.utils.setting_ranges import MAX_WORKERS, number_in_range
 
 
 def tagged_class_scores(
@@ -99,6 +100,7 @@ class CAMDataModule(LightningDataModule):
         self.split = split
         self.cams_dir = cams_dir
         self.num_workers = source.num_workers if num_workers is None else num_workers
+        number_in_range("num_workers", self.num_workers, 0, MAX_WORKERS, integer=True)
         self.dataset = None
         self.pending: list[int] = []
 

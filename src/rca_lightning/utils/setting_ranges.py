@@ -27,6 +27,9 @@ MAX_SCALE = 4.0
 MAX_SCALE_COUNT = 16
 # The largest disc of pixel pairs at stride 4 (random walk, boundary training): about pi r^2 pairs per pixel.
 MAX_RADIUS = 32
+# The most images one inference batch holds, and the most loader / CRF worker processes of one stage.
+MAX_BATCH_SIZE = 1024
+MAX_WORKERS = 256
 
 
 def _range_words(minimum: float | None, maximum: float | None, above_minimum: bool) -> str:
