@@ -1,6 +1,10 @@
-"""The GPU throughput bench stays working: every preset, precision and memory format on a CPU with tiny
-networks (``--smoke``; ``torch.compile`` is left to GPU runs: compiling takes minutes on a CPU)."""
+"""The benches stay working on a CPU: the GPU throughput bench (every preset, precision and memory format with
+tiny networks, ``--smoke``; ``torch.compile`` is left to GPU runs: compiling takes minutes on a CPU) and the
+scale rehearsal (every stage of the built-in pipeline at a tiny size, ``--smoke``), and the cost of the
+checks of issue 24 (``safety_overhead.py``)."""
 
+import json
+import math
 import re
 import subprocess
 import sys
@@ -26,3 +30,40 @@ def test_gpu_throughput_bench_prints_a_table_on_cpu():
     for row in rows:
         values = [float(cell) for cell in re.findall(r"\| ([\d.]+)", row)]
         assert len(values) == 3 and all(value > 0 for value in values), row
+
+
+REHEARSAL = BENCH.parent / "scale_rehearsal.py"
+PIPELINE_STAGES = ["classifier", "cams", "cam_eval", "pseudo_masks", "pseudo_mask_eval", "segmentation"]
+
+
+@pytest.mark.slow
+def test_scale_rehearsal_smoke_projects_every_stage(tmp_path):
+    """Every stage of the built-in pipeline (and the data preparation) has a row of positive finite figures,
+    and its projection to the full dataset and schedule exceeds what the larger measured size cost."""
+    out = tmp_path / "rehearsal.json"
+    command = [sys.executable, str(REHEARSAL), "--smoke", "--json", str(out), "--out", str(tmp_path / "runs")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = json.loads(out.read_text())
+    assert table["experiment"] == "synthetic" and table["device"]
+    assert [row["name"] for row in table["stages"]] == ["data_preparation", *PIPELINE_STAGES]
+    for row in table["stages"]:
+        figures = [row[key] for key in ("seconds_per_item", "peak_rss_mib", "growth", "projected_seconds")]
+        assert all(math.isfinite(value) and value > 0 for value in figures), row
+        assert math.isfinite(row["disk_bytes_per_item"]) and row["disk_bytes_per_item"] >= 0, row
+        assert row["projected_seconds"] > max(row["seconds"]), row
+        assert row["projected_disk_bytes"] >= max(row["disk_bytes"]) > 0, row
+        assert row["full_items"] > max(row["items"]), row
+    assert f"| {PIPELINE_STAGES[-1]} | optimiser step |" in result.stdout
+
+
+def test_safety_overhead_bench_adds_up_its_checks():
+    """Every check has a row of a positive time, and the total is the sum of the rows' seconds."""
+    command = [sys.executable, str(BENCH.parent / "safety_overhead.py"), "--repeats", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    rows = [line.rsplit(maxsplit=3) for line in lines[1:-1]]
+    assert len(rows) == 6 and all(float(ms) > 0 and int(count) > 0 for _, ms, count, _ in rows), lines
+    total = float(lines[-1].split()[-1])
+    assert total == pytest.approx(sum(float(seconds) for *_, seconds in rows), abs=0.004), lines

@@ -175,7 +175,7 @@ def write_training_run(train_dir: Path, model_cfg: dict, marker: Path) -> Path:
         ),
         ({"_target_": "torch.load", "f": "{marker}", "weights_only": False}, "model", "torch.load"),
         # Checked as resolved: what instantiate would call.
-        ({"_target_": "${oc.env:RCA_UNSET_VARIABLE,os.system}"}, "model", "os.system"),
+        ({"_target_": "${oc.select:no_such_key,os.system}"}, "model", "os.system"),
         # An allowed class spelled another way: names are compared as the shipped configs write them.
         (
             {"_target_": "rca_lightning.models.rca_net.RCANet"},

@@ -174,7 +174,9 @@ def run_console_script(hydra_main: Callable[[], object], script: str) -> None:
             traceback.print_exc()
             sys.exit(1)
         message = _with_key(one_line(user_error), _instantiated_key(error))
-        print(f"{script}: error: {message}", file=sys.stderr)
+        # One write of the whole line: the ranks of a launch share stderr, their lines must not interleave.
+        sys.stderr.write(f"{script}: error: {message}\n")
+        sys.stderr.flush()
         sys.exit(USER_ERROR_STATUS)
     finally:
         sys.stderr = stderr.stream

@@ -39,14 +39,12 @@ register_resolvers()
 def pseudo(cfg: DictConfig) -> tuple[dict, dict]:
     """Write the pseudo masks of the images of the seeds' split; returns the run's figures and objects.
     Under torchrun or srun each process writes its share of the images and the first writes the summary;
-    ``masks_dir`` is the launch's while it runs (one owner per folder)."""
+    ``masks_dir`` is the launch's from its claim to the end (one owner per folder)."""
     with stage_ranks("rca-pseudo", cfg.barrier_timeout_s) as ranks, ExitStack() as held:
-        with ranks.agree_outcome():  # a folder held by another process stops every rank, in one line
-            held.enter_context(owned_folder(cfg.masks_dir, "masks_dir"))
-        return _pseudo(cfg, ranks)
+        return _pseudo(cfg, ranks, held)
 
 
-def _pseudo(cfg: DictConfig, ranks: Ranks) -> tuple[dict, dict]:
+def _pseudo(cfg: DictConfig, ranks: Ranks, held: ExitStack) -> tuple[dict, dict]:
     # A check that fails on any rank stops every rank with its line, before anyone waits at the barrier.
     with ranks.agree_outcome():
         # num_workers null: this process's share of the machine's CPUs.
@@ -66,7 +64,10 @@ def _pseudo(cfg: DictConfig, ranks: Ranks) -> tuple[dict, dict]:
             "dataset": record,
             "refine": OmegaConf.to_container(cfg.refine, resolve=True),
         }
-    with ranks.agree_outcome():  # claimed once every rank's checks passed; past it, every rank writes there
+    # Claimed once every rank's checks passed (a refused setting leaves no folder behind), held to the end (a
+    # folder held by another process stops every rank, in one line); past it, every rank writes there.
+    with ranks.agree_outcome():
+        held.enter_context(owned_folder(masks_dir, "masks_dir"))
         if ranks.is_main:
             masks_dir.mkdir(parents=True, exist_ok=True)
             claim_output_folder(masks_dir, settings)

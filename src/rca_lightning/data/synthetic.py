@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -29,6 +30,7 @@ from rca_lightning.data import synthetic_saliency as saliency
 from rca_lightning.data.synthetic_renderer import RenderedImage, SyntheticRenderer
 from rca_lightning.data.voc_layout import CLASS_NAMES_FILE
 from rca_lightning.inference.palette_png import palette_png_bytes
+from rca_lightning.utils.atomic import publish_folder
 from rca_lightning.utils.errors import InvalidSetting
 
 GENERATOR_VERSION = 2
@@ -91,17 +93,9 @@ class SyntheticVOCGenerator(SyntheticRenderer):
         staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
         try:
             self._write_all(staging)
-            if root.exists():
-                # Our own dataset with other settings (or an empty folder): move it aside first.
-                retired = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-                os.replace(root, retired / root.name)
-                shutil.rmtree(retired, ignore_errors=True)
-            try:
-                os.replace(staging, root)
-            except OSError:
-                # Another process (e.g. another node's rank zero) finished first.
-                if not self.is_complete(root):
-                    raise
+            # Our own dataset with other settings (or an empty folder) is replaced; another process (e.g.
+            # another node's rank zero) may have finished first.
+            publish_folder(staging, root, lambda: self.is_complete(root))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -128,38 +122,53 @@ class SyntheticVOCGenerator(SyntheticRenderer):
         (folder / COMPLETE_MARKER).write_bytes(saliency.marker_bytes(self.settings(), saliency_record))
 
     def _write_image(self, folder: Path, image_id: str, rendered: RenderedImage) -> None:
-        ok, jpeg = cv2.imencode(".jpg", rendered.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        if not ok:
-            raise RuntimeError(f"JPEG encoding failed for {image_id}")
-        (folder / "JPEGImages" / f"{image_id}.jpg").write_bytes(jpeg.tobytes())
+        (folder / "JPEGImages" / f"{image_id}.jpg").write_bytes(jpeg_bytes(rendered.image, JPEG_QUALITY))
         for sub, mask in (
             ("SegmentationClass", rendered.class_mask),
             ("SegmentationObject", rendered.object_mask),
         ):
             (folder / sub / f"{image_id}.png").write_bytes(palette_png_bytes(mask))
-        xml = self._annotation_xml(image_id, rendered)
+        xml = annotation_xml(image_id, rendered, self.class_names)
         (folder / "Annotations" / f"{image_id}.xml").write_bytes(xml)
 
-    def _annotation_xml(self, image_id: str, rendered: RenderedImage) -> bytes:
-        height, width = rendered.class_mask.shape
-        annotation = ET.Element("annotation")
-        ET.SubElement(annotation, "folder").text = "VOC2012"
-        ET.SubElement(annotation, "filename").text = f"{image_id}.jpg"
-        source = ET.SubElement(annotation, "source")
-        ET.SubElement(source, "database").text = "rca-lightning synthetic VOC"
-        size = ET.SubElement(annotation, "size")
-        ET.SubElement(size, "width").text = str(width)
-        ET.SubElement(size, "height").text = str(height)
-        ET.SubElement(size, "depth").text = "3"
-        ET.SubElement(annotation, "segmented").text = "1"
-        for class_index, (xmin, ymin, xmax, ymax), truncated in rendered.objects:
-            obj = ET.SubElement(annotation, "object")
-            ET.SubElement(obj, "name").text = self.class_names[class_index]
-            ET.SubElement(obj, "pose").text = "Unspecified"
-            ET.SubElement(obj, "truncated").text = str(int(truncated))
-            ET.SubElement(obj, "difficult").text = "0"
-            box = ET.SubElement(obj, "bndbox")
-            for tag, value in (("xmin", xmin), ("ymin", ymin), ("xmax", xmax), ("ymax", ymax)):
-                ET.SubElement(box, tag).text = str(value)
-        ET.indent(annotation, space="\t")
-        return ET.tostring(annotation, encoding="utf-8") + b"\n"
+
+def jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
+    """The bytes of a JPEG of an (H, W, 3) uint8 RGB image at ``quality`` (OpenCV's encoder)."""
+    ok, jpeg = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError(f"JPEG encoding failed for an image of shape {image.shape}")
+    return jpeg.tobytes()
+
+
+def grey_png_bytes(values: np.ndarray) -> bytes:
+    """The bytes of a single-channel 8-bit PNG of an (H, W) uint8 array (OpenCV's encoder)."""
+    ok, png = cv2.imencode(".png", values)
+    if not ok:
+        raise RuntimeError(f"PNG encoding failed for an array of shape {values.shape}")
+    return png.tobytes()
+
+
+def annotation_xml(image_id: str, rendered: RenderedImage, class_names: Sequence[str]) -> bytes:
+    """The VOC XML of a drawn image: its size and one ``<object>`` (name, box, truncated) per instance."""
+    height, width = rendered.class_mask.shape
+    annotation = ET.Element("annotation")
+    ET.SubElement(annotation, "folder").text = "VOC2012"
+    ET.SubElement(annotation, "filename").text = f"{image_id}.jpg"
+    source = ET.SubElement(annotation, "source")
+    ET.SubElement(source, "database").text = "rca-lightning synthetic VOC"
+    size = ET.SubElement(annotation, "size")
+    ET.SubElement(size, "width").text = str(width)
+    ET.SubElement(size, "height").text = str(height)
+    ET.SubElement(size, "depth").text = "3"
+    ET.SubElement(annotation, "segmented").text = "1"
+    for class_index, (xmin, ymin, xmax, ymax), truncated in rendered.objects:
+        obj = ET.SubElement(annotation, "object")
+        ET.SubElement(obj, "name").text = class_names[class_index]
+        ET.SubElement(obj, "pose").text = "Unspecified"
+        ET.SubElement(obj, "truncated").text = str(int(truncated))
+        ET.SubElement(obj, "difficult").text = "0"
+        box = ET.SubElement(obj, "bndbox")
+        for tag, value in (("xmin", xmin), ("ymin", ymin), ("xmax", xmax), ("ymax", ymax)):
+            ET.SubElement(box, tag).text = str(value)
+    ET.indent(annotation, space="\t")
+    return ET.tostring(annotation, encoding="utf-8") + b"\n"

@@ -11,7 +11,7 @@ the visible part only, with a 255 band along every object border as in VOC.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -37,6 +37,7 @@ class RenderedImage:
     class_mask: np.ndarray  # (H, W) uint8, 0 / 1..C / 255
     object_mask: np.ndarray  # (H, W) uint8, 0 / 1..N / 255
     objects: list[tuple[int, tuple[int, int, int, int], bool]]  # (class index, 1-based box, truncated)
+    instance_map: np.ndarray  # (H, W) uint8, 0 / 1..N, no border band (instance i is objects[i - 1])
 
 
 def _hsv_to_rgb(hue_deg: float, saturation: float, value: float) -> np.ndarray:
@@ -66,13 +67,17 @@ class SyntheticRenderer:
     background, with their class mask, instance mask and object list (no file I/O).
 
     Args:
-        class_names: foreground classes, taken from ``SYNTHETIC_CLASS_NAMES``; mask value of
-            ``class_names[i]`` is ``i + 1``.
+        class_names: foreground classes, taken from ``SYNTHETIC_CLASS_NAMES`` (or from ``styles``); mask
+            value of ``class_names[i]`` is ``i + 1``.
         num_train: number of images in ``train.txt``.
         num_val: number of images in ``val.txt``.
-        image_size: side of the square images, pixels.
+        image_size: side of the square images, pixels (when ``render`` is given no size).
         seed: every byte written is a function of the settings (same seed -> identical files).
         max_objects: each image shows 1..max_objects objects.
+        styles: class name -> style for names outside the catalogue (the VOC- and COCO-shaped sets'
+            :func:`~rca_lightning.data.synthetic_named_styles.named_styles`); None: the catalogue's.
+        film_grain: standard deviation of a per-pixel luminance noise, grey levels (the real-size sets use it
+            so that their JPEGs are about as large as photographs'); 0: none.
     """
 
     def __init__(
@@ -83,13 +88,16 @@ class SyntheticRenderer:
         image_size: int = 160,
         seed: int = 0,
         max_objects: int = 4,
+        styles: Mapping[str, ClassStyle] | None = None,
+        film_grain: float = 0.0,
     ) -> None:
         class_names = tuple(str(name) for name in class_names)
-        unknown = [name for name in class_names if name not in CLASS_CATALOGUE]
+        known = CLASS_CATALOGUE if styles is None else styles
+        unknown = [name for name in class_names if name not in known]
         if unknown or not class_names:
             raise InvalidSetting(
                 f"data.class_names: unknown synthetic class(es) {unknown or '(empty list)'}; "
-                f"expected names from {list(SYNTHETIC_CLASS_NAMES)}"
+                f"expected names from {list(SYNTHETIC_CLASS_NAMES if styles is None else known)}"
             )
         if len(set(class_names)) != len(class_names):
             raise InvalidSetting(
@@ -104,18 +112,26 @@ class SyntheticRenderer:
             if int(value) != value or value < minimum:
                 raise InvalidSetting(f"data.generator.{setting}={value!r}: expected an integer >= {minimum}")
         self.class_names = class_names
+        self.styles = tuple(known[name] for name in class_names)  # style of class index i
         self.num_train = int(num_train)
         self.num_val = int(num_val)
         self.image_size = int(image_size)
         self.seed = int(seed)
         self.max_objects = int(max_objects)
+        self.film_grain = float(film_grain)
 
-    def render(self, rng: np.random.Generator) -> RenderedImage:
-        """Draw one image with its class mask, instance mask and object list (no file I/O)."""
-        size = self.image_size
-        image = self._background(rng)  # (H, W, 3) float32
+    def render(self, rng: np.random.Generator, size: tuple[int, int] | None = None) -> RenderedImage:
+        """Draw one image with its class mask, instance mask and object list (no file I/O).
+
+        Args:
+            rng: the image's generator (every pixel is a function of its state).
+            size: (height, width) in pixels; None: ``image_size`` square. Lengths that scale with the image
+                (object extents, blob radii, line widths) scale with the shorter side.
+        """
+        height, width = (self.image_size, self.image_size) if size is None else size
+        image = self._background(rng, height, width)  # (H, W, 3) float32
         self._draw_distractors(image, rng)
-        instance_map = np.zeros((size, size), np.uint8)  # (H, W) 0 = background
+        instance_map = np.zeros((height, width), np.uint8)  # (H, W) 0 = background
         object_classes: list[int] = []
         placed_areas: list[int] = []
         num_objects = int(rng.integers(1, self.max_objects + 1))
@@ -128,11 +144,13 @@ class SyntheticRenderer:
             class_index = int(rng.integers(len(self.class_names)))
             self._place_object(image, instance_map, object_classes, placed_areas, class_index, rng)
         else:
-            raise RuntimeError(f"could not place any object at image_size={self.image_size}")
+            raise RuntimeError(f"could not place any object in a {height} x {width} image")
 
         # Anti-aliasing blur, a little sensor noise, then quantise.
         image = cv2.GaussianBlur(image, (0, 0), 0.6)
         image += rng.normal(0.0, 3.0, image.shape).astype(np.float32)
+        if self.film_grain:
+            image += rng.normal(0.0, self.film_grain, (height, width, 1)).astype(np.float32)
         image_u8 = np.clip(image + 0.5, 0, 255).astype(np.uint8)
 
         band = border_band(instance_map)  # (H, W)
@@ -146,31 +164,32 @@ class SyntheticRenderer:
         for instance, class_index in enumerate(object_classes, start=1):
             ys, xs = np.nonzero(instance_map == instance)
             box = (int(xs.min()) + 1, int(ys.min()) + 1, int(xs.max()) + 1, int(ys.max()) + 1)
-            truncated = bool(xs.min() == 0 or ys.min() == 0 or xs.max() == size - 1 or ys.max() == size - 1)
+            at_edge = (xs.min() == 0, ys.min() == 0, xs.max() == width - 1, ys.max() == height - 1)
+            truncated = bool(any(at_edge))
             objects.append((class_index, box, truncated))
-        return RenderedImage(image_u8, class_mask, object_mask, objects)
+        return RenderedImage(image_u8, class_mask, object_mask, objects, instance_map)
 
     def _random_class_colour(self, rng: np.random.Generator) -> np.ndarray:
         """A colour from a random catalogue class's hue range: distractors share the class colours."""
-        style = CLASS_CATALOGUE[self.class_names[int(rng.integers(len(self.class_names)))]]
+        style = self.styles[int(rng.integers(len(self.class_names)))]
         hue = style.hue + rng.uniform(-style.hue_width, style.hue_width)
         return _hsv_to_rgb(hue, rng.uniform(*style.saturation), rng.uniform(*style.value))
 
-    def _background(self, rng: np.random.Generator) -> np.ndarray:
-        size = self.image_size
+    def _background(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+        side = min(height, width)
         base = _hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.05, 0.45), rng.uniform(0.3, 0.8))
         cells = int(rng.integers(3, 7))
         smooth = cv2.resize(
             rng.normal(0.0, 45.0, (cells, cells, 3)).astype(np.float32),
-            (size, size),
+            (width, height),
             interpolation=cv2.INTER_CUBIC,
         )
         image = base[None, None, :] + smooth  # (H, W, 3)
         # Colour fields: large soft-edged regions of random colours.
         for _ in range(int(rng.integers(2, 6))):
-            field = np.zeros((size, size), np.float32)
-            centre = rng.uniform(0, size, 2)
-            radius = rng.uniform(0.15, 0.5) * size
+            field = np.zeros((height, width), np.float32)
+            centre = rng.uniform(0, (width, height))
+            radius = rng.uniform(0.15, 0.5) * side
             points = (
                 centre + regular_polygon(int(rng.integers(3, 8)), phase=rng.uniform(0, 2 * np.pi)) * radius
             )
@@ -178,25 +197,27 @@ class SyntheticRenderer:
             field = cv2.GaussianBlur(field, (0, 0), rng.uniform(1.0, 6.0))[:, :, None]
             colour = _hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.1, 0.7), rng.uniform(0.2, 0.9))
             image = image * (1 - 0.7 * field) + colour * 0.7 * field
-        fine = cv2.resize(rng.normal(0.0, 12.0, (size // 4, size // 4, 3)).astype(np.float32), (size, size))
+        fine_noise = rng.normal(0.0, 12.0, (height // 4, width // 4, 3)).astype(np.float32)
+        fine = cv2.resize(fine_noise, (width, height))
         return (image + fine).astype(np.float32)
 
     def _draw_distractors(self, image: np.ndarray, rng: np.random.Generator) -> None:
         """Thin lines, arcs and blobs in class colours that belong to no class (mask stays 0)."""
-        size = self.image_size
-        scale = size / 160.0
+        height, width = image.shape[:2]
+        side = min(height, width)
+        scale = side / 160.0
         for _ in range(int(rng.integers(2, 7))):
             kind = rng.integers(3)
             colour = tuple(float(c) for c in self._random_class_colour(rng))
             if kind == 0:  # thin polyline
-                points = rng.uniform(-0.1, 1.1, (int(rng.integers(2, 5)), 2)) * size
+                points = rng.uniform(-0.1, 1.1, (int(rng.integers(2, 5)), 2)) * (width, height)
                 thickness = max(1, int(round(rng.uniform(1.0, 2.5) * scale)))
                 cv2.polylines(
                     image, [np.round(points).astype(np.int32)], False, colour, thickness, cv2.LINE_AA
                 )
             elif kind == 1:  # arc of an ellipse
-                centre = tuple(int(c) for c in rng.uniform(0, size, 2))
-                axes = tuple(int(a) for a in rng.uniform(0.08, 0.3, 2) * size)
+                centre = tuple(int(c) for c in rng.uniform(0, (width, height)))
+                axes = tuple(int(a) for a in rng.uniform(0.08, 0.3, 2) * side)
                 start = float(rng.uniform(0, 360))
                 thickness = max(1, int(round(rng.uniform(1.0, 3.0) * scale)))
                 cv2.ellipse(
@@ -211,10 +232,10 @@ class SyntheticRenderer:
                 radii = rng.uniform(0.5, 1.3, count)
                 kernel = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
                 wobble = sum(w * np.roll(radii, shift) for w, shift in zip(kernel, range(-2, 3), strict=True))
-                radius = wobble * rng.uniform(0.04, 0.14) * size
-                centre = rng.uniform(0, size, 2)
+                radius = wobble * rng.uniform(0.04, 0.14) * side
+                centre = rng.uniform(0, (width, height))
                 points = centre + radius[:, None] * np.stack([np.cos(angles), np.sin(angles)], 1)
-                blob = np.zeros((size, size), np.uint8)
+                blob = np.zeros((height, width), np.uint8)
                 cv2.fillPoly(blob, [np.round(points * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
                 inside = blob.astype(bool)
                 shade = 1.0 + rng.uniform(0.0, 0.35) * (rng.random(int(inside.sum())) - 0.5)
@@ -231,26 +252,27 @@ class SyntheticRenderer:
         attempts: int = 12,
     ) -> None:
         """Try to draw one object of ``class_index`` on top; keep every object well visible."""
-        size = self.image_size
-        style = CLASS_CATALOGUE[self.class_names[class_index]]
+        height, width = instance_map.shape
+        side = min(height, width)
+        style = self.styles[class_index]
         new_id = len(object_classes) + 1
         for _ in range(attempts):
-            extent = rng.uniform(0.18, 0.54) * size  # object diameter, ~3x range
+            extent = rng.uniform(0.18, 0.54) * side  # object diameter, ~3x range
             aspect = math.exp(rng.uniform(math.log(style.aspect[0]), math.log(style.aspect[1])))
             angle = rng.uniform(0, 2 * np.pi)
             margin = 0.3 * extent
-            centre = rng.uniform(margin, size - margin, 2)
+            centre = rng.uniform(margin, (width - margin, height - margin))
             half_x, half_y = extent / 2 / math.sqrt(aspect), extent / 2 * math.sqrt(aspect)
             cos_a, sin_a = math.cos(angle), math.sin(angle)
             # local (u, v) -> image (x, y): scale by the half axes, then rotate, then translate
             transform = np.array([[cos_a * half_x, -sin_a * half_y], [sin_a * half_x, cos_a * half_y]])
-            shape_mask = np.zeros((size, size), np.uint8)
+            shape_mask = np.zeros((height, width), np.uint8)
             for polygon, value in SHAPES[style.shape]:
                 points = polygon @ transform.T + centre
                 cv2.fillPoly(shape_mask, [np.round(points * 16).astype(np.int32)], value, cv2.LINE_8, shift=4)
             inside = shape_mask.astype(bool)
             area = int(inside.sum())
-            if area < max(20, 0.01 * size * size):
+            if area < max(20, 0.01 * height * width):
                 continue
             candidate = instance_map.copy()
             candidate[inside] = new_id

@@ -29,6 +29,7 @@ import os
 import shutil
 import tempfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -79,12 +80,16 @@ def _grown_or_shrunk(region: np.ndarray, shift: float) -> np.ndarray:
     return signed > 0.5 - shift
 
 
-def imperfect_saliency(object_mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def imperfect_saliency(
+    object_mask: np.ndarray, rng: np.random.Generator, noise_std: float = NOISE_STD
+) -> np.ndarray:
     """A saliency map of one image from its instance mask (see the module docstring).
 
     Args:
         object_mask: (H, W) uint8 instance ids, 0 background, 255 the border band.
         rng: this image's generator (``saliency_rng``).
+        noise_std: standard deviation of the added noise (0..1 scale); 0 gives smooth maps that compress
+            as well as a detector's (the real-size sets).
 
     Returns:
         (H, W) uint8 saliency, 255 = salient.
@@ -114,8 +119,24 @@ def imperfect_saliency(object_mask: np.ndarray, rng: np.random.Generator) -> np.
         cv2.ellipse(blob, centre, axes, angle, 0, 360, blob_strength, thickness=-1)
         np.maximum(saliency, blob, out=saliency)
     saliency = cv2.GaussianBlur(saliency, (0, 0), rng.uniform(*EDGE_BLUR) * side)
-    saliency += rng.normal(0.0, NOISE_STD, saliency.shape).astype(np.float32)
+    if noise_std:
+        saliency += rng.normal(0.0, noise_std, saliency.shape).astype(np.float32)
     return np.clip(saliency * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def smooth_saliency_png(object_mask: np.ndarray, seed: int, image_id: str) -> tuple[bytes, tuple[int, int]]:
+    """A real-size set's map of one image, without noise (it compresses as a detector's does), as grey PNG
+    bytes, and its (intersection, union) with the true foreground (``foreground_overlap``).
+
+    Args:
+        object_mask: (H, W) uint8 instance ids, 0 background, 255 a border band (or none).
+        seed: the dataset's seed; ``image_id``: the image's id (``saliency_rng``).
+    """
+    saliency = imperfect_saliency(object_mask, saliency_rng(seed, image_id), noise_std=0.0)
+    ok, png = cv2.imencode(".png", saliency)
+    if not ok:
+        raise RuntimeError(f"PNG encoding failed for the saliency map of {image_id}")
+    return png.tobytes(), foreground_overlap(object_mask, saliency)
 
 
 def foreground_overlap(object_mask: np.ndarray, saliency: np.ndarray) -> tuple[int, int]:
@@ -129,6 +150,12 @@ def foreground_overlap(object_mask: np.ndarray, saliency: np.ndarray) -> tuple[i
     foreground = (object_mask > 0) & scored
     salient = (saliency.astype(np.float32) / 255.0 > BINARY_THRESHOLD) & scored
     return int((foreground & salient).sum()), int((foreground | salient).sum())
+
+
+def foreground_iou(overlaps: Sequence[Sequence[int]]) -> float:
+    """The dataset-level IoU of maps with the true foreground from each image's (intersection, union)."""
+    totals = np.asarray(overlaps, np.int64).reshape(-1, 2).sum(axis=0)  # (2,)
+    return round(float(totals[0] / max(totals[1], 1)), 4)
 
 
 def write_saliency_maps(dataset_root: str | os.PathLike, seed: int, destination: Path | None = None) -> dict:

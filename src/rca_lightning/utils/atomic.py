@@ -32,8 +32,10 @@ import json
 import os
 import re
 import secrets
+import shutil
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -71,6 +73,20 @@ def path_inside(folder: str | os.PathLike, name: str) -> Path:
             "name files inside it (no '/', '..', NUL or absolute path)"
         )
     return path
+
+
+def publish_folder(staging: Path, root: Path, finished_elsewhere: Callable[[], bool]) -> None:
+    """Rename the finished folder ``staging`` to ``root``, moving an earlier ``root`` aside and deleting it
+    first; when another process published ``root`` in the meantime (``finished_elsewhere()``), keep its."""
+    if root.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+        os.replace(root, retired / root.name)
+        shutil.rmtree(retired, ignore_errors=True)
+    try:
+        os.replace(staging, root)
+    except OSError:
+        if not finished_elsewhere():
+            raise
 
 
 def temporary_path(path: Path) -> Path:

@@ -5,7 +5,9 @@ A resume with other settings would continue the weights under a schedule, data o
 with, and Hydra would rewrite ``.hydra/config.yaml``, the record later stages read. So a difference is refused
 in one line naming the first differing dotted key, before anything is written. Settings that may differ on a
 resume, by design (:data:`RESUME_FREE_KEYS`): the checkpoint resumed from (``ckpt_path``), where metrics are
-also sent (``logger``), what is shown on the console and how long ranks wait at a barrier. Everything else
+also sent (``logger``), what is shown on the console, how long ranks wait at a barrier and, for
+``rca-pipeline``, which stages run with which overrides (``stages``: every training stage has a fingerprint
+of its own in its folder). Everything else
 counts, ``trainer.max_epochs`` included (it sets the learning-rate schedule): to continue with other settings,
 start a new run folder with ``ckpt_path=<old run>/checkpoints/last.ckpt``. Paths inside the run folder are
 recorded relative to it, so a moved run folder still resumes.
@@ -29,6 +31,9 @@ RESUME_FREE_KEYS = (
     "ckpt_path",
     "logger",
     "print_config",
+    # rca-pipeline's stage switches and stage overrides: a resumed pipeline may switch a stage on, or give a
+    # stage that has not run other settings; each stage that trains checks its own folder's fingerprint.
+    "stages",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
 )

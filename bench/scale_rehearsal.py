@@ -1,0 +1,302 @@
+"""What each stage of an experiment's pipeline costs per item, measured at two sizes, and what the full
+dataset and schedule will cost on this machine.
+
+Each stage runs as it runs in ``rca-pipeline`` (its own code path, the pipeline's composition), one stage per
+subprocess: the pipeline is launched once per stage with the later stages disabled (the earlier ones are
+finished, so skipped), which gives each stage its own peak resident memory (``os.wait4``) and peak GPU
+memory (``bench/stage_probe.py``); its seconds are the pipeline's own clock (``pipeline_state.json``,
+``report.json``'s ``stage_seconds``). The data preparation (generating the built-in dataset, validating
+the splits) is a row of its own. An item is an image of the split the stage reads (train for CAMs, their
+scores, pseudo masks, boundary maps; train + val for the data preparation) or an optimiser step for the
+trainers (classifier, segmentation), which run ``--trainer-epochs`` epochs at both sizes, their
+validation in proportion (the val split is scaled with the train split). From the two sizes: ``seconds =
+fixed + per item x items`` (the same for disk bytes), projected to the full dataset and the preset's
+schedule (epochs x steps per epoch, or its max_steps). The sizes' run folders are kept, so a rerun
+reuses them.
+
+    python bench/scale_rehearsal.py --experiment NAME --json OUT.json [--data-root DIR] [--images N]
+    python bench/scale_rehearsal.py --calibrate --json OUT.json   # the built-in pipeline vs a real `make run`
+    python bench/scale_rehearsal.py --smoke --json OUT.json       # a tiny size, about a minute on a CPU
+
+``--experiment synthetic`` is the built-in dataset (``make run``). A preset on real-size data
+(``voc_rca_vgg16``, ``coco_rca_resnet101``, ...) reads ``--data-root DIR``, which holds one dataset per size
+in its reader's layout, ``DIR/train<N>_val<V>/``, written by the real-size generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+import rca_lightning
+from rca_lightning.cli.pipeline import STAGES, Pipeline
+from rca_lightning.utils.resolvers import register_resolvers
+from stage_costs import StepCost, check_rows, disk_usage, run_probe, stage_row
+
+CONFIG_DIR = Path(rca_lightning.__file__).parent / "conf"
+TRAINERS = ("classifier", "segmentation")
+# The real datasets' train / val images (VOC: train_aug / val; COCO 2014: train / val).
+FULL_SIZES = {"voc": (10_582, 1_449), "coco": (82_783, 40_504)}
+SMOKE_MODEL = [
+    "model.net.head_width=16",
+    "model.net.projection_dim=16",
+    "model.net.attention_dim=16",
+    "model.memory_bank.queue_length=32",
+    "model.memory_bank.num_prototypes=3",
+    "data.generator.image_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+]
+SMOKE_STAGES = {
+    "cams": ["scales=[1.0]", "flip=false"],
+    "cam_eval": ["progress=false"],
+    "pseudo_masks": ["progress=false", "num_workers=0"],
+    "pseudo_mask_eval": ["progress=false"],
+    "segmentation": ["data.batch_size=4", "crop_size=32", "seg_model.tta_scales=[1.0]"],
+}
+
+
+@dataclass
+class Rehearsal:
+    """One experiment's rehearsal: its overrides, the two train sizes and the trainers' shortened schedule."""
+
+    experiment: str
+    sizes: tuple[int, int]
+    trainer_epochs: int
+    data_root: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    stage_overrides: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.data_root is None
+
+    def full_size(self, configs: dict[str, DictConfig]) -> tuple[int, int]:
+        data = configs["classifier"].data
+        if self.synthetic:
+            return int(data.generator.num_train), int(data.generator.num_val)
+        return FULL_SIZES["coco" if "COCO" in data._target_ else "voc"]
+
+    def data_overrides(self, num_train: int, full: tuple[int, int]) -> list[str]:
+        """The dataset of ``num_train`` train images (the val split in proportion to the full sizes)."""
+        num_val = max(1, round(num_train * full[1] / full[0]))
+        if self.synthetic:
+            return [f"data.generator.num_train={num_train}", f"data.generator.num_val={num_val}"]
+        root = self.data_root / f"train{num_train}_val{num_val}"
+        if not root.is_dir():
+            raise SystemExit(
+                f"--data-root: {root} not found; expected a generated dataset of that size there"
+            )
+        return [f"data.root={root.resolve()}"]
+
+    def pipeline_overrides(self, data: list[str], shortened: bool) -> list[str]:
+        """The pipeline's command line: the experiment, ``data``, and (``shortened``) the trainers'
+        rehearsal schedule."""
+        stages = {name: list(values) for name, values in self.stage_overrides.items()}
+        schedule = []
+        if shortened:
+            schedule = [f"trainer.max_epochs={self.trainer_epochs}"]
+            seg_schedule = [f"trainer.max_epochs={self.trainer_epochs}", "++trainer.max_steps=-1"]
+            stages["segmentation"] = [*stages.get("segmentation", []), *seg_schedule]
+        stage_lists = [f"stages.{name}.overrides={json.dumps(values)}" for name, values in stages.items()]
+        return [f"experiment={self.experiment}", *self.overrides, *data, *schedule, *stage_lists]
+
+
+def stage_configs(overrides: list[str]) -> dict[str, DictConfig]:
+    """The composed config of every stage the pipeline runs with ``overrides``, in order (what
+    ``print_config=true`` shows)."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("pipeline", overrides=overrides, return_hydra_config=True)
+        choices = dict(cfg.hydra.runtime.choices)
+        run_dir = Path(tempfile.gettempdir()) / "scale_rehearsal_composition"
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run_dir)
+            del cfg["hydra"]
+        pipeline = Pipeline(cfg, overrides, choices, run_dir)
+        return {stage.name: pipeline.stage_config(stage) for stage in STAGES if pipeline.enabled(stage)}
+
+
+def optimiser_steps(cfg: DictConfig, num_train: int) -> int:
+    """The steps of a trainer stage's schedule on ``num_train`` images (the train loader drops its last
+    partial batch: ``VOCDataModule.train_dataloader``)."""
+    if cfg.trainer.get("max_steps", -1) > 0:
+        return int(cfg.trainer.max_steps)
+    batches = max(1, num_train // int(cfg.data.batch_size))
+    limit = cfg.trainer.get("limit_train_batches") or 1.0
+    batches = min(batches, int(limit)) if isinstance(limit, int) else max(1, int(batches * limit))
+    return int(cfg.trainer.max_epochs) * batches
+
+
+def stage_items(configs: dict[str, DictConfig], num_train: int, num_val: int) -> dict[str, float]:
+    """Items per stage: optimiser steps of the trainers, train images of the others, train + val images of
+    the data preparation."""
+    items = {name: float(num_train) for name in configs}
+    for name in TRAINERS:
+        items[name] = float(optimiser_steps(configs[name], num_train))
+    return {"data_preparation": float(num_train + num_val), **items}
+
+
+def measure_size(rehearsal: Rehearsal, num_train: int, full: tuple[int, int], folder: Path) -> dict:
+    """Run the pipeline stage by stage on ``num_train`` train images into ``folder``; the costs per stage
+    (reused when ``folder/costs.json`` exists)."""
+    record = folder / "costs.json"
+    if record.is_file():
+        return {name: StepCost(**cost) for name, cost in json.loads(record.read_text()).items()}
+    shutil.rmtree(folder, ignore_errors=True)  # an unfinished measurement starts again
+    folder.mkdir(parents=True)
+    data = rehearsal.data_overrides(num_train, full)
+    overrides = rehearsal.pipeline_overrides(data, shortened=True)
+    configs = stage_configs(overrides)
+    num_val = max(1, round(num_train * full[1] / full[0]))
+    items = stage_items(configs, num_train, num_val)
+    prepare = [f"experiment={rehearsal.experiment}", *rehearsal.overrides, *data]
+    costs = {"data_preparation": run_probe("prepare", prepare, folder / "data_preparation.log")}
+    run_dir = folder / "run"
+    names = list(configs)
+    for index, name in enumerate(names):
+        later = [f"stages.{later}.enabled=false" for later in names[index + 1 :]]
+        # Each call enables one more stage (``stages`` may differ when a pipeline resumes).
+        command = [*overrides, *later, f"hydra.run.dir={run_dir}"]
+        cost = run_probe("pipeline", command, folder / f"{name}.log")
+        state = json.loads((run_dir / "pipeline_state.json").read_text())
+        cost.seconds = state["stages"][name]["seconds"]
+        costs[name] = cost
+    for name, cost in costs.items():
+        cost.items = items[name]
+        stage_folder = run_dir / name if name in configs else data_root_of(configs)
+        cost.disk_bytes, cost.artefact_bytes = disk_usage(stage_folder)
+    record.write_text(json.dumps({name: vars(cost) for name, cost in costs.items()}, indent=1))
+    return costs
+
+
+def data_root_of(configs: dict[str, DictConfig]) -> Path:
+    return Path(configs["classifier"].data.root)
+
+
+def use_rehearsal_environment(out: Path) -> None:
+    """Offline, and the built-in dataset cached under ``out`` (generated by the data preparation): for
+    this process's compositions and the subprocesses."""
+    os.environ.update(HF_HUB_OFFLINE="1", WANDB_MODE="offline", NO_ALBUMENTATIONS_UPDATE="1")
+    os.environ["RCA_CACHE_DIR"] = str((out / "cache").resolve())
+
+
+def rehearse(rehearsal: Rehearsal, out: Path) -> dict:
+    """Measure both sizes and project every stage to the full dataset and schedule."""
+    full_configs = stage_configs(rehearsal.pipeline_overrides([], shortened=False))
+    full = rehearsal.full_size(full_configs)
+    full_items = stage_items(full_configs, *full)
+    small, large = (measure_size(rehearsal, n, full, out / f"train{n}") for n in rehearsal.sizes)
+    rows = [stage_row(name, item_kind(name), small[name], large[name], full_items[name]) for name in small]
+    check_rows(rows)
+    return {
+        "device": device_name(),
+        "experiment": rehearsal.experiment,
+        "sizes": {"train_images": list(rehearsal.sizes), "full": list(full)},
+        "trainer_epochs": rehearsal.trainer_epochs,
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "stages": rows,
+    }
+
+
+def item_kind(name: str) -> str:
+    return {"data_preparation": "image (train + val)", **dict.fromkeys(TRAINERS, "optimiser step")}.get(
+        name, "image (train)"
+    )
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def calibrate(rehearsal: Rehearsal, out: Path) -> dict:
+    """The projection of the built-in pipeline against one real full run (``make run``'s command line, data
+    prepared first, as its row): per stage, projected / actual seconds."""
+    projection = rehearse(rehearsal, out)
+    full = out / "full"
+    if not (full / "run" / "report.json").is_file():
+        shutil.rmtree(full, ignore_errors=True)
+        full.mkdir(parents=True)
+        prepare = run_probe("prepare", [], full / "data_preparation.log")
+        run_probe("pipeline", [f"hydra.run.dir={full / 'run'}"], full / "pipeline.log")
+        (full / "data_preparation.json").write_text(json.dumps({"seconds": prepare.seconds}))
+    actual = json.loads((full / "run" / "report.json").read_text())["stage_seconds"]
+    actual["data_preparation"] = json.loads((full / "data_preparation.json").read_text())["seconds"]
+    for row in projection["stages"]:
+        row["actual_seconds"] = actual[row["name"]]
+        row["ratio"] = row["projected_seconds"] / row["actual_seconds"]
+    projection["load_average_after_full_run"] = os.getloadavg()
+    return projection
+
+
+def print_table(result: dict, calibration: bool) -> None:
+    columns = [
+        "stage",
+        "item",
+        "s / item",
+        "growth",
+        "peak RSS MiB",
+        "disk B / item",
+        "projected h",
+        "disk GB",
+    ]
+    if calibration:
+        columns[-2:] = ["projected s", "actual s", "ratio"]
+    print(f"\n{result['experiment']} on {result['device']}, train sizes {result['sizes']}")
+    print("| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|")
+    for row in result["stages"]:
+        cells = [row["name"], row["item"], f"{row['seconds_per_item']:.4g}", f"{row['growth']:.2f}"]
+        cells += [f"{row['peak_rss_mib']:.0f}", f"{row['disk_bytes_per_item']:.4g}"]
+        if calibration:
+            cells += [
+                f"{row['projected_seconds']:.1f}",
+                f"{row['actual_seconds']:.1f}",
+                f"{row['ratio']:.2f}",
+            ]
+        else:
+            cells += [f"{row['projected_seconds'] / 3600:.3g}", f"{row['projected_disk_bytes'] / 1e9:.3g}"]
+        print("| " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--experiment", default="synthetic", help="an experiment/ preset")
+    mode.add_argument("--calibrate", action="store_true", help="the built-in pipeline vs a real make run")
+    mode.add_argument("--smoke", action="store_true", help="a tiny size of the built-in pipeline")
+    parser.add_argument("--json", type=Path, required=True, help="where the table is written")
+    parser.add_argument("--data-root", type=Path, help="a preset's generated datasets, DIR/train<N>_val<V>/")
+    parser.add_argument("--images", type=int, default=60, help="train images of the smaller size (N; 2N)")
+    parser.add_argument("--trainer-epochs", type=int, default=2, help="the trainers' epochs at both sizes")
+    parser.add_argument("--out", type=Path, default=Path("bench/outputs/scale_rehearsal"))
+    args = parser.parse_args()
+    experiment = "synthetic" if args.calibrate or args.smoke else args.experiment
+    if experiment != "synthetic" and args.data_root is None:
+        parser.error(f"--experiment {experiment}: expected --data-root with its generated datasets")
+    images = 8 if args.smoke else args.images
+    rehearsal = Rehearsal(experiment, (images, 2 * images), 1 if args.smoke else args.trainer_epochs)
+    rehearsal.data_root = args.data_root if experiment != "synthetic" else None
+    if args.smoke:
+        rehearsal.overrides, rehearsal.stage_overrides = list(SMOKE_MODEL), dict(SMOKE_STAGES)
+    out = args.out / ("smoke" if args.smoke else "calibration" if args.calibrate else experiment)
+    use_rehearsal_environment(out)
+    result = calibrate(rehearsal, out) if args.calibrate else rehearse(rehearsal, out)
+    print_table(result, args.calibrate)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

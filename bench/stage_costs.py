@@ -1,0 +1,129 @@
+"""The measuring machinery of ``bench/scale_rehearsal.py``: one step in a subprocess (its wall time, peak
+resident memory, peak GPU memory), the bytes a stage leaves, and the two-point fit of a stage's cost."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROBE = Path(__file__).resolve().parent / "stage_probe.py"
+
+
+@dataclass
+class StepCost:
+    """What one measured step cost: ``seconds`` (the pipeline's own clock of the stage, or the wall time of a
+    step that has none), ``wall_seconds`` (the whole subprocess, Python start and imports included), the peak
+    resident memory of its largest process (DataLoader and CRF workers are processes of their own) and its
+    peak GPU memory (None without CUDA), the bytes it left and the work it did (``items``)."""
+
+    items: float
+    seconds: float = 0.0
+    wall_seconds: float = 0.0
+    peak_rss_mib: float = 0.0
+    peak_gpu_mib: float | None = None
+    disk_bytes: int = 0
+    artefact_bytes: dict[str, int] = field(default_factory=dict)
+
+
+def run_probe(step: str, overrides: list[str], log_file: Path) -> StepCost:
+    """Run ``stage_probe.py <step>`` with ``overrides`` as a subprocess (its output into ``log_file``);
+    RuntimeError naming the log when it fails."""
+    peak_file = log_file.with_suffix(".peak.json")
+    command = [sys.executable, str(PROBE), step, str(peak_file), *overrides]
+    started = time.perf_counter()
+    with log_file.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        tail = log_file.read_text().splitlines()[-15:]
+        raise RuntimeError(f"{' '.join(command[2:5])} ... failed (log: {log_file}):\n" + "\n".join(tail))
+    peak_gpu = json.loads(peak_file.read_text())["peak_gpu_mib"]
+    # ru_maxrss: KiB on Linux, bytes on macOS
+    rss_mib = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+    return StepCost(items=0, seconds=wall, wall_seconds=wall, peak_rss_mib=rss_mib, peak_gpu_mib=peak_gpu)
+
+
+def disk_usage(folder: Path) -> tuple[int, dict[str, int]]:
+    """Bytes of every file under ``folder`` (links not followed), in all and by top-level entry."""
+    by_entry: dict[str, int] = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = Path(root, name)
+            entry = path.relative_to(folder).parts[0]
+            by_entry[entry] = by_entry.get(entry, 0) + path.lstat().st_size
+    return sum(by_entry.values()), by_entry
+
+
+@dataclass(frozen=True)
+class LinearCost:
+    """``fixed + per_item * items`` through two measured points (a slope below 0 taken as 0: a cost that does
+    not grow, like a checkpoint's bytes). With ``bound_noise``, where the larger size did not cost more (the
+    difference lost in noise: too small sizes, a loaded machine), the bound that cannot be too low is taken
+    instead: all of the larger size's cost per item, no fixed cost (``proportional``)."""
+
+    fixed: float
+    per_item: float
+    proportional: bool = False
+
+    @classmethod
+    def through(
+        cls, small: tuple[float, float], large: tuple[float, float], bound_noise: bool = False
+    ) -> LinearCost:
+        (items_small, cost_small), (items_large, cost_large) = small, large
+        per_item = max(0.0, (cost_large - cost_small) / (items_large - items_small))
+        if per_item == 0 and bound_noise:
+            return cls(fixed=0.0, per_item=cost_large / items_large, proportional=True)
+        return cls(fixed=max(0.0, cost_small - per_item * items_small), per_item=per_item)
+
+    def at(self, items: float) -> float:
+        return self.fixed + self.per_item * items
+
+
+def stage_row(name: str, item: str, small: StepCost, large: StepCost, full_items: float) -> dict:
+    """One stage's row of the table: the slope and growth between the two sizes and the projection to
+    ``full_items``.
+
+    ``growth`` is the per-item seconds at the larger size over those at the smaller one: 1 for a cost
+    proportional to the work, below 1 while a fixed cost (model build, process start) is shared by more
+    items, above 1 only when each item costs more in a larger dataset (worse than linear)."""
+    seconds = LinearCost.through((small.items, small.seconds), (large.items, large.seconds), bound_noise=True)
+    disk = LinearCost.through((small.items, small.disk_bytes), (large.items, large.disk_bytes))
+    rss = LinearCost.through((small.items, small.peak_rss_mib), (large.items, large.peak_rss_mib))
+    gpu = [cost.peak_gpu_mib for cost in (small, large)]
+    return {
+        "name": name,
+        "item": item,
+        "items": [small.items, large.items],
+        "full_items": full_items,
+        "seconds": [small.seconds, large.seconds],
+        "wall_seconds": [small.wall_seconds, large.wall_seconds],
+        "seconds_fixed": seconds.fixed,
+        "seconds_per_item": seconds.per_item,
+        "seconds_fit": "proportional (no slope beyond noise)" if seconds.proportional else "two-point",
+        "growth": (large.seconds / large.items) / (small.seconds / small.items),
+        "projected_seconds": seconds.at(full_items),
+        "peak_rss_mib": large.peak_rss_mib,
+        "peak_rss_mib_measured": [small.peak_rss_mib, large.peak_rss_mib],
+        "projected_peak_rss_mib": rss.at(full_items),
+        "peak_gpu_mib": None if None in gpu else max(gpu),
+        "disk_bytes_per_item": disk.per_item,
+        "disk_bytes": [small.disk_bytes, large.disk_bytes],
+        "artefact_bytes": large.artefact_bytes,
+        "projected_disk_bytes": disk.at(full_items),
+    }
+
+
+def check_rows(rows: list[dict]) -> None:
+    """ValueError naming the first stage whose measured or projected figure is not finite."""
+    keys = ("seconds_per_item", "peak_rss_mib", "disk_bytes_per_item", "growth", "projected_seconds")
+    for row in rows:
+        for key in keys:
+            if not math.isfinite(row[key]):
+                raise ValueError(f"stage {row['name']}: {key} is {row[key]}")
