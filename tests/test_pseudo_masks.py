@@ -257,6 +257,6 @@ def test_a_negative_worker_count_is_named_before_any_mask_is_written(dataset_wit
     cfg = compose_config(
         "pseudo", tmp_path / "run", [f"cams_dir={cams_dir}", "num_workers=-2", "progress=false"]
     )
-    with pytest.raises(InvalidSetting, match=r"^num_workers: expected an integer >= 0, got -2$"):
+    with pytest.raises(InvalidSetting, match=r"^num_workers: expected an integer in \[0, 256\], got -2$"):
         pseudo(cfg)
     assert not list((tmp_path / "run").rglob("*.png"))
