@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
@@ -148,7 +149,7 @@ def test_the_process_starter_runs_when_built_unchecked(tmp_path):
     assert marker.exists()  # what the console-script cases below must prevent
     hidden = tmp_path / "started_from_oc_create"
     sequential = {"_target_": "torch.nn.Sequential", "_args_": [created_node(starts_process(hidden))]}
-    with pytest.raises(Exception):  # noqa: B017 - Sequential refuses the handler, after it was built
+    with pytest.raises(InstantiationException, match="not a Module"):  # refused after it was built
         instantiate(OmegaConf.create(sequential))
     assert wait_for(hidden)
 
