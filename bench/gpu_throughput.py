@@ -8,10 +8,13 @@ and aggregation run), backward and an SGD step; each setting runs for ``--second
 
     python bench/gpu_throughput.py                                  # on the GPU (about 12 min in all)
     python bench/gpu_throughput.py --device cpu --smoke --compile off   # every path in seconds (the tests)
+
+``--json OUT`` also writes the table (``bench/gpu_suite.sh`` merges it with the scale rehearsal's).
 """
 
 import argparse
 import itertools
+import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -127,6 +130,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None, help="instead of the preset's")
     parser.add_argument("--batch-size", type=int, default=None, help="instead of the preset's")
     parser.add_argument("--smoke", action="store_true", help="tiny networks at 32 px, 2 images, no timing")
+    parser.add_argument("--json", type=Path, help="also write the table here")
     args = parser.parse_args()
     if args.smoke:
         args.image_size, args.batch_size, args.seconds = 32, 2, 0.0
@@ -147,6 +151,15 @@ def main() -> None:
         if slower in speeds and faster in speeds:
             ratios = [f / s for s, f in zip(speeds[slower], speeds[faster], strict=True)]
             print(f"step time {slower} / {faster}: " + ", ".join(f"{r:.2f}" for r in ratios))
+    if args.json:
+        table = {
+            "device": device,
+            "torch": torch.__version__,
+            "columns": columns,
+            "images_per_second": speeds,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(table, indent=2))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,12 @@ reuses them.
     python bench/scale_rehearsal.py --smoke --json OUT.json       # a tiny size, about a minute on a CPU
 
 ``--experiment synthetic`` is the built-in dataset (``make run``). A preset on real-size data
-(``voc_rca_vgg16``, ``coco_rca_resnet101``, ...) reads ``--data-root DIR``, which holds one dataset per size
-in its reader's layout, ``DIR/train<N>_val<V>/``, written by the real-size generator.
+(``voc_rca_vgg16``, ``coco_rca_resnet101``, ...) runs on VOC- or COCO-shaped sets of each size written by the
+real-size generator (``generate_voc_like`` / ``generate_coco_like``) into ``--data-root DIR`` (default:
+``<out>/data``), ``DIR/train<N>_val<V>/``, kept for reruns; the generation is not measured (a user downloads).
+Without ImageNet weights (offline; they change what is learnt, not what it costs). Extra ``rca-pipeline``
+overrides follow the options (``refine=random_walk``). The report (figures) is a row of its own, a cost per
+run.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from omegaconf import DictConfig, open_dict
 
 import rca_lightning
 from rca_lightning.cli.pipeline import STAGES, Pipeline
+from rca_lightning.data import generate_coco_like, generate_voc_like
 from rca_lightning.utils.resolvers import register_resolvers
 from stage_costs import StepCost, check_rows, disk_usage, run_probe, stage_row
 
@@ -56,6 +61,9 @@ SMOKE_MODEL = [
     "data.batch_size=4",
     "data.num_workers=0",
 ]
+# A preset's ImageNet weights change what it learns, not what it costs: rehearsed offline, without them.
+NO_WEIGHTS = ["model.net.backbone.pretrained=false"]
+NO_WEIGHTS_STAGES = {"segmentation": ["seg_model.net.backbone.pretrained=false"]}
 SMOKE_STAGES = {
     "cams": ["scales=[1.0]", "flip=false"],
     "cam_eval": ["progress=false"],
@@ -84,19 +92,17 @@ class Rehearsal:
         data = configs["classifier"].data
         if self.synthetic:
             return int(data.generator.num_train), int(data.generator.num_val)
-        return FULL_SIZES["coco" if "COCO" in data._target_ else "voc"]
+        return FULL_SIZES[dataset_kind(configs)]
 
-    def data_overrides(self, num_train: int, full: tuple[int, int]) -> list[str]:
-        """The dataset of ``num_train`` train images (the val split in proportion to the full sizes)."""
+    def data_overrides(self, num_train: int, full: tuple[int, int], kind: str) -> list[str]:
+        """The dataset of ``num_train`` train images (the val split in proportion to the full sizes); a
+        ``kind`` (voc, coco) set is generated unless it is complete already."""
         num_val = max(1, round(num_train * full[1] / full[0]))
         if self.synthetic:
             return [f"data.generator.num_train={num_train}", f"data.generator.num_val={num_val}"]
-        root = self.data_root / f"train{num_train}_val{num_val}"
-        if not root.is_dir():
-            raise SystemExit(
-                f"--data-root: {root} not found; expected a generated dataset of that size there"
-            )
-        return [f"data.root={root.resolve()}"]
+        generate = {"voc": generate_voc_like, "coco": generate_coco_like}[kind]
+        dataset = generate(self.data_root / f"train{num_train}_val{num_val}", num_train, num_val)
+        return [f"data.root={dataset.root.resolve()}", f"data.saliency_dir={dataset.saliency_dir.resolve()}"]
 
     def pipeline_overrides(self, data: list[str], shortened: bool) -> list[str]:
         """The pipeline's command line: the experiment, ``data``, and (``shortened``) the trainers'
@@ -109,6 +115,11 @@ class Rehearsal:
             stages["segmentation"] = [*stages.get("segmentation", []), *seg_schedule]
         stage_lists = [f"stages.{name}.overrides={json.dumps(values)}" for name, values in stages.items()]
         return [f"experiment={self.experiment}", *self.overrides, *data, *schedule, *stage_lists]
+
+
+def dataset_kind(configs: dict[str, DictConfig]) -> str:
+    """voc or coco: the real dataset the classifier's data config reads."""
+    return "coco" if "COCO" in configs["classifier"].data._target_ else "voc"
 
 
 def stage_configs(overrides: list[str]) -> dict[str, DictConfig]:
@@ -137,16 +148,28 @@ def optimiser_steps(cfg: DictConfig, num_train: int) -> int:
     return int(cfg.trainer.max_epochs) * batches
 
 
+def disk_items(configs: dict[str, DictConfig], num_train: int, num_val: int) -> dict[str, float]:
+    """What a stage's bytes grow with: its split's images (the trainers' too: an attention store, not
+    their steps), train + val images of the data preparation, nothing for the report."""
+    return {
+        "data_preparation": float(num_train + num_val),
+        **dict.fromkeys(configs, float(num_train)),
+        "report": 1.0,
+    }
+
+
 def stage_items(configs: dict[str, DictConfig], num_train: int, num_val: int) -> dict[str, float]:
     """Items per stage: optimiser steps of the trainers, train images of the others, train + val images of
     the data preparation."""
     items = {name: float(num_train) for name in configs}
     for name in TRAINERS:
         items[name] = float(optimiser_steps(configs[name], num_train))
-    return {"data_preparation": float(num_train + num_val), **items}
+    return {"data_preparation": float(num_train + num_val), **items, "report": 1.0}
 
 
-def measure_size(rehearsal: Rehearsal, num_train: int, full: tuple[int, int], folder: Path) -> dict:
+def measure_size(
+    rehearsal: Rehearsal, num_train: int, full: tuple[int, int], kind: str, folder: Path
+) -> dict:
     """Run the pipeline stage by stage on ``num_train`` train images into ``folder``; the costs per stage
     (reused when ``folder/costs.json`` exists)."""
     record = folder / "costs.json"
@@ -154,11 +177,11 @@ def measure_size(rehearsal: Rehearsal, num_train: int, full: tuple[int, int], fo
         return {name: StepCost(**cost) for name, cost in json.loads(record.read_text()).items()}
     shutil.rmtree(folder, ignore_errors=True)  # an unfinished measurement starts again
     folder.mkdir(parents=True)
-    data = rehearsal.data_overrides(num_train, full)
+    data = rehearsal.data_overrides(num_train, full, kind)
     overrides = rehearsal.pipeline_overrides(data, shortened=True)
     configs = stage_configs(overrides)
     num_val = max(1, round(num_train * full[1] / full[0]))
-    items = stage_items(configs, num_train, num_val)
+    items, disk = stage_items(configs, num_train, num_val), disk_items(configs, num_train, num_val)
     prepare = [f"experiment={rehearsal.experiment}", *rehearsal.overrides, *data]
     costs = {"data_preparation": run_probe("prepare", prepare, folder / "data_preparation.log")}
     run_dir = folder / "run"
@@ -171,10 +194,13 @@ def measure_size(rehearsal: Rehearsal, num_train: int, full: tuple[int, int], fo
         state = json.loads((run_dir / "pipeline_state.json").read_text())
         cost.seconds = state["stages"][name]["seconds"]
         costs[name] = cost
+    # The report of the last call: its own seconds, in the process of the last stage (its peak is theirs).
+    report_seconds = json.loads((run_dir / "report.json").read_text())["stage_seconds"]["report"]
+    costs["report"] = StepCost(items=0, seconds=report_seconds, peak_rss_mib=costs[names[-1]].peak_rss_mib)
     for name, cost in costs.items():
-        cost.items = items[name]
-        stage_folder = run_dir / name if name in configs else data_root_of(configs)
-        cost.disk_bytes, cost.artefact_bytes = disk_usage(stage_folder)
+        cost.items, cost.disk_items = items[name], disk[name]
+        stage_folder = {"data_preparation": data_root_of(configs), "report": run_dir / "figures"}
+        cost.disk_bytes, cost.artefact_bytes = disk_usage(stage_folder.get(name, run_dir / name))
     record.write_text(json.dumps({name: vars(cost) for name, cost in costs.items()}, indent=1))
     return costs
 
@@ -195,8 +221,13 @@ def rehearse(rehearsal: Rehearsal, out: Path) -> dict:
     full_configs = stage_configs(rehearsal.pipeline_overrides([], shortened=False))
     full = rehearsal.full_size(full_configs)
     full_items = stage_items(full_configs, *full)
-    small, large = (measure_size(rehearsal, n, full, out / f"train{n}") for n in rehearsal.sizes)
-    rows = [stage_row(name, item_kind(name), small[name], large[name], full_items[name]) for name in small]
+    full_disk_items = disk_items(full_configs, *full)
+    kind = dataset_kind(full_configs)
+    small, large = (measure_size(rehearsal, n, full, kind, out / f"train{n}") for n in rehearsal.sizes)
+    rows = [
+        stage_row(name, item_kind(name), small[name], large[name], full_items[name], full_disk_items[name])
+        for name in small
+    ]
     check_rows(rows)
     return {
         "device": device_name(),
@@ -210,9 +241,12 @@ def rehearse(rehearsal: Rehearsal, out: Path) -> dict:
 
 
 def item_kind(name: str) -> str:
-    return {"data_preparation": "image (train + val)", **dict.fromkeys(TRAINERS, "optimiser step")}.get(
-        name, "image (train)"
-    )
+    kinds = {
+        "data_preparation": "image (train + val)",
+        "report": "run",
+        **dict.fromkeys(TRAINERS, "optimiser step"),
+    }
+    return kinds.get(name, "image (train)")
 
 
 def device_name() -> str:
@@ -248,7 +282,7 @@ def print_table(result: dict, calibration: bool) -> None:
         "s / item",
         "growth",
         "peak RSS MiB",
-        "disk B / item",
+        "disk B / image",
         "projected h",
         "disk GB",
     ]
@@ -277,20 +311,28 @@ def main() -> None:
     mode.add_argument("--calibrate", action="store_true", help="the built-in pipeline vs a real make run")
     mode.add_argument("--smoke", action="store_true", help="a tiny size of the built-in pipeline")
     parser.add_argument("--json", type=Path, required=True, help="where the table is written")
-    parser.add_argument("--data-root", type=Path, help="a preset's generated datasets, DIR/train<N>_val<V>/")
-    parser.add_argument("--images", type=int, default=60, help="train images of the smaller size (N; 2N)")
+    parser.add_argument("--data-root", type=Path, help="a preset's generated sets (default: <out>/data)")
+    parser.add_argument(
+        "--images",
+        type=int,
+        help="train images of the smaller size, N (2N the larger); "
+        "default: 60 on the built-in dataset, 8 on real-size data",
+    )
     parser.add_argument("--trainer-epochs", type=int, default=2, help="the trainers' epochs at both sizes")
     parser.add_argument("--out", type=Path, default=Path("bench/outputs/scale_rehearsal"))
+    parser.add_argument("overrides", nargs="*", help="extra rca-pipeline overrides, e.g. refine=random_walk")
     args = parser.parse_args()
     experiment = "synthetic" if args.calibrate or args.smoke else args.experiment
-    if experiment != "synthetic" and args.data_root is None:
-        parser.error(f"--experiment {experiment}: expected --data-root with its generated datasets")
-    images = 8 if args.smoke else args.images
+    images = args.images or (8 if args.smoke or experiment != "synthetic" else 60)
     rehearsal = Rehearsal(experiment, (images, 2 * images), 1 if args.smoke else args.trainer_epochs)
-    rehearsal.data_root = args.data_root if experiment != "synthetic" else None
+    out = args.out / ("smoke" if args.smoke else "calibration" if args.calibrate else experiment)
+    if experiment != "synthetic":
+        rehearsal.data_root = args.data_root or out / "data"
     if args.smoke:
         rehearsal.overrides, rehearsal.stage_overrides = list(SMOKE_MODEL), dict(SMOKE_STAGES)
-    out = args.out / ("smoke" if args.smoke else "calibration" if args.calibrate else experiment)
+    elif experiment != "synthetic":
+        rehearsal.overrides, rehearsal.stage_overrides = list(NO_WEIGHTS), dict(NO_WEIGHTS_STAGES)
+    rehearsal.overrides += args.overrides
     use_rehearsal_environment(out)
     result = calibrate(rehearsal, out) if args.calibrate else rehearse(rehearsal, out)
     print_table(result, args.calibrate)

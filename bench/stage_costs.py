@@ -20,9 +20,11 @@ class StepCost:
     """What one measured step cost: ``seconds`` (the pipeline's own clock of the stage, or the wall time of a
     step that has none), ``wall_seconds`` (the whole subprocess, Python start and imports included), the peak
     resident memory of its largest process (DataLoader and CRF workers are processes of their own) and its
-    peak GPU memory (None without CUDA), the bytes it left and the work it did (``items``)."""
+    peak GPU memory (None without CUDA), the bytes it left, the work it did (``items``) and what its bytes
+    grow with (``disk_items``: images, where a trainer's items are steps)."""
 
     items: float
+    disk_items: float = 0.0
     seconds: float = 0.0
     wall_seconds: float = 0.0
     peak_rss_mib: float = 0.0
@@ -32,8 +34,8 @@ class StepCost:
 
 
 def run_probe(step: str, overrides: list[str], log_file: Path) -> StepCost:
-    """Run ``stage_probe.py <step>`` with ``overrides`` as a subprocess (its output into ``log_file``);
-    RuntimeError naming the log when it fails."""
+    """Run ``stage_probe.py <step>`` with ``overrides`` as a subprocess (its output into ``log_file``): the
+    step's own seconds where it keeps them (else the wall time); RuntimeError naming the log when it fails."""
     peak_file = log_file.with_suffix(".peak.json")
     command = [sys.executable, str(PROBE), step, str(peak_file), *overrides]
     started = time.perf_counter()
@@ -44,10 +46,13 @@ def run_probe(step: str, overrides: list[str], log_file: Path) -> StepCost:
     if os.waitstatus_to_exitcode(status) != 0:
         tail = log_file.read_text().splitlines()[-15:]
         raise RuntimeError(f"{' '.join(command[2:5])} ... failed (log: {log_file}):\n" + "\n".join(tail))
-    peak_gpu = json.loads(peak_file.read_text())["peak_gpu_mib"]
+    peak = json.loads(peak_file.read_text())
     # ru_maxrss: KiB on Linux, bytes on macOS
     rss_mib = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
-    return StepCost(items=0, seconds=wall, wall_seconds=wall, peak_rss_mib=rss_mib, peak_gpu_mib=peak_gpu)
+    seconds = wall if peak["seconds"] is None else peak["seconds"]
+    return StepCost(
+        items=0, seconds=seconds, wall_seconds=wall, peak_rss_mib=rss_mib, peak_gpu_mib=peak["peak_gpu_mib"]
+    )
 
 
 def disk_usage(folder: Path) -> tuple[int, dict[str, int]]:
@@ -66,7 +71,8 @@ class LinearCost:
     """``fixed + per_item * items`` through two measured points (a slope below 0 taken as 0: a cost that does
     not grow, like a checkpoint's bytes). With ``bound_noise``, where the larger size did not cost more (the
     difference lost in noise: too small sizes, a loaded machine), the bound that cannot be too low is taken
-    instead: all of the larger size's cost per item, no fixed cost (``proportional``)."""
+    instead: all of the larger size's cost per item, no fixed cost (``proportional``). A cost that does the
+    same work at both sizes (``items`` equal) is fixed: the larger of the two."""
 
     fixed: float
     per_item: float
@@ -77,6 +83,8 @@ class LinearCost:
         cls, small: tuple[float, float], large: tuple[float, float], bound_noise: bool = False
     ) -> LinearCost:
         (items_small, cost_small), (items_large, cost_large) = small, large
+        if items_large == items_small:  # a cost per run (the report): what the larger size took
+            return cls(fixed=max(cost_small, cost_large), per_item=0.0)
         per_item = max(0.0, (cost_large - cost_small) / (items_large - items_small))
         if per_item == 0 and bound_noise:
             return cls(fixed=0.0, per_item=cost_large / items_large, proportional=True)
@@ -86,15 +94,17 @@ class LinearCost:
         return self.fixed + self.per_item * items
 
 
-def stage_row(name: str, item: str, small: StepCost, large: StepCost, full_items: float) -> dict:
+def stage_row(
+    name: str, item: str, small: StepCost, large: StepCost, full_items: float, full_disk_items: float
+) -> dict:
     """One stage's row of the table: the slope and growth between the two sizes and the projection to
-    ``full_items``.
+    ``full_items`` (bytes: to ``full_disk_items``).
 
     ``growth`` is the per-item seconds at the larger size over those at the smaller one: 1 for a cost
     proportional to the work, below 1 while a fixed cost (model build, process start) is shared by more
     items, above 1 only when each item costs more in a larger dataset (worse than linear)."""
     seconds = LinearCost.through((small.items, small.seconds), (large.items, large.seconds), bound_noise=True)
-    disk = LinearCost.through((small.items, small.disk_bytes), (large.items, large.disk_bytes))
+    disk = LinearCost.through((small.disk_items, small.disk_bytes), (large.disk_items, large.disk_bytes))
     rss = LinearCost.through((small.items, small.peak_rss_mib), (large.items, large.peak_rss_mib))
     gpu = [cost.peak_gpu_mib for cost in (small, large)]
     return {
@@ -114,9 +124,10 @@ def stage_row(name: str, item: str, small: StepCost, large: StepCost, full_items
         "projected_peak_rss_mib": rss.at(full_items),
         "peak_gpu_mib": None if None in gpu else max(gpu),
         "disk_bytes_per_item": disk.per_item,
+        "disk_item": "run" if full_disk_items == 1 else "image",
         "disk_bytes": [small.disk_bytes, large.disk_bytes],
         "artefact_bytes": large.artefact_bytes,
-        "projected_disk_bytes": disk.at(full_items),
+        "projected_disk_bytes": disk.at(full_disk_items),
     }
 
 

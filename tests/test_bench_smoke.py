@@ -1,10 +1,11 @@
 """The benches stay working on a CPU: the GPU throughput bench (every preset, precision and memory format with
-tiny networks, ``--smoke``; ``torch.compile`` is left to GPU runs: compiling takes minutes on a CPU) and the
-scale rehearsal (every stage of the built-in pipeline at a tiny size, ``--smoke``), and the cost of the
-checks of issue 24 (``safety_overhead.py``)."""
+tiny networks, ``--smoke``; ``torch.compile`` is left to GPU runs: compiling takes minutes on a CPU), the GPU
+suite with the scale rehearsal (every stage of the built-in pipeline at a tiny size, ``--smoke``), and the
+cost of the checks of issue 24 (``safety_overhead.py``)."""
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -32,29 +33,41 @@ def test_gpu_throughput_bench_prints_a_table_on_cpu():
         assert len(values) == 3 and all(value > 0 for value in values), row
 
 
-REHEARSAL = BENCH.parent / "scale_rehearsal.py"
+SUITE = BENCH.parent / "gpu_suite.sh"
 PIPELINE_STAGES = ["classifier", "cams", "cam_eval", "pseudo_masks", "pseudo_mask_eval", "segmentation"]
 
 
 @pytest.mark.slow
-def test_scale_rehearsal_smoke_projects_every_stage(tmp_path):
-    """Every stage of the built-in pipeline (and the data preparation) has a row of positive finite figures,
-    and its projection to the full dataset and schedule exceeds what the larger measured size cost."""
-    out = tmp_path / "rehearsal.json"
-    command = [sys.executable, str(REHEARSAL), "--smoke", "--json", str(out), "--out", str(tmp_path / "runs")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+def test_gpu_suite_smoke_rehearses_every_stage_and_prints_one_table(tmp_path):
+    """``gpu_suite.sh --smoke``: the throughput bench and the scale rehearsal on the CPU at tiny sizes, merged
+    into one table. Every stage of the built-in pipeline (and the data preparation) has a row of positive
+    finite figures, its projection to the full dataset and schedule exceeds what the larger measured size
+    cost; the report is a cost per run."""
+    environment = {**os.environ, "OUT_DIR": str(tmp_path), "PYTHON": sys.executable}
+    result = subprocess.run(
+        ["bash", str(SUITE), "--smoke"], capture_output=True, text=True, timeout=900, env=environment
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    table = json.loads(out.read_text())
+    table = json.loads((tmp_path / "rehearsal_smoke.json").read_text())
     assert table["experiment"] == "synthetic" and table["device"]
-    assert [row["name"] for row in table["stages"]] == ["data_preparation", *PIPELINE_STAGES]
-    for row in table["stages"]:
+    assert [row["name"] for row in table["stages"]] == ["data_preparation", *PIPELINE_STAGES, "report"]
+    *per_item, report = table["stages"]
+    for row in per_item:
         figures = [row[key] for key in ("seconds_per_item", "peak_rss_mib", "growth", "projected_seconds")]
         assert all(math.isfinite(value) and value > 0 for value in figures), row
         assert math.isfinite(row["disk_bytes_per_item"]) and row["disk_bytes_per_item"] >= 0, row
         assert row["projected_seconds"] > max(row["seconds"]), row
         assert row["projected_disk_bytes"] >= max(row["disk_bytes"]) > 0, row
         assert row["full_items"] > max(row["items"]), row
-    assert f"| {PIPELINE_STAGES[-1]} | optimiser step |" in result.stdout
+    assert report["items"] == [1, 1] and report["full_items"] == 1 and report["seconds_per_item"] == 0
+    assert report["projected_seconds"] == max(report["seconds"]) > 0
+    assert report["projected_disk_bytes"] == max(report["disk_bytes"]) > 0  # the figures
+    lines = result.stdout.splitlines()
+    assert lines[2] == "| measurement | setting | figure | peak GPU MiB | projected h |"
+    merged = (tmp_path / "table.md").read_text().splitlines()
+    assert merged == lines[-len(merged) :]
+    assert sum(line.startswith("| training ") for line in merged) == 2 * 3  # 2 presets x 3 modes, eager
+    assert sum(line.startswith("| synthetic ") for line in merged) == len(table["stages"])
 
 
 def test_safety_overhead_bench_adds_up_its_checks():

@@ -68,6 +68,27 @@ def test_cam_file_round_trip_and_corrupt_files(tmp_path, dtype):
     assert load_cam_file(path)[1].shape == (0, 7, 9)
 
 
+def test_strided_cam_file_is_read_at_the_image_size_and_a_damaged_size_is_named(tmp_path):
+    """A map constant over each 4 x 4 cell is stored exactly (area means) and read back at the image's size;
+    a ``size`` that is not an image's (negative, huge, not integers, smaller than the grid) is named."""
+    cells = np.random.default_rng(0).random((1, 3, 5)).astype(np.float32)
+    cams_in = cells.repeat(4, axis=1).repeat(4, axis=2)[:, :10, :18]  # (1, 10, 18): partial last cells
+    path = cam_path(tmp_path, "a")
+    save_cam_file(path, np.array([3]), cams_in, stride=4)
+    with np.load(path) as raw:
+        assert raw["size"].tolist() == [10, 18] and raw["cams"].shape == (1, 3, 5)
+        np.testing.assert_allclose(raw["cams"], cells, atol=1e-3)
+    classes, cams_out = load_cam_file(path)
+    assert classes.tolist() == [3] and cams_out.shape == (1, 10, 18)
+    interior = cams_out[0, 2:6, 2:6]  # cell (0..1, 0..1) centres: bilinear between their values
+    assert cells[0, :2, :2].min() - 1e-3 <= interior.min() and interior.max() <= cells[0, :2, :2].max() + 1e-3
+    for size in ([-1, 18], [10**9, 18], [2, 2], [10.0, 18.0], [10, 18, 1]):
+        np.savez(path, classes=np.array([3]), cams=np.zeros((1, 3, 5), np.float16), size=np.array(size))
+        assert not cam_file_is_complete(path)
+        with pytest.raises(InvalidData, match="a.npz: "):
+            load_cam_file(path)
+
+
 def test_cam_file_write_is_atomic(tmp_path, monkeypatch):
     path = cam_path(tmp_path, "a")
 
@@ -80,9 +101,14 @@ def test_cam_file_write_is_atomic(tmp_path, monkeypatch):
     assert not path.exists(), "an interrupted write never leaves a file under the final name"
 
 
+# Stride-4 storage against full resolution, per image of the tiny run (64 px: object edges weigh most here):
+# measured at most 0.0076 mean absolute difference and at least 97.1 % of pixels in the same class.
+MEAN_ERROR_BOUND, MASK_AGREEMENT_BOUND = 0.015, 0.95
+
+
 def test_rca_cams_writes_each_image_and_resumes(training_run, tmp_path):
     output_dir = tmp_path / "cams_run"
-    metrics, _ = cams(cams_config(training_run, output_dir))
+    metrics, _ = cams(cams_config(training_run, output_dir, "cam_stride=1"))
     dataset = split_dataset(training_run)
     cams_dir = output_dir / "cams"
     assert metrics["written"] == len(dataset) == 12 and metrics["skipped"] == 0
@@ -108,7 +134,7 @@ def test_rca_cams_writes_each_image_and_resumes(training_run, tmp_path):
     truncated.write_bytes(before[ids[2]][:100])
     mtimes = {i: cam_path(cams_dir, i).stat().st_mtime_ns for i in ids[3:]}
 
-    metrics, _ = cams(cams_config(training_run, output_dir))
+    metrics, _ = cams(cams_config(training_run, output_dir, "cam_stride=1"))
     assert metrics["written"] == 3 and metrics["skipped"] == 9
     assert {i: cam_path(cams_dir, i).stat().st_mtime_ns for i in ids[3:]} == mtimes
     for image_id in ids[:3]:
@@ -117,8 +143,35 @@ def test_rca_cams_writes_each_image_and_resumes(training_run, tmp_path):
         np.testing.assert_array_equal(a[1].astype(np.float16), b["cams"])
 
     # Nothing left to do: no image is run again.
-    assert cams(cams_config(training_run, output_dir))[0]["written"] == 0
+    assert cams(cams_config(training_run, output_dir, "cam_stride=1"))[0]["written"] == 0
 
     # Resuming with other settings into the same folder is refused, naming the settings file.
     with pytest.raises(InvalidSetting, match=r"settings.json records other settings for \['scales'\]"):
-        cams(cams_config(training_run, output_dir, "scales=[1.0]"))
+        cams(cams_config(training_run, output_dir, "cam_stride=1", "scales=[1.0]"))
+
+
+def test_cams_stored_at_stride_4_keep_the_maps_at_a_sixteenth_of_the_bytes(training_run, tmp_path):
+    """The default storage (cam_stride=4: the finest grid of an output-stride-8 network at scale 2) against
+    the full-resolution files of the same run: loaded back at the image's size, the maps and the masks they
+    give (argmax against a 0.25 background) agree, in about 1/16 of the bytes."""
+    full_dir, strided_dir = tmp_path / "full", tmp_path / "strided"
+    cams(cams_config(training_run, full_dir, "cam_stride=1"))
+    metrics, _ = cams(cams_config(training_run, strided_dir))
+    assert json.loads((strided_dir / "cams.json").read_text())["cam_stride"] == 4
+    image_ids = split_dataset(training_run).image_ids
+    full_bytes = sum(cam_path(full_dir / "cams", i).stat().st_size for i in image_ids)
+    strided_bytes = sum(cam_path(strided_dir / "cams", i).stat().st_size for i in image_ids)
+    assert strided_bytes < full_bytes / 5  # the .npz headers weigh at these 64 px images
+    errors, agreement = [], []
+    for image_id in image_ids:
+        classes, full = load_cam_file(cam_path(full_dir / "cams", image_id))
+        strided_classes, strided = load_cam_file(cam_path(strided_dir / "cams", image_id))
+        assert strided_classes.tolist() == classes.tolist() and strided.shape == full.shape
+        with np.load(cam_path(strided_dir / "cams", image_id)) as stored:
+            height, width = full.shape[1:]
+            assert stored["cams"].shape[1:] == (-(-height // 4), -(-width // 4))
+        errors.append(np.abs(strided - full).mean())
+        background = np.full((1, *full.shape[1:]), 0.25, np.float32)
+        masks = [np.concatenate([background, maps]).argmax(0) for maps in (full, strided)]
+        agreement.append((masks[0] == masks[1]).mean())
+    assert max(errors) < MEAN_ERROR_BOUND and min(agreement) > MASK_AGREEMENT_BOUND, (errors, agreement)

@@ -1,6 +1,8 @@
 """Pseudo-mask rules on hand-made maps, the pooled resumable writer, and ``rca-pseudo``."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -260,3 +262,41 @@ def test_a_negative_worker_count_is_named_before_any_mask_is_written(dataset_wit
     with pytest.raises(InvalidSetting, match=r"^num_workers: expected an integer in \[0, 256\], got -2$"):
         pseudo(cfg)
     assert not list((tmp_path / "run").rglob("*.png"))
+
+
+# Run in a fresh interpreter: this process's OpenMP team is used (a parallel torch op), then pseudo masks are
+# written over a pool whose workers read CAM files stored at a stride (a parallel bilinear resize each).
+POOL_AFTER_OPENMP = """
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from rca_lightning.pseudo import PseudoMaskJob, save_cam_file, write_pseudo_masks
+
+folder = Path(sys.argv[1])
+torch.set_num_threads(2)
+torch.nn.functional.interpolate(torch.rand(1, 8, 256, 256), scale_factor=2.0, mode="bilinear")
+items = []
+for index in range(4):
+    image = np.random.default_rng(index).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    Image.fromarray(image).save(folder / f"{index}.png")
+    cams = np.random.default_rng(index).random((3, 256, 256)).astype(np.float32)
+    save_cam_file(folder / "cams" / f"{index}.npz", np.arange(3), cams, stride=4)
+    items.append((str(index), str(folder / f"{index}.png")))
+job = PseudoMaskJob(folder / "cams", folder / "masks")
+print(write_pseudo_masks(items, job, num_workers=2, progress=False))
+"""
+
+
+def test_pool_workers_do_not_hang_after_this_process_used_openmp(tmp_path):
+    """GNU OpenMP is not fork-safe: a worker forked after training or CAM inference ran in the parent hung in
+    its first parallel torch op (found by the scale rehearsal's full pipeline run: rca-pseudo at 0 of 240)."""
+    (tmp_path / "cams").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", POOL_AFTER_OPENMP, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "{'total': 4, 'written': 4, 'skipped': 0}"

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from rca_lightning.cli.stage_settings import datamodule_for
 from rca_lightning.data import (
     COCO_CATEGORIES,
     COCO_CLASS_NAMES,
@@ -34,7 +35,7 @@ from rca_lightning.data.synthetic_coco_like import COCO_IMAGE_SIZES
 from rca_lightning.data.synthetic_named_styles import named_styles
 from rca_lightning.data.synthetic_voc_like import VOC_IMAGE_SIZES
 from rca_lightning.inference.palette_png import read_mask_png
-from rca_lightning.utils.errors import InvalidSetting
+from rca_lightning.utils.errors import InvalidSetting, MissingInput
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR
 
@@ -97,6 +98,21 @@ def test_voc_like_is_read_by_the_eps_preset_datamodule(voc_like):
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape == (2, 3, 448, 448) and batch["labels"].shape == (2, 20)
     assert batch["saliency"].shape == (2, 448, 448) and float(batch["saliency"].max()) > 0.5
+
+
+def test_a_stage_reading_recorded_train_aug_checks_that_split_not_the_data_default(voc_like):
+    """rca-eval / rca-pseudo compose ``data=voc`` without the classifier's experiment (``train_split:
+    train``); the VOC + SBD layout written here has no ``train`` list. Found by the VOC rehearsal
+    (bench/scale_rehearsal.py): the stage failed before reading the split its CAMs record."""
+    record = {"root": str(voc_like.root), "class_names": list(VOC_CLASS_NAMES)}
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("eval", overrides=["data=voc", "data.num_workers=0"])
+    with pytest.raises(MissingInput, match="train.txt is missing"):
+        datamodule_for(cfg.data, record).prepare_data()
+    datamodule = datamodule_for(cfg.data, record, "train_aug")
+    datamodule.prepare_data()
+    assert len(datamodule.make_dataset("train_aug", train=False)) == NUM_TRAIN
 
 
 def test_voc_like_images_have_voc_sizes_and_tags_equal_mask_classes(voc_like):

@@ -46,9 +46,14 @@ def _cams(cfg: DictConfig) -> tuple[dict, dict]:
     run = resolve_training_run(cfg.get("train_dir"), cfg.get("ckpt_path"), cfg.model, cfg.trusted_targets)
     cams_dir = Path(cfg.cams_dir)
     attention_dir = Path(cfg.attention_dir) if cfg.get("attention_dir") else None
-    # Checks cam_dtype, seeds and attention_dir.
+    # Checks cam_dtype, cam_stride, seeds and attention_dir.
     writer = CAMWriter(
-        cams_dir, dtype=cfg.cam_dtype, compress=cfg.compress, seeds=cfg.seeds, attention_dir=attention_dir
+        cams_dir,
+        dtype=cfg.cam_dtype,
+        compress=cfg.compress,
+        seeds=cfg.seeds,
+        attention_dir=attention_dir,
+        stride=cfg.cam_stride,
     )
     if cfg.seeds != "cams":
         SeedSource("attention", attention_dir=attention_dir).check_folders()
@@ -69,6 +74,7 @@ def _cams(cfg: DictConfig) -> tuple[dict, dict]:
         "scales": [float(scale) for scale in cfg.scales],
         "flip": bool(cfg.flip),
         "cam_dtype": cfg.cam_dtype,
+        "cam_stride": cfg.cam_stride,
         "seeds": cfg.seeds,
         "attention_dir": str(attention_dir.resolve()) if attention_dir else None,
         # The rca-pseudo settings the method's maps are meant for (rca-pipeline applies them).

@@ -37,7 +37,7 @@ MAX_THRESHOLDS = 1001
 
 def _split_dataset(cfg: DictConfig, folder: Path, stage: str, setting: str):
     settings = read_settings(folder, stage, setting)
-    source = datamodule_for(cfg.data, settings["dataset"])
+    source = datamodule_for(cfg.data, settings["dataset"], settings["split"])
     return source.make_dataset(settings["split"], train=False), settings
 
 

@@ -102,10 +102,17 @@ def claim_output_folder(folder: Path, settings: dict) -> None:
     write_json_atomically(path, settings)
 
 
-def datamodule_for(data_cfg: DictConfig, dataset: dict | None = None) -> LightningDataModule:
+def datamodule_for(
+    data_cfg: DictConfig, dataset: dict | None = None, split: str | None = None
+) -> LightningDataModule:
     """Instantiate ``data_cfg``; with a recorded ``dataset`` ({root, class_names}) use its root and classes
-    (the dataset exists already, so no generator)."""
+    (the dataset exists already, so no generator); with the recorded ``split`` a stage reads, that split is
+    the one ``prepare_data`` checks and validates (the data config's own ``train_split``, composed without
+    the classifier's experiment, may name a split the folder does not have: VOC's ``train`` for
+    ``train_aug``)."""
     config = OmegaConf.to_container(data_cfg, resolve=True)
+    if split is not None:
+        config["train_split"] = split
     if dataset is not None:
         config["root"] = dataset["root"]
         config["class_names"] = list(dataset["class_names"])
@@ -142,7 +149,7 @@ def seeds_and_dataset(cfg: DictConfig) -> tuple[SeedSource, dict, str, VOCSegmen
                 f"seeds={seed_source.kind} would combine them with attention again (use seeds=cams)"
             )
         record, split = cam_settings["dataset"], cam_settings["split"]
-        source = datamodule_for(cfg.data, record)
+        source = datamodule_for(cfg.data, record, split)
     else:
         source = datamodule_for(cfg.data)
         record, split = dataset_record(source), cfg.data.train_split

@@ -13,6 +13,10 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from rca_lightning.pseudo.cam_writer import CAM_DTYPES, cam_path, save_cam_file
 from rca_lightning.pseudo.seed_sources import attention_maps, check_seed_kind, combine_seeds
 from rca_lightning.utils.errors import InvalidSetting
+from rca_lightning.utils.setting_ranges import number_in_range
+
+# The coarsest storage stride: the output stride of the shipped backbones' coarsest setting.
+MAX_CAM_STRIDE = 32
 
 
 class CAMWriter(BasePredictionWriter):
@@ -26,6 +30,8 @@ class CAMWriter(BasePredictionWriter):
         cams_dir: output folder.
         dtype: stored dtype, ``"float16"`` or ``"uint8"``.
         compress: zip-deflate the files.
+        stride: store the maps at 1 / ``stride`` of the image's resolution (see
+            :mod:`rca_lightning.pseudo.cam_writer`); 1: at the image's.
         seeds: what the files hold: ``"cams"`` (the predictions), ``"attention"`` (the accumulated
             attention of ``attention_dir`` for the same classes, at the same size) or ``"max"`` (the
             pixel-wise max of both); see :mod:`rca_lightning.pseudo.seed_sources`.
@@ -42,6 +48,7 @@ class CAMWriter(BasePredictionWriter):
         compress: bool = False,
         seeds: str = "cams",
         attention_dir: str | os.PathLike | None = None,
+        stride: int = 1,
     ) -> None:
         super().__init__(write_interval="batch")
         if dtype not in CAM_DTYPES:
@@ -51,6 +58,7 @@ class CAMWriter(BasePredictionWriter):
         self.cams_dir = Path(cams_dir)
         self.dtype = dtype
         self.compress = compress
+        self.stride = number_in_range("cam_stride", stride, 1, MAX_CAM_STRIDE, integer=True)
         self.seeds = seeds
         self.attention_dir = None if attention_dir is None else Path(attention_dir)
 
@@ -76,4 +84,5 @@ class CAMWriter(BasePredictionWriter):
                 cams,
                 dtype=self.dtype,
                 compress=self.compress,
+                stride=self.stride,
             )

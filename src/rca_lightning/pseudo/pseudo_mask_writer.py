@@ -8,6 +8,7 @@ stage at once, its finished masks kept.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from rca_lightning.inference.image_arrays import read_rgb_file
@@ -104,6 +106,19 @@ def write_pseudo_masks(
     return {"total": len(items), "written": len(pending), "skipped": len(items) - len(pending)}
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """Workers started fresh (forkserver where there is one, else spawn), never forked from this process:
+    GNU OpenMP is not fork-safe, and a worker forked after training or CAM inference ran here hangs in its
+    first parallel torch op (reading seeds resizes them)."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _one_thread() -> None:
+    """A pool worker computes one image at a time: one thread each, the pool spreads over the CPUs."""
+    torch.set_num_threads(1)
+
+
 def _write_in_pool(job: PseudoMaskJob, pending: list[tuple], workers: int, bar: tqdm) -> None:
     """Run ``job`` on ``pending`` in ``workers`` processes, chunks streamed as they finish.
 
@@ -113,7 +128,7 @@ def _write_in_pool(job: PseudoMaskJob, pending: list[tuple], workers: int, bar: 
     not started are cancelled) and is raised as it is.
     """
     chunksize = max(1, min(16, len(pending) // (4 * workers)))
-    executor = ProcessPoolExecutor(max_workers=workers)
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_one_thread)
     try:
         for _ in executor.map(job, pending, chunksize=chunksize):
             bar.update()
