@@ -10,13 +10,15 @@ the splits) is a row of its own. An item is an image of the split the stage read
 scores, pseudo masks, boundary maps; train + val for the data preparation) or an optimiser step for the
 trainers (classifier, segmentation), which run ``--trainer-epochs`` epochs at both sizes, their
 validation in proportion (the val split is scaled with the train split). From the two sizes: ``seconds =
-fixed + per item x items`` (the same for disk bytes), projected to the full dataset and the preset's
-schedule (epochs x steps per epoch, or its max_steps). The sizes' run folders are kept, so a rerun
-reuses them.
+fixed + per item x items`` (the same for disk bytes, which grow with images: a trainer's too), projected to
+the full dataset and the preset's schedule (epochs x steps per epoch, or its max_steps). A trainer's cost
+per epoch apart from its steps (validation set-up, k-means, checkpoints) comes from a third run, the
+smaller size for twice the epochs: ``fixed + per epoch x epochs + per step x steps``. The run folders are
+kept, so a rerun reuses them.
 
     python bench/scale_rehearsal.py --experiment NAME --json OUT.json [--data-root DIR] [--images N]
     python bench/scale_rehearsal.py --calibrate --json OUT.json   # the built-in pipeline vs a real `make run`
-    python bench/scale_rehearsal.py --smoke --json OUT.json       # a tiny size, about a minute on a CPU
+    python bench/scale_rehearsal.py --smoke --json OUT.json       # tiny sizes, a few minutes on a CPU
 
 ``--experiment synthetic`` is the built-in dataset (``make run``). A preset on real-size data
 (``voc_rca_vgg16``, ``coco_rca_resnet101``, ...) runs on VOC- or COCO-shaped sets of each size written by the
@@ -45,7 +47,7 @@ import rca_lightning
 from rca_lightning.cli.pipeline import STAGES, Pipeline
 from rca_lightning.data import generate_coco_like, generate_voc_like
 from rca_lightning.utils.resolvers import register_resolvers
-from stage_costs import StepCost, check_rows, disk_usage, run_probe, stage_row
+from stage_costs import StepCost, check_rows, disk_usage, per_epoch_fit, run_probe, stage_row
 
 CONFIG_DIR = Path(rca_lightning.__file__).parent / "conf"
 TRAINERS = ("classifier", "segmentation")
@@ -104,14 +106,14 @@ class Rehearsal:
         dataset = generate(self.data_root / f"train{num_train}_val{num_val}", num_train, num_val)
         return [f"data.root={dataset.root.resolve()}", f"data.saliency_dir={dataset.saliency_dir.resolve()}"]
 
-    def pipeline_overrides(self, data: list[str], shortened: bool) -> list[str]:
-        """The pipeline's command line: the experiment, ``data``, and (``shortened``) the trainers'
-        rehearsal schedule."""
+    def pipeline_overrides(self, data: list[str], epochs: int | None) -> list[str]:
+        """The pipeline's command line: the experiment, ``data``, and the trainers' rehearsal schedule of
+        ``epochs`` (None: the preset's own)."""
         stages = {name: list(values) for name, values in self.stage_overrides.items()}
         schedule = []
-        if shortened:
-            schedule = [f"trainer.max_epochs={self.trainer_epochs}"]
-            seg_schedule = [f"trainer.max_epochs={self.trainer_epochs}", "++trainer.max_steps=-1"]
+        if epochs is not None:
+            schedule = [f"trainer.max_epochs={epochs}"]
+            seg_schedule = [f"trainer.max_epochs={epochs}", "++trainer.max_steps=-1"]
             stages["segmentation"] = [*stages.get("segmentation", []), *seg_schedule]
         stage_lists = [f"stages.{name}.overrides={json.dumps(values)}" for name, values in stages.items()]
         return [f"experiment={self.experiment}", *self.overrides, *data, *schedule, *stage_lists]
@@ -137,15 +139,16 @@ def stage_configs(overrides: list[str]) -> dict[str, DictConfig]:
         return {stage.name: pipeline.stage_config(stage) for stage in STAGES if pipeline.enabled(stage)}
 
 
-def optimiser_steps(cfg: DictConfig, num_train: int) -> int:
-    """The steps of a trainer stage's schedule on ``num_train`` images (the train loader drops its last
-    partial batch: ``VOCDataModule.train_dataloader``)."""
-    if cfg.trainer.get("max_steps", -1) > 0:
-        return int(cfg.trainer.max_steps)
+def schedule(cfg: DictConfig, num_train: int) -> tuple[int, float]:
+    """The optimiser steps and epochs of a trainer stage's schedule on ``num_train`` images (the train loader
+    drops its last partial batch: ``VOCDataModule.train_dataloader``); a ``max_steps`` schedule's epochs
+    are its steps over those of one epoch."""
     batches = max(1, num_train // int(cfg.data.batch_size))
     limit = cfg.trainer.get("limit_train_batches") or 1.0
     batches = min(batches, int(limit)) if isinstance(limit, int) else max(1, int(batches * limit))
-    return int(cfg.trainer.max_epochs) * batches
+    if cfg.trainer.get("max_steps", -1) > 0:
+        return int(cfg.trainer.max_steps), cfg.trainer.max_steps / batches
+    return int(cfg.trainer.max_epochs) * batches, float(cfg.trainer.max_epochs)
 
 
 def disk_items(configs: dict[str, DictConfig], num_train: int, num_val: int) -> dict[str, float]:
@@ -163,22 +166,22 @@ def stage_items(configs: dict[str, DictConfig], num_train: int, num_val: int) ->
     the data preparation."""
     items = {name: float(num_train) for name in configs}
     for name in TRAINERS:
-        items[name] = float(optimiser_steps(configs[name], num_train))
+        items[name] = float(schedule(configs[name], num_train)[0])
     return {"data_preparation": float(num_train + num_val), **items, "report": 1.0}
 
 
 def measure_size(
-    rehearsal: Rehearsal, num_train: int, full: tuple[int, int], kind: str, folder: Path
+    rehearsal: Rehearsal, num_train: int, full: tuple[int, int], kind: str, epochs: int, folder: Path
 ) -> dict:
-    """Run the pipeline stage by stage on ``num_train`` train images into ``folder``; the costs per stage
-    (reused when ``folder/costs.json`` exists)."""
+    """Run the pipeline stage by stage on ``num_train`` train images, the trainers for ``epochs``, into
+    ``folder``; the costs per stage (reused when ``folder/costs.json`` exists)."""
     record = folder / "costs.json"
     if record.is_file():
         return {name: StepCost(**cost) for name, cost in json.loads(record.read_text()).items()}
     shutil.rmtree(folder, ignore_errors=True)  # an unfinished measurement starts again
     folder.mkdir(parents=True)
     data = rehearsal.data_overrides(num_train, full, kind)
-    overrides = rehearsal.pipeline_overrides(data, shortened=True)
+    overrides = rehearsal.pipeline_overrides(data, epochs)
     configs = stage_configs(overrides)
     num_val = max(1, round(num_train * full[1] / full[0]))
     items, disk = stage_items(configs, num_train, num_val), disk_items(configs, num_train, num_val)
@@ -218,16 +221,28 @@ def use_rehearsal_environment(out: Path) -> None:
 
 def rehearse(rehearsal: Rehearsal, out: Path) -> dict:
     """Measure both sizes and project every stage to the full dataset and schedule."""
-    full_configs = stage_configs(rehearsal.pipeline_overrides([], shortened=False))
+    full_configs = stage_configs(rehearsal.pipeline_overrides([], None))
     full = rehearsal.full_size(full_configs)
     full_items = stage_items(full_configs, *full)
     full_disk_items = disk_items(full_configs, *full)
     kind = dataset_kind(full_configs)
-    small, large = (measure_size(rehearsal, n, full, kind, out / f"train{n}") for n in rehearsal.sizes)
-    rows = [
-        stage_row(name, item_kind(name), small[name], large[name], full_items[name], full_disk_items[name])
-        for name in small
-    ]
+    epochs, (num_small, num_large) = rehearsal.trainer_epochs, rehearsal.sizes
+    small = measure_size(rehearsal, num_small, full, kind, epochs, out / f"train{num_small}")
+    large = measure_size(rehearsal, num_large, full, kind, epochs, out / f"train{num_large}")
+    # The trainers' cost per epoch (validation set-up, k-means, checkpoints) apart from their steps': the
+    # smaller size again, for twice the epochs.
+    longer = measure_size(
+        rehearsal, num_small, full, kind, 2 * epochs, out / f"train{num_small}_epochs{2 * epochs}"
+    )
+    rows = []
+    for name in small:
+        row = stage_row(
+            name, item_kind(name), small[name], large[name], full_items[name], full_disk_items[name]
+        )
+        if name in TRAINERS:
+            full_epochs = schedule(full_configs[name], full[0])[1]
+            row.update(per_epoch_fit(row, small[name], longer[name], epochs, full_epochs))
+        rows.append(row)
     check_rows(rows)
     return {
         "device": device_name(),

@@ -131,6 +131,26 @@ def stage_row(
     }
 
 
+def per_epoch_fit(row: dict, small: StepCost, longer: StepCost, epochs: int, full_epochs: float) -> dict:
+    """A trainer's ``fixed + per_epoch x epochs + per_step x steps``: ``row``'s per-step slope (two sizes over
+    ``epochs``), the per-epoch cost from ``longer`` (the smaller size over twice the epochs); the fields of
+    ``row`` it changes, projected to ``full_epochs`` and the row's full steps. A per-epoch cost lost in noise
+    is taken as 0 (and the fixed cost keeps it)."""
+    per_step = row["seconds_per_item"]
+    per_epoch = max(0.0, (longer.seconds - small.seconds - per_step * (longer.items - small.items)) / epochs)
+    if row["seconds_fit"] != "two-point":
+        per_epoch = 0.0
+    fixed = max(0.0, small.seconds - per_epoch * epochs - per_step * small.items)
+    return {
+        "seconds_fixed": fixed,
+        "seconds_per_epoch": per_epoch,
+        "seconds_longer": longer.seconds,
+        "full_epochs": full_epochs,
+        "seconds_fit": f"{row['seconds_fit']} in steps, per epoch from {2 * epochs} epochs",
+        "projected_seconds": fixed + per_epoch * full_epochs + per_step * row["full_items"],
+    }
+
+
 def check_rows(rows: list[dict]) -> None:
     """ValueError naming the first stage whose measured or projected figure is not finite."""
     keys = ("seconds_per_item", "peak_rss_mib", "disk_bytes_per_item", "growth", "projected_seconds")

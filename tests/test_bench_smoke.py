@@ -59,12 +59,15 @@ def test_gpu_suite_smoke_rehearses_every_stage_and_prints_one_table(tmp_path):
         assert row["projected_seconds"] > max(row["seconds"]), row
         assert row["projected_disk_bytes"] >= max(row["disk_bytes"]) > 0, row
         assert row["full_items"] > max(row["items"]), row
+    for row in (per_item[1], per_item[-1]):  # the trainers: classifier, segmentation
+        assert row["name"] in ("classifier", "segmentation") and row["seconds_per_epoch"] >= 0, row
+        assert row["full_epochs"] > 0 and row["seconds_longer"] > 0, row
     assert report["items"] == [1, 1] and report["full_items"] == 1 and report["seconds_per_item"] == 0
     assert report["projected_seconds"] == max(report["seconds"]) > 0
     assert report["projected_disk_bytes"] == max(report["disk_bytes"]) > 0  # the figures
     lines = result.stdout.splitlines()
-    assert lines[2] == "| measurement | setting | figure | peak GPU MiB | projected h |"
     merged = (tmp_path / "table.md").read_text().splitlines()
+    assert merged[1] == "| measurement | setting | figure | peak GPU MiB | projected h |"
     assert merged == lines[-len(merged) :]
     assert sum(line.startswith("| training ") for line in merged) == 2 * 3  # 2 presets x 3 modes, eager
     assert sum(line.startswith("| synthetic ") for line in merged) == len(table["stages"])
