@@ -24,6 +24,8 @@ def prepare_dataset(overrides: list[str]) -> float:
     from hydra.utils import instantiate
 
     import rca_lightning
+    from rca_lightning.data import COCODataModule
+    from rca_lightning.data.split_validation import CACHE_FOLDER
     from rca_lightning.utils.resolvers import register_resolvers
 
     register_resolvers()
@@ -31,7 +33,9 @@ def prepare_dataset(overrides: list[str]) -> float:
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     datamodule = instantiate(cfg.data)
-    shutil.rmtree(datamodule.validation_cache_dir(), ignore_errors=True)
+    shutil.rmtree(datamodule.validation_cache_dir() / CACHE_FOLDER, ignore_errors=True)
+    if isinstance(datamodule, COCODataModule):  # its folder is the masks rendered on first use
+        shutil.rmtree(datamodule.validation_cache_dir(), ignore_errors=True)
     started = time.perf_counter()
     datamodule.prepare_data()
     return time.perf_counter() - started
