@@ -39,7 +39,7 @@ def require_onnx(module: str):
     except ImportError as error:
         raise MissingInput(
             f"format=onnx: needs the {module} package; expected it installed "
-            "(pip install 'rca-lightning[onnx]', included in the dev install)"
+            "(from a clone: pip install -e '.[onnx]', included in the dev install)"
         ) from error
 
 

@@ -214,7 +214,7 @@ def _weights_unavailable_message(name: str, hub_id: str | None, reason: str) -> 
     return (
         f"pretrained=true: no ImageNet weights for backbone '{name}' ({hub_id or 'no hub id'}): not in the "
         f"local Hugging Face cache and {reason}; set model.net.backbone.checkpoint_path=FILE (a local timm "
-        "or torchvision state dict, see the README's 'Real data' section) or pretrained=false"
+        "or torchvision state dict, see docs/real-data.md) or pretrained=false"
     )
 
 
