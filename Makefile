@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export NO_ALBUMENTATIONS_UPDATE ?= 1
 
-.PHONY: install run test lint format clean distclean
+.PHONY: install run test lint format docs clean distclean
 
 install: $(VENV)/.installed
 
@@ -40,8 +40,13 @@ format: install
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
+# The documentation site into site/, strictly (a broken link or reference fails).
+docs: install
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf logs .pytest_cache .ruff_cache build src/*.egg-info
+	rm -rf logs site .pytest_cache .ruff_cache build src/*.egg-info
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
 
 distclean: clean
