@@ -6,24 +6,31 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-# No hub retries, wandb offline without an API key, no albumentations update check.
-export HF_HUB_OFFLINE ?= 1
-export WANDB_MODE ?= offline
-export NO_ALBUMENTATIONS_UPDATE ?= 1
+# The environment is the user's: nothing is exported here (wandb runs offline by itself without an API key or
+# a network; HF_HUB_OFFLINE, WANDB_MODE and the like are respected as set).
+EXTRAS := dev,wandb,docs
+MAKE_START := $(shell date +%s)
+
+# $(call step,what,command): print what is being done, run it, print how long it took.
+define step
+	@printf '==> %s\n' "$(1)"; start=$$(date +%s); $(2) && printf '    %s: %s s\n' "$(1)" "$$(( $$(date +%s) - start ))"
+endef
 
 .PHONY: install run test lint format docs clean distclean
 
 install: $(VENV)/.installed
 
 # torch goes in first, pinned, so that nothing later pulls a CUDA build of the newest torch;
-# then the package with its pins; then the hook that lets torchvision import next to a CPU-only torch.
+# then the package with its pins (and the docs tools: `make test` builds the site); then the hook that lets
+# torchvision import next to a CPU-only torch.
 $(VENV)/.installed: pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt torch
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,wandb]"
-	$(BIN)/python src/rca_lightning/compat/install.py
-	$(BIN)/python -c "import timm, lightning, torchmetrics, rca_lightning"
+	$(call step,virtual environment in $(VENV),$(PYTHON) -m venv $(VENV))
+	$(call step,pip,$(BIN)/python -m pip install --progress-bar off --upgrade pip)
+	$(call step,torch (pinned),$(BIN)/python -m pip install --progress-bar off -c constraints.txt torch)
+	$(call step,rca-lightning and its pins [$(EXTRAS)],$(BIN)/python -m pip install --progress-bar off -c constraints.txt -e ".[$(EXTRAS)]")
+	$(call step,torchvision import hook,$(BIN)/python src/rca_lightning/compat/install.py)
+	$(call step,import check,$(BIN)/python -c "import timm, lightning, torchmetrics, rca_lightning")
+	@printf '==> installed in %s s\n' "$$(( $$(date +%s) - $(MAKE_START) ))"
 	touch $@
 
 run: install
@@ -42,7 +49,6 @@ format: install
 
 # The documentation site into site/, strictly (a broken link or reference fails).
 docs: install
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[docs]"
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:

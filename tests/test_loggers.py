@@ -3,6 +3,7 @@ pseudo masks of fixed val images."""
 
 import csv
 import json
+import socket
 import struct
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from wandb.proto import wandb_internal_pb2
 
 from rca_lightning.cli.train import train
 from rca_lightning.inference.cam_scores import masks_from_scores
-from rca_lightning.utils.resolvers import sqlite_url, wandb_api_key_available
+from rca_lightning.utils.resolvers import sqlite_url, wandb_api_key_available, wandb_offline
 from tests.test_image_logging import read_tensorboard_images
 
 NUM_IMAGES = 3
@@ -64,6 +65,25 @@ def test_wandb_key_detection(tmp_path, monkeypatch, no_wandb_key):
     (tmp_path / "netrc").write_text("")
     monkeypatch.setenv("WANDB_API_KEY", "0123456789")
     assert wandb_api_key_available()
+
+
+def test_wandb_runs_offline_exactly_without_a_key_or_a_server_unless_wandb_mode_says(
+    tmp_path, monkeypatch, no_wandb_key
+):
+    assert wandb_offline()  # no key
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789")
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed.getsockname()[1]}")
+        assert wandb_offline()  # a key, but no server
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert not wandb_offline()  # a key and a server: online
+        monkeypatch.delenv("WANDB_API_KEY")
+        monkeypatch.setenv("WANDB_MODE", "disabled")
+        assert not wandb_offline()  # the user's WANDB_MODE decides, untouched by the logger
 
 
 def test_sqlite_url_creates_the_folder(tmp_path):

@@ -1,5 +1,6 @@
 """``rca-pipeline`` end to end on a tiny built-in dataset, and resuming a run that stopped half-way."""
 
+import csv
 import json
 import math
 import os
@@ -56,10 +57,17 @@ def pipeline_environment() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
 
 
-def run_pipeline(run_dir: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
+def run_pipeline(
+    run_dir: Path, cache: Path, *extra: str, environment: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     command = pipeline_command(run_dir, cache, *extra)
     result = subprocess.run(
-        command, capture_output=True, text=True, env=pipeline_environment(), timeout=900, cwd=run_dir.parent
+        command,
+        capture_output=True,
+        text=True,
+        env=environment or pipeline_environment(),
+        timeout=900,
+        cwd=run_dir.parent,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result
@@ -108,10 +116,16 @@ def test_pipeline_report_and_segmentation_beats_all_background(finished_run):
     # The printed table carries the three headline figures.
     for key in ("cam_miou", "pseudo_label_miou", "seg_miou"):
         assert f"{report[key]:.1f}" in result.stdout
-    # The figure grid: 4 rows of 5 panels, also logged by the csv logger.
+    # The figure grid: 4 rows of 5 panels, also logged by the csv logger (as are the per-class IoU).
     grid = np.array(Image.open(run_dir / "figures" / "grid.png"))
     assert grid.shape == (14 + 4 * 162 + LEGEND_LINE_HEIGHT, 5 * 162, 3)  # titles, 4 rows, the legend
-    assert list((run_dir / "csv" / "images" / "pipeline" / "figures").glob("*.png"))
+    logged = list((run_dir / "csv" / "images" / "report" / "grid").glob("*.png"))
+    assert len(logged) == 1 and np.array_equal(np.array(Image.open(logged[0])), grid)
+    with open(run_dir / "csv" / "tables" / "report" / "per_class_iou.csv") as file:
+        table = list(csv.reader(file))
+    assert table[0] == ["class", "cam", "pseudo_label", "seg"]
+    assert [row[0] for row in table[1:]] == names
+    assert float(table[1][3]) == pytest.approx(report["per_class_iou"]["seg"]["background"])
     # Each scored stage's confusion matrix and per-class IoU bars, drawn from the recorded pixel counts,
     # whose IoU is the report's.
     recorded = {
@@ -316,29 +330,3 @@ def test_switched_off_stages_leave_the_report_and_a_later_run_adds_them(finished
     report = json.loads((run_dir / "report.json").read_text())
     assert report["stages"] == [stage.name for stage in STAGES if stage.name not in IRN_STAGES]
     assert report["seg_miou"] > 0 and report["cam_miou"] > 0 and (run_dir / "figures" / "grid.png").is_file()
-
-
-@pytest.mark.slow
-def test_refine_random_walk_runs_irn_end_to_end(tmp_path):
-    run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    boundary = '["trainer.max_epochs=2","trainer.enable_progress_bar=false","data.batch_size=4"]'
-    result = run_pipeline(
-        run_dir,
-        cache,
-        "refine=random_walk",
-        'stages.ir_labels.overrides=["progress=false","num_workers=2"]',
-        'stages.ir_label_eval.overrides=["progress=false"]',
-        f"stages.boundary.overrides={boundary}",
-    )
-    report = json.loads((run_dir / "report.json").read_text())
-    assert_report_is_consistent(report)
-    assert report["stages"][3:6] == ["ir_labels", "ir_label_eval", "boundary"]
-    assert 0 < report["ir_ignored_fraction"] < 1 and math.isfinite(report["ir_label_miou"])
-    assert report["pseudo_ignored_fraction"] == 0  # the random walk labels every pixel
-    assert math.isfinite(report["seg_miou"]) and f"{report['ir_label_miou']:.1f}" in result.stdout
-    train_ids = sorted(path.stem for path in (run_dir / "pseudo_masks" / "masks").glob("*.png"))
-    maps = sorted(path.stem for path in (run_dir / "boundary" / "boundary_maps").glob("*.npy"))
-    assert maps == train_ids and len(maps) == 48
-    pseudo_cfg = OmegaConf.load(run_dir / "pseudo_masks" / ".hydra" / "config.yaml")
-    assert pseudo_cfg.refine._target_.endswith("RandomWalkRefiner")
-    assert (run_dir / "figures" / "confusion_ir_label.png").is_file()

@@ -11,6 +11,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader, Subset
 
@@ -27,7 +28,7 @@ from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.checkpoint_selection import check_checkpoint_file
 from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.folder_lock import owned_folder
-from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from rca_lightning.utils.instantiate import instantiate_callbacks, opened_loggers
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.ranks import stage_ranks
 from rca_lightning.utils.resolvers import register_resolvers
@@ -43,11 +44,11 @@ def boundary(cfg: DictConfig) -> tuple[dict, dict]:
     ``ir_labels_dir``, then write the maps of ``split`` that are not written yet into ``boundary_dir``.
     With ``classifier_dir`` the frozen backbone is that classifier's (:func:`classifier_backbone`).
     ``boundary_dir`` is this process's while it runs (one owner per folder)."""
-    with owned_folder(cfg.boundary_dir, "boundary_dir"):
-        return _boundary(cfg)
+    with owned_folder(cfg.boundary_dir, "boundary_dir"), opened_loggers(cfg.get("logger")) as loggers:
+        return _boundary(cfg, loggers)
 
 
-def _boundary(cfg: DictConfig) -> tuple[dict, dict]:
+def _boundary(cfg: DictConfig, loggers: list[Logger]) -> tuple[dict, dict]:
     if not cfg.train and not cfg.get("ckpt_path"):
         raise InvalidSetting(
             "ckpt_path: train=false writes maps of a trained network; expected ckpt_path=FILE"
@@ -69,7 +70,6 @@ def _boundary(cfg: DictConfig) -> tuple[dict, dict]:
     model = instantiate(cfg.boundary_model)
     boundary_dir = Path(cfg.boundary_dir)
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), BoundaryMapWriter(boundary_dir)]
-    loggers = instantiate_loggers(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     metrics: dict[str, float] = {}
     if cfg.train:

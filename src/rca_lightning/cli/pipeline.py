@@ -37,6 +37,7 @@ from rca_lightning.cli.config_tree import print_config_tree
 from rca_lightning.cli.console import one_line, run_console_script
 from rca_lightning.cli.evaluate import evaluate
 from rca_lightning.cli.pipeline_figures import write_pipeline_figures
+from rca_lightning.cli.pipeline_loggers import log_report
 from rca_lightning.cli.pipeline_stages import Stage, check_stage_entries
 from rca_lightning.cli.pseudo import pseudo
 from rca_lightning.cli.seg import segment
@@ -238,6 +239,7 @@ class Pipeline(StageOverrides):
         report["figures"] = write_pipeline_figures(self.cfg, report, finished, self.run_dir / "figures")
         report["stage_seconds"]["report"] = time.perf_counter() - start
         write_json_atomically(self.run_dir / "report.json", report)
+        log_report(self.cfg, self.run_dir, report, report["figures"])
         print(format_report(report), flush=True)
         log.info("Report: %s", self.run_dir / "report.json")
         return report

@@ -1,5 +1,5 @@
 """The pipeline report's pictures: the grid of example images through the stages, and each scored stage's
-confusion matrix and per-class IoU; also logged to the run's loggers."""
+confusion matrix and per-class IoU (:mod:`~rca_lightning.cli.pipeline_loggers` logs them)."""
 
 from __future__ import annotations
 
@@ -14,18 +14,15 @@ from rca_lightning.inference.segmenter import Segmenter
 from rca_lightning.report.figure_selection import pick_figure_images
 from rca_lightning.report.report_figures import grid_rows, pipeline_figure, write_grid
 from rca_lightning.report.score_figures import write_score_figures
-from rca_lightning.utils.image_logging import log_images
-from rca_lightning.utils.instantiate import instantiate_loggers
 
 log = logging.getLogger(__name__)
 # The stages whose outputs the grid shows (image, ground truth, seeds, pseudo mask, prediction).
 GRID_STAGES = ("cams", "pseudo_masks", "segmentation")
-HEADLINES = ("cam_miou", "pseudo_label_miou", "seg_miou")
 
 
-def grid_figure(cfg: DictConfig, stage_dirs: dict[str, Path]) -> tuple[np.ndarray, list[str]]:
+def grid_figure(cfg: DictConfig, stage_dirs: dict[str, Path]) -> np.ndarray:
     """CAM-split images that cover many classes through the seeds, the pseudo masks and the segmentation
-    network (``cfg.report``: how many, panel size): the (H, W, 3) uint8 grid and the image ids."""
+    network (``cfg.report``: how many, panel size): the (H, W, 3) uint8 grid."""
     cams_dir = stage_dirs["cams"] / "maps"
     settings = read_settings(cams_dir, "rca-cams")
     dataset = datamodule_for(cfg.data, settings["dataset"]).make_dataset(settings["split"])
@@ -40,26 +37,17 @@ def grid_figure(cfg: DictConfig, stage_dirs: dict[str, Path]) -> tuple[np.ndarra
         dataset.class_names,
         cfg.report.panel_size,
     )
-    return pipeline_figure(rows, mask_values, dataset.class_names, cfg.report.panel_size), image_ids
+    return pipeline_figure(rows, mask_values, dataset.class_names, cfg.report.panel_size)
 
 
 def write_pipeline_figures(
     cfg: DictConfig, report: dict, stage_dirs: dict[str, Path], folder: Path
 ) -> list[str]:
     """``folder/grid.png`` when the seeds, pseudo masks and segmentation network all ran, and each scored
-    stage's ``confusion_<stage>.png`` and ``iou_<stage>.png``; the grid and the headline figures also go to
-    the loggers of ``cfg.logger``. Returns the files written."""
+    stage's ``confusion_<stage>.png`` and ``iou_<stage>.png``. Returns the files written."""
     written = [str(path) for path in write_score_figures(stage_dirs, report, folder)]
-    loggers = instantiate_loggers(cfg.get("logger"))
     if all(stage in stage_dirs for stage in GRID_STAGES):
-        grid, image_ids = grid_figure(cfg, stage_dirs)
-        written.insert(0, str(write_grid(grid, folder / "grid.png")))
-        log_images(loggers, "pipeline/figures", [grid], captions=[", ".join(image_ids)])
+        written.insert(0, str(write_grid(grid_figure(cfg, stage_dirs), folder / "grid.png")))
     else:
         log.info("No figures/grid.png: stages %s did not all run", ", ".join(GRID_STAGES))
-    scalars = {f"pipeline/{key}": report[key] for key in HEADLINES if report.get(key) is not None}
-    for logger in loggers:
-        logger.log_metrics(scalars)
-        logger.save()
-        logger.finalize("success")
     return written

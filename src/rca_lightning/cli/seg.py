@@ -9,6 +9,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from rca_lightning.cli.console import run_console_script
@@ -22,7 +23,7 @@ from rca_lightning.utils.checkpoint_selection import (
     uses_pixel_labels,
 )
 from rca_lightning.utils.errors import InvalidSetting
-from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from rca_lightning.utils.instantiate import instantiate_callbacks, opened_loggers
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.ranks import stage_ranks
 from rca_lightning.utils.resolvers import register_resolvers
@@ -52,6 +53,11 @@ def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:
         The final metrics (validation of the last epoch and, with ``evaluate``, ``test/*`` from the
         evaluation path on the val split) and the built objects.
     """
+    with opened_loggers(cfg.get("logger")) as loggers:
+        return _segment(cfg, loggers)
+
+
+def _segment(cfg: DictConfig, loggers: list[Logger]) -> tuple[dict[str, float], dict]:
     selection = check_selection(cfg.get("checkpoint", "last"))
     if selection not in ("last", "best_val_miou"):
         raise InvalidSetting(f"checkpoint={selection}: expected last or best_val_miou for rca-seg")
@@ -70,7 +76,6 @@ def segment(cfg: DictConfig) -> tuple[dict[str, float], dict]:
         datamodule.prepare_over_ranks(ranks)
     model = instantiate(cfg.seg_model)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    loggers = instantiate_loggers(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

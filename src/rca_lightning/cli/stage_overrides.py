@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from rca_lightning.cli.pipeline_loggers import stage_logger_values
 from rca_lightning.cli.pipeline_stages import StageArguments
 from rca_lightning.pipeline_handoffs import (
     pseudo_mask_config_values,
@@ -74,6 +75,8 @@ class StageOverrides:
             o for o in command_line if override_key(o).split(".", 1)[0] in ("data", "paths")
         ]
         self.trainer_overrides = [f"trainer={choices['trainer']}"]
+        # The trained stages log where the classifier does: the command line's logger choice and settings.
+        self.logger_overrides = [o for o in command_line if override_key(o).split(".", 1)[0] == "logger"]
         self.seed = {"seed": cfg.seed}
         self.experiment = choices.get("experiment")
         # How the pseudo masks are refined (rca-pseudo's refine group) and the command line's refine.* values.
@@ -108,6 +111,10 @@ class StageOverrides:
     def boundary_dir(self) -> Path:
         return self.folder("boundary") / "boundary_maps"
 
+    def logger_values(self, stage: str) -> dict[str, object]:
+        """A trained stage's loggers with the rest of the run (:func:`stage_logger_values`)."""
+        return stage_logger_values(self.cfg.get("logger"), self.run_dir, stage)
+
     def last_checkpoint(self, stage: str) -> dict[str, str]:
         """``ckpt_path``: ``stage``'s ``last.ckpt`` when it left one (an unfinished run resumes from it)."""
         last = self.folder(stage) / "checkpoints" / "last.ckpt"
@@ -117,7 +124,7 @@ class StageOverrides:
     # set on it, before the user's `stages.<name>.overrides`.
     def for_classifier(self) -> StageArguments:
         resume = {} if self.cfg.get("ckpt_path") else self.last_checkpoint("classifier")
-        return StageArguments(list(self.classifier_overrides), resume)
+        return StageArguments(list(self.classifier_overrides), {**resume, **self.logger_values("classifier")})
 
     def for_cams(self) -> StageArguments:
         """Before the classifier finished, the seeds are left at the default (its config says whether it
@@ -158,8 +165,14 @@ class StageOverrides:
             "boundary_dir": str(self.boundary_dir),
         }
         return StageArguments(
-            [*self.data_overrides, *self.trainer_overrides],
-            {**self.seed, **self.trusted_targets, **folders, **self.last_checkpoint("boundary")},
+            [*self.data_overrides, *self.trainer_overrides, *self.logger_overrides],
+            {
+                **self.seed,
+                **self.trusted_targets,
+                **folders,
+                **self.last_checkpoint("boundary"),
+                **self.logger_values("boundary"),
+            },
         )
 
     def for_pseudo_masks(self) -> StageArguments:
@@ -182,8 +195,18 @@ class StageOverrides:
 
     def for_segmentation(self) -> StageArguments:
         return StageArguments(
-            [*self.data_overrides, *self.trainer_overrides, f"seg_experiment={self.seg_recipe}"],
-            {**self.seed, "pseudo_masks_dir": str(self.masks_dir), **self.last_checkpoint("segmentation")},
+            [
+                *self.data_overrides,
+                *self.trainer_overrides,
+                *self.logger_overrides,
+                f"seg_experiment={self.seg_recipe}",
+            ],
+            {
+                **self.seed,
+                "pseudo_masks_dir": str(self.masks_dir),
+                **self.last_checkpoint("segmentation"),
+                **self.logger_values("segmentation"),
+            },
         )
 
     @property

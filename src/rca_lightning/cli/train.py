@@ -14,7 +14,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from rca_lightning.cli.console import run_console_script
@@ -26,7 +26,7 @@ from rca_lightning.utils.checkpoint_selection import (
     selected_checkpoint,
     uses_pixel_labels,
 )
-from rca_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from rca_lightning.utils.instantiate import instantiate_callbacks, opened_loggers
 from rca_lightning.utils.quiet import silence_known_noise
 from rca_lightning.utils.ranks import stage_ranks
 from rca_lightning.utils.resolvers import register_resolvers
@@ -43,6 +43,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     the last epoch's by default) and how it was chosen (``checkpoint_selection``,
     ``uses_pixel_labels_for_selection``).
     """
+    with opened_loggers(cfg.get("logger")) as loggers:
+        return _train(cfg, loggers)
+
+
+def _train(cfg: DictConfig, loggers: list[Logger]) -> tuple[dict[str, float], dict]:
     selection = check_selection(cfg.get("checkpoint", "last"))
     check_checkpoint_file(cfg.get("ckpt_path"), "rca-train")
     # Lightning prints its "Seed set" line to stderr, past the job's log: logged here instead.
@@ -53,20 +58,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
         datamodule.prepare_over_ranks(ranks)
     model = instantiate(cfg.model)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    loggers = instantiate_loggers(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     # What the weights are made with: recorded at the first start, a resume with other settings refused.
     claim_run_settings(cfg.paths.output_dir, cfg)
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    finally:
-        # Close the wandb run, so that the next job of a multirun starts its own.
-        for logger in loggers:
-            if isinstance(logger, WandbLogger):
-                logger.experiment.finish()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = scalar_metrics(trainer.callback_metrics)
 
     output_dir = Path(cfg.paths.output_dir)

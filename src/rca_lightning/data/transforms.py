@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
-import albumentations as A
+# albumentations asks the network for a newer version at import; a library's import should not.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
 import cv2
 import numpy as np
 from albumentations.pytorch import ToTensorV2

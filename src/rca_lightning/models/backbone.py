@@ -8,17 +8,16 @@ network (``features_only=True``), this module exposes ``out_channels`` and retur
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlparse
 
 import timm
 import torch
 from torch import nn
 
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput, UserError
+from rca_lightning.utils.network import server_reachable
 
 VGG16_NAME = "vgg16"
 VGG16_OUTPUT_STRIDES = (8,)
@@ -28,7 +27,6 @@ _MAX_KEYS_IN_WARNING = 10
 CLASSIFIER_BACKBONE_PREFIX = "net.backbone."
 HUB_PROBE_TIMEOUT_S = 3.0
 _HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
 class PretrainedWeightsUnavailableError(UserError, RuntimeError):
@@ -236,17 +234,7 @@ def _hub_reachable() -> bool:
     """False when offline mode is set or the hub's host does not accept a TCP connection quickly."""
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE:
-        return False
-    if any(os.environ.get(variable) for variable in _PROXY_VARIABLES):
-        return True  # behind a proxy a direct probe says nothing; let the download try
-    endpoint = urlparse(constants.ENDPOINT)
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        with socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
+    return not constants.HF_HUB_OFFLINE and server_reachable(constants.ENDPOINT, HUB_PROBE_TIMEOUT_S)
 
 
 def _read_state_dict(path: Path) -> object:

@@ -8,9 +8,12 @@ from urllib.parse import urlparse
 from omegaconf import OmegaConf
 
 from rca_lightning.utils.checkpoint_selection import checkpoint_monitor, checkpoint_top_k
+from rca_lightning.utils.network import server_reachable
 from rca_lightning.utils.ranks import launch_id
 
 WANDB_DEFAULT_URL = "https://api.wandb.ai"
+# How long the wandb logger waits for its server before it runs offline.
+WANDB_CONNECT_TIMEOUT_S = 3.0
 
 
 def wandb_api_key_available() -> bool:
@@ -23,6 +26,16 @@ def wandb_api_key_available() -> bool:
         return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
     except (OSError, netrc.NetrcParseError):
         return False
+
+
+def wandb_offline() -> bool:
+    """Whether the wandb logger is told to run offline: exactly when there is no API key
+    (:func:`wandb_api_key_available`) or no way to the server, unless the user set ``WANDB_MODE``: then
+    false, and wandb runs as that says (Lightning's logger would overwrite it when told offline)."""
+    if os.environ.get("WANDB_MODE"):
+        return False
+    server = os.environ.get("WANDB_BASE_URL", WANDB_DEFAULT_URL)
+    return not wandb_api_key_available() or not server_reachable(server, WANDB_CONNECT_TIMEOUT_S)
 
 
 def sqlite_url(path: str) -> str:
@@ -39,7 +52,7 @@ def cpus_at_most(count: int) -> int:
 
 def register_resolvers() -> None:
     """Register ``${len:...}`` (length of a list, e.g. the number of class names), ``${wandb_offline:}``
-    (true when no wandb API key is available, so the wandb logger runs offline) and ``${sqlite_url:path}``
+    (:func:`wandb_offline`) and ``${sqlite_url:path}``
     (an SQLite URL whose folder exists, for Optuna's storage), ``${checkpoint_monitor:selection}`` and
     ``${checkpoint_top_k:selection}`` (the monitored checkpoint of a ``checkpoint=`` choice) and
     ``${cpus_at_most:n}`` (n, capped at the CPU count) and ``${launch_id:}`` (a name of this launch that no
@@ -48,7 +61,7 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("len"):
         OmegaConf.register_new_resolver("len", len)
     if not OmegaConf.has_resolver("wandb_offline"):
-        OmegaConf.register_new_resolver("wandb_offline", lambda: not wandb_api_key_available())
+        OmegaConf.register_new_resolver("wandb_offline", wandb_offline)
     if not OmegaConf.has_resolver("sqlite_url"):
         OmegaConf.register_new_resolver("sqlite_url", sqlite_url)
     if not OmegaConf.has_resolver("checkpoint_monitor"):
