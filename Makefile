@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(call step,torch (pinned),$(BIN)/python -m pip install --progress-bar off -c constraints.txt torch)
 	$(call step,rca-lightning and its pins [$(EXTRAS)],$(BIN)/python -m pip install --progress-bar off -c constraints.txt -e ".[$(EXTRAS)]")
 	$(call step,torchvision import hook,$(BIN)/python src/rca_lightning/compat/install.py)
-	$(call step,import check,$(BIN)/python -c "import timm, lightning, torchmetrics, rca_lightning")
+	$(call step,import check,$(BIN)/python -c "import timm; import lightning; import torchmetrics; import rca_lightning")
 	@printf '==> installed in %s s\n' "$$(( $$(date +%s) - $(MAKE_START) ))"
 	touch $@
 
