@@ -16,13 +16,13 @@ define step
 	@printf '==> %s\n' "$(1)"; start=$$(date +%s); $(2) && printf '    %s: %s s\n' "$(1)" "$$(( $$(date +%s) - start ))"
 endef
 
-.PHONY: install run test lint format docs clean distclean
+.PHONY: install run test test-fast lint format docs clean distclean
 
 install: $(VENV)/.installed
 
 # torch goes in first, pinned, so that nothing later pulls a CUDA build of the newest torch;
 # then the package with its pins (and the docs tools: `make test` builds the site); then the hook that lets
-# torchvision import next to a CPU-only torch.
+# torchvision import next to a CPU-only torch, only where its compiled extension does not load (it says why).
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(call step,virtual environment in $(VENV),$(PYTHON) -m venv $(VENV))
 	$(call step,pip,$(BIN)/python -m pip install --progress-bar off --upgrade pip)
@@ -38,6 +38,10 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The edit-test loop: the suite without the end-to-end runs marked slow.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -44,7 +44,7 @@ def worker(count: int, workdir: Path, accelerator: str) -> dict:
     from tests.conftest import TINY_MODEL_OVERRIDES
     from tests.stage_helpers import compose_config
 
-    from rca_lightning.cli.cams import cams
+    from rca_lightning.tasks.cams import cams
 
     run_dir = workdir / f"train_{count}"
     data = [
@@ -84,8 +84,8 @@ def worker(count: int, workdir: Path, accelerator: str) -> dict:
         "peak_rss_mib": peak_rss_mib(),
     }
     if count == min(args.counts):
-        from rca_lightning.cli.stage_settings import datamodule_for
         from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskRule, write_pseudo_masks
+        from rca_lightning.tasks.stage_settings import datamodule_for
 
         split = datamodule_for(cams_cfg.data, dataset).make_dataset("train")
         items = [(i, str(split.image_path(i))) for i in split.image_ids]

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from rca_lightning.inference.palette_png import read_mask_png
+from rca_lightning.imaging.palette_png import read_mask_png
 from rca_lightning.inference.prediction import predict_files
 from rca_lightning.inference.segmenter import Segmenter
 from rca_lightning.metrics import iou_from_confusion

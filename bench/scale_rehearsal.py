@@ -45,8 +45,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 import rca_lightning
-from rca_lightning.cli.pipeline import STAGES, Pipeline
 from rca_lightning.data import generate_coco_like, generate_voc_like
+from rca_lightning.pipeline import Pipeline
 from rca_lightning.utils.resolvers import register_resolvers
 from stage_costs import StepCost, check_rows, disk_usage, per_epoch_fit, run_probe, stage_row
 
@@ -142,8 +142,7 @@ def stage_configs(overrides: list[str]) -> dict[str, DictConfig]:
         with open_dict(cfg):
             cfg.paths.output_dir = str(run_dir)
             del cfg["hydra"]
-        pipeline = Pipeline(cfg, overrides, choices, run_dir)
-        return {stage.name: pipeline.stage_config(stage) for stage in STAGES if pipeline.enabled(stage)}
+        return Pipeline(cfg, overrides, choices, run_dir).plan().configs()
 
 
 def schedule(cfg: DictConfig, num_train: int) -> tuple[int, float]:

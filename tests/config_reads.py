@@ -9,16 +9,22 @@ hyper-parameters, writing ``.hydra/config.yaml``) reads nothing: that copies the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 from collections import defaultdict
 from collections.abc import Iterator
 
 from hydra._internal.hydra import Hydra
 from hydra.utils import get_object
+from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.basecontainer import BaseContainer
+from torch.nn.parallel import DistributedDataParallel
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+# Targets whose ``**kwargs`` go to another callable than their base classes: Lightning's DDPStrategy hands
+# them to torch's DistributedDataParallel.
+KEYWORDS_HANDED_TO = {DDPStrategy: DistributedDataParallel}
 
 
 def root_of(node) -> object:
@@ -151,13 +157,19 @@ def target_nodes(cfg, prefix: str = "") -> Iterator[tuple[str, DictConfig]]:
 
 def parameters_of(target) -> tuple[set[str], bool]:
     """The keyword names ``target`` takes (classes: their ``__init__`` and, through ``**kwargs``, their
-    bases'), and whether it takes any keyword beyond those."""
+    bases' or ``KEYWORDS_HANDED_TO``'s and the fields of the dataclass they collect settings into,
+    ``settings_type``), and whether it takes any keyword beyond those."""
     callables = (
         [base.__init__ for base in inspect.getmro(target) if "__init__" in vars(base)]
         if (inspect.isclass(target))
         else [target]
     )
     names: set[str] = set()
+    if target in KEYWORDS_HANDED_TO:
+        names, _ = parameters_of(KEYWORDS_HANDED_TO[target])
+    settings_type = getattr(target, "settings_type", None)
+    if dataclasses.is_dataclass(settings_type):
+        names = {field.name for field in dataclasses.fields(settings_type)}
     for function in callables:
         try:
             signature = inspect.signature(function)

@@ -38,6 +38,7 @@ class RankProbeCallback(Callback):
                 "train_indices": self.train_indices,
                 "val_indices": self.val_indices,
                 "world_size": trainer.world_size,
+                "forward_sync_buffers": trainer.strategy.model.forward_sync_buffers,  # DDP's
             },
             self.output_dir / f"rank{trainer.global_rank}.pt",
         )

@@ -24,9 +24,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
-from rca_lightning.cli.boundary import classifier_backbone
-from rca_lightning.cli.pipeline import Pipeline
 from rca_lightning.inference.trained_runs import resolve_training_run
+from rca_lightning.pipeline import STAGES, Pipeline
+from rca_lightning.tasks.boundary import classifier_backbone
 from rca_lightning.utils.allowed_targets import ALLOWED_TARGETS
 from rca_lightning.utils.errors import InvalidData, InvalidSetting
 from rca_lightning.utils.folder_lock import LOCK_FILE
@@ -392,7 +392,8 @@ def test_the_pipeline_hands_trusted_targets_to_the_stages_that_read_run_folders(
     overrides = ["trusted_targets=[my_package.MyNet]"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("pipeline", overrides=overrides, return_hydra_config=True)
-        pipeline = Pipeline(cfg, overrides, dict(cfg.hydra.runtime.choices), tmp_path / "run")
-        assert pipeline.for_cams().values["trusted_targets"] == ["my_package.MyNet"]
-        assert pipeline.for_boundary().values["trusted_targets"] == ["my_package.MyNet"]
-        assert not any("trusted_targets" in override for override in pipeline.for_classifier().overrides)
+        settings = Pipeline(cfg, overrides, dict(cfg.hydra.runtime.choices), tmp_path / "run").settings
+    by_name = {stage.name: stage.arguments(settings) for stage in STAGES}
+    assert by_name["cams"].values["trusted_targets"] == ["my_package.MyNet"]
+    assert by_name["boundary"].values["trusted_targets"] == ["my_package.MyNet"]
+    assert not any("trusted_targets" in override for override in by_name["classifier"].overrides)

@@ -14,13 +14,13 @@ from rca_lightning.callbacks import AttentionAccumulationCallback, MemoryBankCal
 from rca_lightning.callbacks.attention_accumulation import normalise_attention
 from rca_lightning.data import build_train_transform
 from rca_lightning.data.transforms import crop_window
-from rca_lightning.memory.attention_store import (
+from rca_lightning.imaging.crop_grid import paste_crops_into_image_grid
+from rca_lightning.pseudo.attention_store import (
     ATTENTION_FILE,
     INDEX_FILE,
     WRITTEN_FILE,
     load_accumulated_attention,
 )
-from rca_lightning.memory.crop_grid import paste_crops_into_image_grid
 from rca_lightning.pseudo.seed_sources import attention_maps
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 from tests.references import reference_accumulate, reference_paste_crop

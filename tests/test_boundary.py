@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from PIL import Image
 
-from rca_lightning.cli.boundary import boundary
-from rca_lightning.inference.image_arrays import read_rgb_file
+from rca_lightning.imaging.image_arrays import read_rgb_file
 from rca_lightning.lit import BoundaryLitModule
 from rca_lightning.models import BoundaryNet, TimmBackbone, TimmMultiLevelBackbone
 from rca_lightning.pseudo.boundary_maps import boundary_map_path, read_boundary_map, save_boundary_map
 from rca_lightning.pseudo.random_walk import random_walk_mask
 from rca_lightning.pseudo.refiners import RandomWalkRefiner
+from rca_lightning.tasks.boundary import boundary
 from rca_lightning.utils.errors import InvalidData, MissingInput
 from rca_lightning.utils.pixel_paths import stride4_size
 from tests.stage_helpers import TINY_STAGE_DATA, compose_config

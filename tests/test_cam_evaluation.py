@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rca_lightning.inference.palette_png import write_palette_png
+from rca_lightning.imaging.palette_png import write_palette_png
 from rca_lightning.pseudo.cam_evaluation import evaluate_cams, evaluate_masks, sweep_thresholds
 from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file
 from rca_lightning.pseudo.pseudo_mask_writer import mask_path

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from rca_lightning.cli.cams import cams
 from rca_lightning.data import VOCSegmentationDataset
 from rca_lightning.pseudo.cam_inference import tagged_class_scores
 from rca_lightning.pseudo.cam_writer import cam_file_is_complete, cam_path, load_cam_file, save_cam_file
+from rca_lightning.tasks.cams import cams
 from rca_lightning.utils.errors import InvalidData, InvalidSetting
 from tests.references import reference_multiscale_cams
 from tests.stage_helpers import compose_config, load_trained_model, make_training_run

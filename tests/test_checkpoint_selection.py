@@ -8,8 +8,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
-from rca_lightning.cli.cams import cams
-from rca_lightning.cli.train import train
+from rca_lightning.tasks.cams import cams
+from rca_lightning.tasks.train import train
 from rca_lightning.utils.checkpoint_selection import (
     check_selection,
     checkpoint_monitor,

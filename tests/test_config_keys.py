@@ -10,12 +10,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from rca_lightning.cli import boundary as boundary_cli
-from rca_lightning.cli import export as export_cli
-from rca_lightning.cli import pipeline as pipeline_cli
-from rca_lightning.cli import predict as predict_cli
-from rca_lightning.cli import pseudo as pseudo_cli
-from rca_lightning.cli.stage_settings import swept_value
+from rca_lightning import pipeline as pipeline_package
+from rca_lightning.pipeline.plan import Plan
+from rca_lightning.tasks import boundary as boundary_cli
+from rca_lightning.tasks import export as export_cli
+from rca_lightning.tasks import predict as predict_cli
+from rca_lightning.tasks import pseudo as pseudo_cli
+from rca_lightning.tasks.stage_settings import swept_value
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.config_reads import ConfigReads, is_read, plain_keys, unknown_target_keys
 from tests.conftest import CONFIG_DIR, TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
@@ -81,21 +82,21 @@ def stage_reads(tmp_path_factory) -> dict[str, set[str]]:
     base = tmp_path_factory.mktemp("keys")
     run_dir = base / "run"
     roots: dict[str, list] = {}
-    original_compose, original_init = pipeline_cli.Pipeline.compose_stage, pipeline_cli.Pipeline.__init__
+    original_compose, original_init = Plan.compose, pipeline_package.Pipeline.__init__
 
     def compose_stage(self, stage):
-        cfg = original_compose(self, stage)
-        roots.setdefault(stage.config_name, []).append(cfg)
-        return cfg
+        planned = original_compose(self, stage)
+        roots.setdefault(stage.config_name, []).append(planned.config)
+        return planned
 
     def init(self, cfg, *args, **kwargs):
         roots.setdefault("pipeline", []).append(cfg)
         original_init(self, cfg, *args, **kwargs)
 
-    pipeline_cli.Pipeline.compose_stage, pipeline_cli.Pipeline.__init__ = compose_stage, init
+    Plan.compose, pipeline_package.Pipeline.__init__ = compose_stage, init
     try:
         with ConfigReads() as reads:
-            pipeline_cli.run_pipeline(
+            pipeline_package.run_pipeline(
                 [
                     *TINY_DATA_OVERRIDES,
                     *TINY_MODEL_OVERRIDES,
@@ -173,7 +174,7 @@ def stage_reads(tmp_path_factory) -> dict[str, set[str]]:
                 swept_value(roots[config_name][0], metrics, multirun=False)
             roots["predict"], roots["export"] = [predict_cfg], [export_cfg]
     finally:
-        pipeline_cli.Pipeline.compose_stage, pipeline_cli.Pipeline.__init__ = original_compose, original_init
+        Plan.compose, pipeline_package.Pipeline.__init__ = original_compose, original_init
     by_config = {name: set().union(*(reads.of(cfg) for cfg in cfgs)) for name, cfgs in roots.items()}
     # The pipeline hands the classifier's settings to rca-train: read there.
     by_config["pipeline"] |= by_config["train"]

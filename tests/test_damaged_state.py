@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from rca_lightning.cli.evaluate import threshold_sweep
-from rca_lightning.cli.stage_clock import STATE_FILE, StageClock
-from rca_lightning.cli.stage_settings import claim_output_folder, read_settings
 from rca_lightning.data.coco import read_coco_instances
-from rca_lightning.inference.palette_png import mask_file_is_complete
+from rca_lightning.imaging.palette_png import mask_file_is_complete
+from rca_lightning.pipeline.clock import STATE_FILE, StageClock
 from rca_lightning.pseudo.boundary_maps import boundary_image_scale
 from rca_lightning.pseudo.refiners import CRFRefiner
+from rca_lightning.tasks.evaluate import threshold_sweep
+from rca_lightning.tasks.stage_settings import claim_output_folder, read_settings
 from rca_lightning.utils.errors import InvalidData, InvalidSetting
 from rca_lightning.utils.state_files import read_json_object
 from tests.stage_helpers import make_dataset_with_cams

@@ -11,7 +11,7 @@ import torch
 
 from rca_lightning.data import VOCSegmentationDataset
 from rca_lightning.data.voc_layout import CLASS_NAMES_FILE
-from rca_lightning.memory.attention_store import WRITTEN_FILE
+from rca_lightning.pseudo.attention_store import WRITTEN_FILE
 from tests.conftest import TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
 
 NUM_VAL = 15  # odd: Lightning's default sampler would repeat one image to even out the two ranks
@@ -58,6 +58,8 @@ def rank_records(run_dir: Path) -> list[dict]:
 def test_banks_are_bitwise_identical_and_hold_both_ranks_regions(ddp_run):
     first, second = rank_records(ddp_run)
     assert first["world_size"] == second["world_size"] == 2
+    # DDP broadcast no buffer from rank 0 (trainer=ddp_cpu): the callback alone kept the banks identical.
+    assert first["forward_sync_buffers"] is second["forward_sync_buffers"] is False
     for name in ("queue", "pointer", "count", "prototypes", "prototype_valid"):
         assert torch.equal(first["bank"][name], second["bank"][name]), name
     # The regions of both ranks entered both banks: the gather really happened.

@@ -53,8 +53,11 @@ def test_deeplab_v2_shapes_finite_gradients() -> None:
 def test_deeplab_v3plus_shapes_finite_gradients() -> None:
     net = tiny_v3plus()
     assert_trains(net, torch.randn(2, 3, 64, 64))
-    low_level, high_level = net.backbone(torch.randn(1, 3, 64, 64))
-    assert low_level.shape[-2:] == (16, 16) and high_level.shape[-2:] == (4, 4)
+    levels = net.backbone(torch.randn(1, 3, 64, 64))  # every map, shallow to deep
+    assert [level.shape[-1] for level in levels] == [64 // s for s in net.backbone.level_strides]
+    assert [level.shape[1] for level in levels] == net.backbone.level_channels
+    low_level = levels[net.backbone.low_level_index]
+    assert low_level.shape[-2:] == (16, 16) and levels[-1].shape[-2:] == (4, 4)
     assert [branch[0].dilation for branch in net.aspp.branches[1:]] == [(6, 6), (12, 12), (18, 18)]
 
 

@@ -13,7 +13,7 @@ Each command is checked the way its script starts, short of running anything:
 * a Hydra script: its config composed with the overrides and their values checked against the settings'
   types (:func:`~rca_lightning.utils.settings_check.check_overrides`, what every job does first);
 * ``rca-pipeline``: that, then what it checks before its first stage
-  (:meth:`~rca_lightning.cli.pipeline.Pipeline.check_settings`): among others, every stage's config composed
+  (:meth:`~rca_lightning.pipeline.Pipeline.plan`): among others, every stage's config composed
   with its ``stages.<stage>.overrides`` and their values checked;
 * ``rca-prepare-voc`` (argparse): its arguments parse.
 
@@ -40,7 +40,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import open_dict
 
 from rca_lightning.cli import prepare_voc
-from rca_lightning.cli.pipeline import Pipeline
+from rca_lightning.pipeline import Pipeline
 from rca_lightning.utils.resolvers import register_resolvers
 from rca_lightning.utils.settings_check import check_overrides
 from tests.conftest import CONFIG_DIR
@@ -64,12 +64,12 @@ MIN_COMMANDS = 60
 
 def console_scripts() -> dict[str, str | None]:
     """Each console script of the package (pyproject.toml's [project.scripts], as installed) and the config
-    its ``@hydra.main`` composes; None for a script that is not a Hydra app."""
+    its ``hydra_console_script`` composes; None for a script that is not a Hydra app."""
     scripts = {}
     for entry in importlib.metadata.entry_points(group="console_scripts"):
         if entry.module.startswith("rca_lightning."):
             source = Path(importlib.util.find_spec(entry.module).origin).read_text(encoding="utf-8")
-            config_name = re.search(r"@hydra\.main\(.*config_name=\"(\w+)\"", source)
+            config_name = re.search(r"hydra_console_script\(\s*\"[\w-]+\",\s*\"(\w+)\"", source)
             scripts[entry.name] = config_name.group(1) if config_name else None
     return scripts
 
@@ -168,7 +168,7 @@ def check_pipeline(overrides: list[str], run_dir: Path) -> None:
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
-    Pipeline(cfg, overrides, choices, run_dir).check_settings()
+    Pipeline(cfg, overrides, choices, run_dir).plan()
 
 
 def check_command(command: DocCommand, run_dir: Path) -> None:

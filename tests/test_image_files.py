@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rca_lightning.inference.image_arrays import read_rgb_file
-from rca_lightning.inference.palette_png import (
+from rca_lightning.imaging.image_arrays import read_rgb_file
+from rca_lightning.imaging.palette_png import (
     mask_file_is_complete,
     palette_png_bytes,
     read_mask_png,

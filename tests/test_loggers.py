@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from wandb.proto import wandb_internal_pb2
 
-from rca_lightning.cli.train import train
-from rca_lightning.inference.cam_scores import masks_from_scores
+from rca_lightning.pseudo.cam_scores import masks_from_scores
+from rca_lightning.tasks.train import train
 from rca_lightning.utils.resolvers import sqlite_url, wandb_api_key_available, wandb_offline
 from tests.test_image_logging import read_tensorboard_images
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from rca_lightning.inference.cam_scores import normalized_cam_scores
 from rca_lightning.metrics import CAMThresholdSweep, iou_from_confusion, miou_from_confusion
+from rca_lightning.pseudo.cam_scores import normalized_cam_scores
 
 
 def reference_confusion(prediction: torch.Tensor, target: torch.Tensor, num_labels: int) -> torch.Tensor:

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from rca_lightning.cli.pipeline import STAGES, Pipeline
-from rca_lightning.cli.stage_overrides import IRN_STAGES
+from rca_lightning.pipeline import STAGES, Pipeline
+from rca_lightning.pipeline.stages import seed_values
 from rca_lightning.pseudo.cam_writer import cam_file_is_complete
 from rca_lightning.report.figure_grid import LEGEND_LINE_HEIGHT
-from rca_lightning.utils.errors import InvalidSetting
+from rca_lightning.utils.errors import InvalidSetting, MissingInput
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR, TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
 from tests.references import reference_miou
@@ -207,12 +207,21 @@ def make_pipeline(run_dir: Path, overrides: list[str]) -> Pipeline:
     return Pipeline(cfg, overrides, dict(cfg.hydra.runtime.choices), run_dir)
 
 
+def composed_stages(
+    run_dir: Path, overrides: list[str], names: tuple[str, ...] = ()
+) -> dict[str, DictConfig]:
+    """Each stage's config as the plan composes it (``names``: those stages, else every declared one)."""
+    pipeline = make_pipeline(run_dir, overrides)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        plan = pipeline.plan()
+        return {stage.name: plan.compose(stage).config for stage in STAGES}
+
+
 def test_stage_overrides_route_shared_settings_to_every_stage(tmp_path):
     overrides = ["model=cam", "data.root=/voc", "seed=3", "paths.cache_dir=/c", "trainer=cpu"]
-    pipeline = make_pipeline(
-        tmp_path, [*overrides, 'stages.cams.overrides=["scales=[1.0]"]', "report.figure_images=2"]
-    )
-    by_stage = {stage.name: stage.arguments(pipeline) for stage in STAGES}
+    command_line = [*overrides, 'stages.cams.overrides=["scales=[1.0]"]', "report.figure_images=2"]
+    settings = make_pipeline(tmp_path, command_line).settings
+    by_stage = {stage.name: stage.arguments(settings) for stage in STAGES}
     # The classifier sees the command line as rca-train would, without the pipeline's own keys.
     assert by_stage["classifier"].overrides == overrides
     shared = ["data=synthetic", "data.root=/voc", "paths.cache_dir=/c"]
@@ -228,60 +237,70 @@ def test_stage_overrides_route_shared_settings_to_every_stage(tmp_path):
     assert by_stage["segmentation"].values["pseudo_masks_dir"] == str(tmp_path / "pseudo_masks" / "masks")
     # No classifier experiment: the built-in dataset's recipe, named explicitly.
     assert "seg_experiment=synthetic" in by_stage["segmentation"].overrides
+    assert by_stage["segmentation"].values["figure_sample"] == 2
     # Each composes (the shared overrides exist in every stage's config).
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        composed = {stage.name: pipeline.compose_stage(stage) for stage in STAGES[1:]}
+    composed = composed_stages(tmp_path, command_line)
     assert composed["cams"].scales == [1.0] and composed["cams"].seed == 3
     assert composed["segmentation"].data.root == "/voc"
-    assert (tmp_path / "segmentation" / ".hydra" / "config.yaml").is_file()
+    assert composed["segmentation"].paths.output_dir == str(tmp_path / "segmentation")
 
 
 def test_every_shipped_classifier_experiment_has_a_segmentation_recipe(tmp_path):
     recipes = {path.stem for path in (CONFIG_DIR / "seg_experiment").glob("*.yaml")}
     for experiment in sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml")):
-        assert make_pipeline(tmp_path, [f"experiment={experiment}"]).seg_recipe in recipes, experiment
+        assert make_pipeline(tmp_path, [f"experiment={experiment}"]).settings.seg_recipe in recipes, (
+            experiment
+        )
     chosen = make_pipeline(tmp_path, ["experiment=voc_rca_eps", "seg_recipe=synthetic"])
-    assert chosen.seg_recipe == "synthetic"
+    assert chosen.settings.seg_recipe == "synthetic"
     unpaired = make_pipeline(tmp_path, ["experiment=voc_rca_eps", "~seg_recipes.voc_rca_eps"])
     with pytest.raises(InvalidSetting, match=r"^experiment=voc_rca_eps: seg_recipes names no segmentation"):
-        STAGES[-1].arguments(unpaired)
+        STAGES[-1].arguments(unpaired.settings)
 
 
 def test_stage_overrides_resume_from_last_checkpoint_and_follow_the_experiment(tmp_path):
-    pipeline = make_pipeline(tmp_path, ["experiment=voc_rca_resnet101"])
+    settings = make_pipeline(tmp_path, ["experiment=voc_rca_resnet101"]).settings
     segmentation = STAGES[-1]
-    assert "seg_experiment=deeplab_v2_voc" in segmentation.arguments(pipeline).overrides
-    assert "ckpt_path" not in STAGES[0].arguments(pipeline).values
+    assert "seg_experiment=deeplab_v2_voc" in segmentation.arguments(settings).overrides
+    assert "ckpt_path" not in STAGES[0].arguments(settings).values
     for stage in (STAGES[0], segmentation):
         last = tmp_path / stage.name / "checkpoints" / "last.ckpt"
         last.parent.mkdir(parents=True)
         last.touch()
-        assert stage.arguments(pipeline).values["ckpt_path"] == str(last)
+        assert stage.arguments(settings).values["ckpt_path"] == str(last)
 
 
 def test_seeds_auto_follow_the_classifier_attention_accumulation(tmp_path):
-    cams = STAGES[1]
-    # Before the classifier finished, the cams stage composes with its default seeds.
-    assert "seeds" not in cams.arguments(make_pipeline(tmp_path, ["seeds=max"])).values
-    (tmp_path / "classifier").mkdir()
-    (tmp_path / "classifier" / "metrics.json").write_text("{}")
-    assert cams.arguments(make_pipeline(tmp_path, [])).values["seeds"] == "cams"
+    def seeds(*overrides: str) -> dict:
+        return seed_values(make_pipeline(tmp_path, list(overrides)).settings)
+
+    # The cams stage reads its seeds from the classifier's record, once the classifier finished.
+    (record,) = STAGES[1].recorded(make_pipeline(tmp_path, []).settings)
+    assert record.source == "classifier" and {"seeds", "attention_dir", "scales", "flip"} == set(record.keys)
+    assert seeds() == {"seeds": "cams"}
     with pytest.raises(InvalidSetting, match="seeds=max: the classifier left no attention accumulation"):
-        cams.arguments(make_pipeline(tmp_path, ["seeds=max"]))
+        seeds("seeds=max")
     attention = tmp_path / "classifier" / "attention"
     attention.mkdir(parents=True)
     (attention / "index.json").write_text("{}")
-    values = cams.arguments(make_pipeline(tmp_path, [])).values
+    values = seeds()
     assert values["seeds"] == "attention" and values["attention_dir"] == str(attention)
     assert values["scales"] == [1.0] and values["flip"] is False
-    assert cams.arguments(make_pipeline(tmp_path, ["seeds=cams"])).values["seeds"] == "cams"
-    assert cams.arguments(make_pipeline(tmp_path, ["seeds=max"])).values["seeds"] == "max"
+    assert seeds("seeds=cams")["seeds"] == "cams"
+    assert seeds("seeds=max")["seeds"] == "max"
 
 
 def test_an_existing_classifier_run_replaces_the_classifier_stage(tmp_path):
-    pipeline = make_pipeline(tmp_path / "run", [f"train_dir={tmp_path / 'trained'}"])
-    assert pipeline.is_done(STAGES[0])
-    assert STAGES[1].arguments(pipeline).values["train_dir"] == str(tmp_path / "trained")
+    trained = tmp_path / "trained"
+    pipeline = make_pipeline(tmp_path / "run", [f"train_dir={trained}"])
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        with pytest.raises(MissingInput, match=rf"^train_dir={trained}: .*metrics.json not found"):
+            pipeline.plan()
+        trained.mkdir()
+        (trained / "metrics.json").write_text("{}")
+        plan = pipeline.plan()
+    assert plan.is_done(STAGES[0]) and "classifier" not in [planned.stage.name for planned in plan.to_run]
+    assert STAGES[1].arguments(plan.settings).values["train_dir"] == str(trained)
 
 
 @pytest.mark.parametrize(
@@ -295,9 +314,7 @@ def test_an_existing_classifier_run_replaces_the_classifier_stage(tmp_path):
     ],
 )
 def test_published_experiments_compose_every_stage(tmp_path, experiment, seg_target, train_split):
-    pipeline = make_pipeline(tmp_path, [f"experiment={experiment}", "data.root=/real"])
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        composed = {stage.name: pipeline.compose_stage(stage) for stage in STAGES}
+    composed = composed_stages(tmp_path, [f"experiment={experiment}", "data.root=/real"])
     assert composed["classifier"].data.train_split == train_split
     assert composed["cams"].split == train_split and composed["cams"].scales == [0.5, 1.0, 1.5, 2.0]
     segmentation = composed["segmentation"]
@@ -328,5 +345,6 @@ def test_switched_off_stages_leave_the_report_and_a_later_run_adds_them(finished
     # Switched on again in the same folder: only the missing stages run, and the report has them.
     run_pipeline(run_dir, cache)
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["stages"] == [stage.name for stage in STAGES if stage.name not in IRN_STAGES]
+    irn = ("ir_labels", "ir_label_eval", "boundary")  # refine=random_walk only
+    assert report["stages"] == [stage.name for stage in STAGES if stage.name not in irn]
     assert report["seg_miou"] > 0 and report["cam_miou"] > 0 and (run_dir / "figures" / "grid.png").is_file()

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from hydra import initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from rca_lightning.cli.pipeline import STAGES
-from rca_lightning.pipeline_handoffs import read_best_cam_threshold, read_cams_record
+from rca_lightning.pipeline import STAGES
+from rca_lightning.pseudo.stage_records import read_best_cam_threshold, read_cams_record
 from rca_lightning.utils.errors import InvalidData
 from tests.conftest import CONFIG_DIR
 from tests.stage_helpers import TINY_STAGE_DATA, make_training_run
@@ -115,11 +115,14 @@ def test_the_best_cam_threshold_is_a_number_in_the_unit_interval(tmp_path, conte
     record_file.write_text(content if isinstance(content, str) else json.dumps(content))
     with pytest.raises(InvalidData, match=rf"^{record_file}: {message}"):
         read_best_cam_threshold(record_file)
-    pipeline = make_pipeline(tmp_path / "run", ["refine=random_walk", "irn_thresholds=best_cam_threshold"])
+    settings = make_pipeline(
+        tmp_path / "run", ["refine=random_walk", "irn_thresholds=best_cam_threshold"]
+    ).settings
     (tmp_path / "run" / "cam_eval").mkdir(parents=True)
     (tmp_path / "run" / "cam_eval" / "eval.json").write_text(record_file.read_text())
+    (record,) = BY_NAME["ir_labels"].recorded(settings)
     with pytest.raises(InvalidData, match=rf"eval\.json: {message}"):
-        BY_NAME["ir_labels"].arguments(pipeline)
+        record.read(settings)
 
 
 @pytest.mark.parametrize(
@@ -152,21 +155,27 @@ def test_every_value_of_the_cams_record_is_checked_against_its_schema(tmp_path, 
         read_cams_record(record_file)
 
 
+def config_to_run(run_dir: Path, overrides: list[str], stage) -> DictConfig:
+    """``stage``'s config as the runner would run it now: planned, its recorded values read and set."""
+    pipeline = make_pipeline(run_dir, overrides)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return pipeline.plan().compose(stage).config_to_run(pipeline.settings)
+
+
 def test_the_method_settings_reach_the_composed_config_as_values_and_the_user_overrides_win(tmp_path):
     settings = {"background_threshold": 0.2, "crf": False}
     write_json(tmp_path / "cams" / "cams.json", cams_record(pseudo_mask_settings=settings))
     pseudo_masks = BY_NAME["pseudo_masks"]
     own = 'stages.pseudo_masks.overrides=["refine.background_threshold=0.4","refine.crf.iterations=3"]'
-    method, user = make_pipeline(tmp_path, []), make_pipeline(tmp_path, [own])
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        from_method = method.stage_config(pseudo_masks)
-        chosen = user.stage_config(pseudo_masks)
+    from_method, chosen = (
+        config_to_run(tmp_path, [], pseudo_masks),
+        config_to_run(tmp_path, [own], pseudo_masks),
+    )
     assert from_method.refine.background_threshold == 0.2 and from_method.refine.crf is None
     assert chosen.refine.background_threshold == 0.4 and chosen.refine.crf.iterations == 3
     # With the CRF: the method leaves the refiner's CRF as composed.
     write_json(tmp_path / "cams" / "cams.json", cams_record(pseudo_mask_settings={"crf": True}))
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        with_crf = method.stage_config(pseudo_masks)
+    with_crf = config_to_run(tmp_path, [], pseudo_masks)
     assert with_crf.refine.crf.iterations == 10 and with_crf.refine.background_threshold is None
 
 
@@ -182,8 +191,12 @@ def test_run_folders_with_commas_equals_and_interpolations_reach_every_stage_lit
     pipeline = make_pipeline(run_dir, ["refine=random_walk", "seeds=attention", f"train_dir='{escaped}'"])
     own_classifier = make_pipeline(run_dir, [])
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        composed = {stage.name: pipeline.compose_stage(stage) for stage in STAGES[1:]}
-        classifier = own_classifier.stage_config(STAGES[0])
+        plan = pipeline.plan()
+        classifier = own_classifier.plan().compose(STAGES[0]).config
+    composed = {}
+    for planned in plan.to_run:  # the stages after the given classifier, their configs as they would run
+        composed[planned.stage.name] = planned.config_to_run(plan.settings)
+        planned.save(composed[planned.stage.name])
     assert classifier.ckpt_path == str(run_dir / "classifier" / "checkpoints" / "last.ckpt")
     cams, pseudo_masks = composed["cams"], composed["pseudo_masks"]
     assert cams.train_dir == str(trained) and cams.attention_dir == str(trained / "attention")

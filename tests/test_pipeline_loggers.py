@@ -9,18 +9,15 @@ import struct
 from pathlib import Path
 
 import pytest
-from hydra import initialize_config_dir
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import OmegaConf
 from tensorboardX.proto import event_pb2
 
-from rca_lightning.cli.pipeline import STAGES
-from rca_lightning.cli.pipeline_loggers import REPORT_RUN, logger_group
+from rca_lightning.pipeline.loggers import REPORT_RUN, logger_group
 from rca_lightning.utils.table_logging import log_table
-from tests.conftest import CONFIG_DIR
 from tests.stage_helpers import assert_report_is_consistent
 from tests.test_loggers import item_key, wandb_records
-from tests.test_pipeline import make_pipeline, pipeline_environment, run_pipeline
+from tests.test_pipeline import composed_stages, make_pipeline, pipeline_environment, run_pipeline
 
 TRAINED_STAGES = ("classifier", "boundary", "segmentation")
 
@@ -150,20 +147,17 @@ def test_every_trained_stage_and_the_report_log_to_one_wandb_group(random_walk_r
 
 
 def test_trained_stages_log_where_the_command_line_asked_in_one_group(tmp_path):
-    pipeline = make_pipeline(
-        tmp_path / "run",
-        [
-            "logger=[csv,tensorboard,wandb]",
-            "logger.wandb.project=mine",
-            'stages.segmentation.overrides=["logger.wandb.name=my-seg"]',
-        ],
-    )
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        configs = {
-            stage.name: pipeline.stage_config(stage) for stage in STAGES if stage.name in TRAINED_STAGES
-        }
+    overrides = [
+        "logger=[csv,tensorboard,wandb]",
+        "logger.wandb.project=mine",
+        'stages.segmentation.overrides=["logger.wandb.name=my-seg"]',
+    ]
+    composed = composed_stages(tmp_path / "run", overrides)
+    configs = {name: cfg for name, cfg in composed.items() if name in TRAINED_STAGES}
     groups = {cfg.logger.wandb.group for cfg in configs.values()}
-    assert groups == {logger_group(pipeline.cfg.logger, tmp_path / "run")}
+    assert groups == {
+        logger_group(make_pipeline(tmp_path / "run", overrides).settings.cfg.logger, tmp_path / "run")
+    }
     for name, cfg in configs.items():
         assert set(cfg.logger) == {"csv", "tensorboard", "wandb"}, name
         assert cfg.logger.wandb.project == "mine"  # the command line's logger settings reach every stage
@@ -176,7 +170,8 @@ def test_trained_stages_log_where_the_command_line_asked_in_one_group(tmp_path):
     # The command line's group is the run's; without one, each run folder has its own.
     assert (
         logger_group(
-            make_pipeline(tmp_path / "b", ["logger=wandb", "logger.wandb.group=g"]).cfg.logger, tmp_path
+            make_pipeline(tmp_path / "b", ["logger=wandb", "logger.wandb.group=g"]).settings.cfg.logger,
+            tmp_path,
         )
         == "g"
     )
@@ -184,9 +179,7 @@ def test_trained_stages_log_where_the_command_line_asked_in_one_group(tmp_path):
 
 
 def test_a_stage_logs_with_the_default_csv_logger_when_none_was_chosen(tmp_path):
-    pipeline = make_pipeline(tmp_path / "run", [])
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = pipeline.stage_config(STAGES[-1])  # the segmentation network
+    cfg = composed_stages(tmp_path / "run", [])["segmentation"]
     assert set(cfg.logger) == {"csv"} and cfg.logger.csv.save_dir == str(tmp_path / "run" / "segmentation")
 
 

@@ -1,32 +1,38 @@
-"""``rca-pipeline``'s stage table: stages switched off, what the report then holds, every stage's config as
-a tree."""
+"""``rca-pipeline``'s declared stages and their plan: stages switched off, what each stage reads and is given,
+what the report then holds, every stage's config as a tree."""
 
 import pytest
 from hydra import initialize_config_dir
 
-from rca_lightning.cli.pipeline import STAGES, run_pipeline
+from rca_lightning.pipeline import STAGES, run_pipeline
+from rca_lightning.pipeline.stages import irn_thresholds, pixel_label_settings
 from rca_lightning.report.pipeline_report import build_report, format_report
 from rca_lightning.utils.errors import InvalidSetting
 from tests.conftest import CONFIG_DIR
 from tests.test_pipeline import make_pipeline
 
 
+def plan_of(run_dir, overrides):
+    """The checked plan of a run (every stage to run composed)."""
+    pipeline = make_pipeline(run_dir, overrides)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return pipeline.plan()
+
+
+def planned_names(run_dir, overrides) -> list[str]:
+    return [planned.stage.name for planned in plan_of(run_dir, overrides).to_run]
+
+
 def test_a_stage_whose_output_a_running_stage_reads_cannot_be_switched_off(tmp_path):
     off = [f"stages.{name}.enabled=false" for name in ("pseudo_masks", "pseudo_mask_eval", "segmentation")]
-    alone, with_readers = make_pipeline(tmp_path, off[:1]), make_pipeline(tmp_path, off)
-    assert [stage.name for stage in with_readers.to_run()] == ["classifier", "cams", "cam_eval"]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        with pytest.raises(
-            InvalidSetting, match=r"^stages\.pseudo_masks\.enabled=false: stage pseudo_mask_eval"
-        ):
-            alone.check_settings()
-        with_readers.check_settings()  # switched off with the stages that read it: the rest runs
+    # Switched off with the stages that read it: the rest runs.
+    assert planned_names(tmp_path, off) == ["classifier", "cams", "cam_eval"]
+    with pytest.raises(InvalidSetting, match=r"^stages\.pseudo_masks\.enabled=false: stage pseudo_mask_eval"):
+        plan_of(tmp_path, off[:1])
     # A finished stage may be switched off: the stages after it read its files.
     (tmp_path / "pseudo_masks").mkdir()
     (tmp_path / "pseudo_masks" / "pseudo.json").write_text("{}")
-    finished = make_pipeline(tmp_path, off[:1])
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        finished.check_settings()
+    assert "pseudo_mask_eval" in planned_names(tmp_path, off[:1])
 
 
 @pytest.mark.parametrize(
@@ -37,9 +43,8 @@ def test_a_stage_whose_output_a_running_stage_reads_cannot_be_switched_off(tmp_p
     ],
 )
 def test_stage_entries_are_checked(tmp_path, override, message):
-    pipeline = make_pipeline(tmp_path, [override])
     with pytest.raises(InvalidSetting, match=message):
-        pipeline.check_settings()
+        plan_of(tmp_path, [override])
 
 
 def test_print_config_shows_every_enabled_stage_and_runs_nothing(tmp_path, capsys):
@@ -64,8 +69,9 @@ def test_print_config_shows_every_enabled_stage_and_runs_nothing(tmp_path, capsy
 
 
 def test_refine_random_walk_adds_irn_stages_and_gives_the_refiner_its_maps(tmp_path):
-    plain = make_pipeline(tmp_path, ["refine=none", "refine.background_threshold=0.3"])
-    assert not {"ir_labels", "ir_label_eval", "boundary"} & {stage.name for stage in plain.to_run()}
+    plain_overrides = ["refine=none", "refine.background_threshold=0.3"]
+    assert not {"ir_labels", "ir_label_eval", "boundary"} & set(planned_names(tmp_path, plain_overrides))
+    plain = make_pipeline(tmp_path, plain_overrides).settings
     by_name = {stage.name: stage for stage in STAGES}
     pseudo_overrides = by_name["pseudo_masks"].arguments(plain).overrides
     assert (
@@ -73,8 +79,9 @@ def test_refine_random_walk_adds_irn_stages_and_gives_the_refiner_its_maps(tmp_p
     )
     classifier = by_name["classifier"].arguments(plain)
     assert not any("refine" in o for o in classifier.overrides)  # the pipeline's own key
-    walk = make_pipeline(tmp_path, ["refine=random_walk", "refine.radius=4"])
-    assert [stage.name for stage in walk.to_run()][3:6] == ["ir_labels", "ir_label_eval", "boundary"]
+    walk_overrides = ["refine=random_walk", "refine.radius=4"]
+    assert planned_names(tmp_path, walk_overrides)[3:6] == ["ir_labels", "ir_label_eval", "boundary"]
+    walk = make_pipeline(tmp_path, walk_overrides).settings
     ir_dir, boundary_dir = tmp_path / "ir_labels" / "masks", tmp_path / "boundary" / "boundary_maps"
     ir_labels = by_name["ir_labels"].arguments(walk)
     assert "refine=ir_labels" in ir_labels.overrides and ir_labels.values["masks_dir"] == str(ir_dir)
@@ -84,38 +91,36 @@ def test_refine_random_walk_adds_irn_stages_and_gives_the_refiner_its_maps(tmp_p
     refine = [o for o in pseudo.overrides if o.startswith("refine")]
     assert refine == ["refine=random_walk", "refine.radius=4"]
     assert pseudo.values["refine.boundary_dir"] == str(boundary_dir)
-    assert walk.needs(by_name["pseudo_masks"]) == ("cams", "boundary")
-    without_boundary = make_pipeline(tmp_path, ["refine=random_walk", "stages.boundary.enabled=false"])
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        with pytest.raises(
-            InvalidSetting, match=r"^stages\.boundary\.enabled=false: stage pseudo_masks reads"
-        ):
-            without_boundary.check_settings()
-        walk.check_settings()  # every IRN stage composes
+    assert by_name["pseudo_masks"].inputs(walk) == ("cams", "boundary")
+    assert by_name["pseudo_masks"].recorded(walk) == ()  # IRN's reference background: nothing recorded
+    with pytest.raises(InvalidSetting, match=r"^stages\.boundary\.enabled=false: stage pseudo_masks reads"):
+        plan_of(tmp_path, [*walk_overrides, "stages.boundary.enabled=false"])
 
 
 def test_irn_thresholds_follow_the_best_cam_threshold_only_when_asked_and_the_report_says_so(tmp_path):
     walk = ["refine=random_walk"]
     (tmp_path / "cam_eval").mkdir()
     (tmp_path / "cam_eval" / "eval.json").write_text('{"cams": {"best_threshold": 0.42}}')
-    reference = make_pipeline(tmp_path, walk)
-    assert not [key for key in reference.for_ir_labels().values if key.startswith("refine.")]
-    assert not [key for key in reference.for_pseudo_masks().values if key.startswith("refine.background")]
-    assert reference.pixel_label_settings() == []
-    moved = make_pipeline(tmp_path, [*walk, "irn_thresholds=best_cam_threshold"])
-    # IRN's 0.30 / 0.05 / 0.25 sit at +0.15 / -0.10 / +0.10 from its best threshold 0.15.
-    ir_values = moved.for_ir_labels().values
-    assert ir_values["refine.foreground_threshold"] == 0.57
-    assert ir_values["refine.background_threshold"] == 0.32
-    assert moved.for_pseudo_masks().values["refine.background"] == 0.52
     by_name = {stage.name: stage for stage in STAGES}
-    assert "cam_eval" in moved.needs(by_name["ir_labels"]) and "cam_eval" in moved.needs(
-        by_name["pseudo_masks"]
+    reference = make_pipeline(tmp_path, walk).settings
+    assert irn_thresholds(reference) == {} and pixel_label_settings(reference) == []
+    assert (
+        by_name["ir_labels"].recorded(reference) == () and by_name["pseudo_masks"].recorded(reference) == ()
     )
-    (stated,) = moved.pixel_label_settings()
+    moved = make_pipeline(tmp_path, [*walk, "irn_thresholds=best_cam_threshold"]).settings
+    # IRN's 0.30 / 0.05 / 0.25 sit at +0.15 / -0.10 / +0.10 from its best threshold 0.15.
+    (ir_record,) = by_name["ir_labels"].recorded(moved)
+    assert ir_record.source == "cam_eval"
+    assert ir_record.read(moved) == {"refine.foreground_threshold": 0.57, "refine.background_threshold": 0.32}
+    (walk_record,) = by_name["pseudo_masks"].recorded(moved)
+    assert walk_record.read(moved) == {"refine.background": 0.52}
+    assert "cam_eval" in by_name["ir_labels"].inputs(moved) and "cam_eval" in by_name["pseudo_masks"].inputs(
+        moved
+    )
+    (stated,) = pixel_label_settings(moved)
     assert "0.57 / 0.32" in stated and "0.52" in stated and "0.42" in stated
     with pytest.raises(InvalidSetting, match=r"^irn_thresholds='maybe': expected one of"):
-        make_pipeline(tmp_path, [*walk, "irn_thresholds=maybe"]).check_settings()
+        plan_of(tmp_path, [*walk, "irn_thresholds=maybe"])
 
 
 def test_the_report_counts_settings_chosen_with_pixel_labels(tmp_path):

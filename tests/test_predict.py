@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from rca_lightning.data import SyntheticVOCGenerator
-from rca_lightning.inference.palette_png import read_mask_png
+from rca_lightning.imaging.palette_png import read_mask_png
 from rca_lightning.inference.prediction import (
     RECORDS_FILE,
     check_max_pixels,

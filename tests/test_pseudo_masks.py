@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rca_lightning.cli.pseudo import pseudo
 from rca_lightning.data import voc_palette
-from rca_lightning.inference.image_arrays import read_rgb_file
-from rca_lightning.inference.palette_png import mask_file_is_complete, read_mask_png
+from rca_lightning.imaging.image_arrays import read_rgb_file
+from rca_lightning.imaging.palette_png import mask_file_is_complete, read_mask_png
 from rca_lightning.pseudo.crf import DenseCRF
 from rca_lightning.pseudo.ir_labels import IRLabelRefiner
 from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskJob, mask_path, write_pseudo_masks
@@ -23,6 +22,7 @@ from rca_lightning.pseudo.pseudo_masks import (
 )
 from rca_lightning.pseudo.refiners import CRFRefiner, SaliencyRefiner
 from rca_lightning.pseudo.seed_sources import SeedSource
+from rca_lightning.tasks.pseudo import pseudo
 from rca_lightning.utils.errors import InvalidSetting, MissingInput
 from tests.references import reference_saliency_mask
 from tests.stage_helpers import compose_config, make_dataset_with_cams

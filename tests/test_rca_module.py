@@ -9,7 +9,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from rca_lightning import MemoryBankCallback, RCALitModule
-from rca_lightning.memory.attention_store import ATTENTION_FILE
+from rca_lightning.pseudo.attention_store import ATTENTION_FILE
 from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR

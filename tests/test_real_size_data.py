@@ -17,7 +17,6 @@ from hydra.utils import instantiate
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from rca_lightning.cli.stage_settings import datamodule_for
 from rca_lightning.data import (
     COCO_CATEGORIES,
     COCO_CLASS_NAMES,
@@ -34,7 +33,8 @@ from rca_lightning.data.coco_masks import INDEX_FILE
 from rca_lightning.data.synthetic_coco_like import COCO_IMAGE_SIZES
 from rca_lightning.data.synthetic_named_styles import named_styles
 from rca_lightning.data.synthetic_voc_like import VOC_IMAGE_SIZES
-from rca_lightning.inference.palette_png import read_mask_png
+from rca_lightning.imaging.palette_png import read_mask_png
+from rca_lightning.tasks.stage_settings import datamodule_for
 from rca_lightning.utils.errors import InvalidSetting, MissingInput
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR

@@ -6,7 +6,7 @@ import pytest
 from rca_lightning.data.synthetic import SyntheticVOCGenerator
 from rca_lightning.data.synthetic_catalogue import SYNTHETIC_CLASS_NAMES
 from rca_lightning.data.voc_classes import IGNORE_INDEX, voc_palette
-from rca_lightning.inference.drawing import cam_overlay, colourise_mask, turbo_colours
+from rca_lightning.imaging.drawing import cam_overlay, colourise_mask, turbo_colours
 from rca_lightning.report import figure_grid, legend_strip, pick_figure_images
 from rca_lightning.report.figure_grid import (
     GAP,

@@ -9,8 +9,8 @@ from hydra import compose, initialize_config_dir
 from lightning import Callback
 from omegaconf import open_dict
 
-from rca_lightning.cli.train import train
-from rca_lightning.memory.attention_store import ATTENTION_FILE, WRITTEN_FILE
+from rca_lightning.pseudo.attention_store import ATTENTION_FILE, WRITTEN_FILE
+from rca_lightning.tasks.train import train
 from tests.conftest import CONFIG_DIR, TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
 
 MAX_EPOCHS = 2

@@ -11,12 +11,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from rca_lightning.cli.train import train
 from rca_lightning.inference.trained_runs import (
     load_classifier,
     load_segmentation_network,
     resolve_training_run,
 )
+from rca_lightning.tasks.train import train
 from rca_lightning.utils.checkpoint_io import AtomicCheckpointIO
 from rca_lightning.utils.errors import InvalidData, MissingInput
 from rca_lightning.utils.safe_loading import check_config_targets, load_checkpoint, load_run_config

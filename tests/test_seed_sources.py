@@ -9,14 +9,14 @@ import torch
 from PIL import Image
 
 from rca_lightning.callbacks.attention_accumulation import AttentionAccumulationCallback
-from rca_lightning.cli.evaluate import evaluate
-from rca_lightning.cli.pseudo import pseudo
-from rca_lightning.inference.palette_png import read_mask_png
+from rca_lightning.imaging.palette_png import read_mask_png
 from rca_lightning.pseudo.cam_evaluation import evaluate_cams
 from rca_lightning.pseudo.cam_prediction_writer import CAMWriter
 from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file, save_cam_file
 from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskJob, mask_path, write_pseudo_masks
 from rca_lightning.pseudo.seed_sources import SeedSource, attention_maps, combine_seeds
+from rca_lightning.tasks.evaluate import evaluate
+from rca_lightning.tasks.pseudo import pseudo
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 from tests.references import reference_cam_sweep
 from tests.stage_helpers import compose_config, make_dataset_with_cams

@@ -8,8 +8,8 @@ import pytest
 from lightning import Callback
 from omegaconf import open_dict
 
-from rca_lightning.cli.seg import segment
 from rca_lightning.data import SyntheticVOCGenerator
+from rca_lightning.tasks.seg import segment
 from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.run_fingerprint import FINGERPRINT_FILE
 from tests.stage_helpers import compose_config

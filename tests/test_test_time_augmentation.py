@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from rca_lightning.inference.cam_scores import peak_normalise
-from rca_lightning.inference.image_arrays import denormalise_images, normalise_images
-from rca_lightning.inference.test_time_augmentation import average_over_views, check_views, sum_over_views
+from rca_lightning.imaging.image_arrays import denormalise_images, normalise_images
+from rca_lightning.imaging.test_time_augmentation import average_over_views, check_views, sum_over_views
+from rca_lightning.pseudo.cam_scores import peak_normalise
 from rca_lightning.utils.errors import InvalidSetting
 from tests.references import reference_multiscale_cams
 

@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from torch._utils import ExceptionWrapper
 
-from rca_lightning.cli.console import one_line, user_error_in
-from rca_lightning.cli.pipeline import Pipeline
+from rca_lightning.pipeline import Pipeline
+from rca_lightning.utils.error_messages import one_line, user_error_in, with_key
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput, UserError
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR
@@ -265,12 +265,10 @@ def test_pipeline_train_dir_must_be_a_finished_run(tmp_path):
 
 
 def test_the_instantiated_key_is_put_in_front_of_the_argument_once():
-    from rca_lightning.cli.console import _with_key
-
     assert (
-        _with_key("head: expected one of ['a'], got 'b'", "model.net")
+        with_key("head: expected one of ['a'], got 'b'", "model.net")
         == "model.net.head: expected one of ['a'], got 'b'"
     )
-    assert _with_key("data.validate='x': expected full", "data") == "data.validate='x': expected full"
-    assert _with_key("no argument named here", "model.net") == "model.net: no argument named here"
-    assert _with_key("head: expected", "") == "head: expected"
+    assert with_key("data.validate='x': expected full", "data") == "data.validate='x': expected full"
+    assert with_key("no argument named here", "model.net") == "model.net: no argument named here"
+    assert with_key("head: expected", "") == "head: expected"

@@ -1,6 +1,6 @@
 """Online attention accumulation (OAA): each training image's class maps, max-accumulated across epochs.
 
-The maps live in an :class:`~rca_lightning.memory.attention_store.AttentionStore` (one folder, row n =
+The maps live in an :class:`~rca_lightning.pseudo.attention_store.AttentionStore` (one folder, row n =
 dataset position n, so shuffling and several processes give the same file). Under DDP every rank's maps
 are gathered and rank zero alone writes, so ranks never collide (images the distributed sampler repeats
 are max-combined like any other). Checkpoints carry the written maps, so a resumed run (even one killed
@@ -17,9 +17,9 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
-from rca_lightning.inference.cam_scores import peak_normalise
-from rca_lightning.memory.attention_store import MAX_ATTENTION, AttentionStore
-from rca_lightning.memory.crop_grid import paste_crops_into_image_grid
+from rca_lightning.imaging.crop_grid import paste_crops_into_image_grid
+from rca_lightning.pseudo.attention_store import MAX_ATTENTION, AttentionStore
+from rca_lightning.pseudo.cam_scores import peak_normalise
 from rca_lightning.utils.distributed import gather_padded_batch
 from rca_lightning.utils.errors import InvalidData, InvalidSetting
 

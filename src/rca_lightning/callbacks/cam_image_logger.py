@@ -8,9 +8,9 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch.utils.data import default_collate
 
-from rca_lightning.inference.cam_scores import masks_from_scores, normalized_cam_scores
-from rca_lightning.inference.drawing import cam_overlay, colourise_mask
-from rca_lightning.inference.image_arrays import denormalise_images
+from rca_lightning.imaging.drawing import cam_overlay, colourise_mask
+from rca_lightning.imaging.image_arrays import denormalise_images
+from rca_lightning.pseudo.cam_scores import masks_from_scores, normalized_cam_scores
 from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.image_logging import log_images
 

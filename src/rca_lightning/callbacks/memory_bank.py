@@ -19,8 +19,8 @@ class MemoryBankCallback(Callback):
     * every step, each rank packs its region embeddings and confidence mask into one (B, C, D + 1) tensor,
       pads B to the train loader's batch size (padded images are not confident) and ``all_gather``s it;
       every rank then enqueues the same entries in the same (rank-major) order, so the banks stay
-      identical. (The bank's buffers are excluded from DDP's per-forward buffer broadcast by
-      ``RCALitModule``, so this gather is what keeps them in step.)
+      identical. (The DDP trainer configs turn off DDP's broadcast of rank zero's buffers before every
+      forward, ``forward_sync_buffers: false``, so this gather is what keeps them in step.)
     * at an epoch start, rank zero runs the k-means and broadcasts the prototypes, so every rank
       aggregates over the same centres even where device kernels are not bitwise reproducible.
 

@@ -1,4 +1,5 @@
-"""Datasets, transforms, the datamodule and the built-in synthetic dataset generator."""
+"""Datasets and datamodules (VOC, COCO), transforms, file checks and the built-in synthetic dataset
+generator. Imports imaging and utils."""
 
 from rca_lightning.data.coco import COCO_CATEGORIES, COCO_CATEGORY_TO_CLASS, COCO_CLASS_NAMES
 from rca_lightning.data.coco_datamodule import COCODataModule

@@ -95,8 +95,11 @@ class COCODataModule(VOCDataModule):
     def _check_root(self) -> None:
         check_coco_layout(self.root, list(dict.fromkeys((self.train_split, self.val_split))))
 
-    def make_dataset(self, split: str, train: bool = False) -> COCOSegmentationDataset:
-        """A dataset of ``split`` with the training or the evaluation transform."""
+    def make_dataset(
+        self, split: str, train: bool = False, ground_truth: bool = False
+    ) -> COCOSegmentationDataset:
+        """A dataset of ``split`` with the training or the evaluation transform; with ``ground_truth`` its
+        true masks even where ``train_masks_dir`` replaces them for training."""
         transform = self.train_transform if train else self.eval_transform
         dataset = COCOSegmentationDataset(
             self.root,
@@ -105,7 +108,7 @@ class COCODataModule(VOCDataModule):
             cache_dir=self.mask_cache_dir,
             saliency_dir=self.saliency_folder(split),
         )
-        if split == self.train_split and self.train_masks_dir is not None:
+        if split == self.train_split and self.train_masks_dir is not None and not ground_truth:
             # The labels and image ids stay those of the annotations.
             dataset.mask_root = self.train_masks_dir
             dataset.mask_dir = str(self.train_masks_dir)

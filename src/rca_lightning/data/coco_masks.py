@@ -26,7 +26,7 @@ from rca_lightning.data.coco import (
     read_coco_instances,
 )
 from rca_lightning.data.voc_classes import IGNORE_INDEX
-from rca_lightning.inference.palette_png import write_palette_png
+from rca_lightning.imaging.palette_png import write_palette_png
 from rca_lightning.utils.atomic import path_inside, write_json_atomically
 from rca_lightning.utils.errors import InvalidData
 from rca_lightning.utils.ranks import Ranks

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Protocol
 
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Sampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 from rca_lightning.data.file_checks import ImageFiles
+from rca_lightning.data.rank_share_sampler import RankShareSampler
 from rca_lightning.data.saliency import SALIENCY_SETTING
 from rca_lightning.data.split_validation import (
     ValidationReport,
@@ -266,10 +266,11 @@ class VOCDataModule(LightningDataModule):
         """Folder of the validation cache (``.validation/`` is made in it)."""
         return self.root
 
-    def mask_dir(self, split: str) -> str:
-        """Mask folder of ``split`` (``train_masks_dir`` for the train split when set, else the ``mask_dirs``
-        entry, else ``SegmentationClass``; an absolute folder replaces ``root/<folder>``)."""
-        if split == self.train_split and self.train_masks_dir is not None:
+    def mask_dir(self, split: str, ground_truth: bool = False) -> str:
+        """Mask folder of ``split`` (``train_masks_dir`` for the train split when set, unless
+        ``ground_truth``; else the ``mask_dirs`` entry, else ``SegmentationClass``; an absolute folder
+        replaces ``root/<folder>``)."""
+        if split == self.train_split and self.train_masks_dir is not None and not ground_truth:
             return str(self.train_masks_dir)
         return self.mask_dirs.get(split, DEFAULT_MASK_DIR)
 
@@ -296,16 +297,19 @@ class VOCDataModule(LightningDataModule):
         if stage in (None, "fit", "validate", "test", "predict") and self.val_dataset is None:
             self.val_dataset = self.make_dataset(self.val_split, train=False)
 
-    def make_dataset(self, split: str, train: bool = False) -> VOCSegmentationDataset:
+    def make_dataset(
+        self, split: str, train: bool = False, ground_truth: bool = False
+    ) -> VOCSegmentationDataset:
         """A dataset of ``split`` with the training or the evaluation transform (and saliency maps where
-        ``saliency_folder`` has them)."""
+        ``saliency_folder`` has them); with ``ground_truth`` its true masks even where ``train_masks_dir``
+        replaces them for training."""
         transform = self.train_transform if train else self.eval_transform
         return VOCSegmentationDataset(
             self.root,
             split,
             self.class_names,
             transform=transform,
-            mask_dir=self.mask_dir(split),
+            mask_dir=self.mask_dir(split, ground_truth),
             saliency_dir=self.saliency_folder(split),
         )
 
@@ -348,10 +352,8 @@ class VOCDataModule(LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.world_size == 1:
             return self._in_order_loader(self.val_dataset)
-        sampler = UnrepeatedDistributedSampler(
-            self.val_dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
-        )
-        return self._in_order_loader(self.val_dataset, sampler)
+        share = RankShareSampler(self.val_dataset, trainer.world_size, trainer.global_rank)
+        return self._in_order_loader(self.val_dataset, share)
 
     def test_dataloader(self) -> DataLoader:
         """The validation split again (the segmentation stage's evaluation path scores it)."""

@@ -29,7 +29,7 @@ import numpy as np
 from rca_lightning.data import synthetic_saliency as saliency
 from rca_lightning.data.synthetic_renderer import RenderedImage, SyntheticRenderer
 from rca_lightning.data.voc_layout import CLASS_NAMES_FILE
-from rca_lightning.inference.palette_png import palette_png_bytes
+from rca_lightning.imaging.palette_png import palette_png_bytes
 from rca_lightning.utils.atomic import publish_folder
 from rca_lightning.utils.errors import InvalidSetting
 

@@ -29,7 +29,7 @@ from rca_lightning.data.synthetic_chunked_writer import Chunk
 from rca_lightning.data.synthetic_real_size import JPEG_QUALITY, GeneratedDataset, RealSizeGenerator
 from rca_lightning.data.voc_classes import VOC_CLASS_NAMES
 from rca_lightning.data.voc_layout import CLASS_NAMES_FILE, split_file_path
-from rca_lightning.inference.palette_png import palette_png_bytes
+from rca_lightning.imaging.palette_png import palette_png_bytes
 
 TRAIN_MASKS = "SegmentationClassAug"
 # (height, width, share): the commonest VOC 2012 image sizes, landscape 500 x 375 most of all.

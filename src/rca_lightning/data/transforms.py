@@ -14,7 +14,7 @@ import numpy as np
 from albumentations.pytorch import ToTensorV2
 
 from rca_lightning.data.voc_classes import IGNORE_INDEX
-from rca_lightning.inference.image_arrays import IMAGENET_MEAN, IMAGENET_STD
+from rca_lightning.imaging.image_arrays import IMAGENET_MEAN, IMAGENET_STD
 from rca_lightning.utils.errors import InvalidSetting
 
 # Nearest neighbour with pixel centres aligned like the linear image resize (cv2.INTER_NEAREST is

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rca_lightning.inference.palette_png import voc_palette
+from rca_lightning.imaging.palette_png import voc_palette
 
 VOC_CLASS_NAMES: tuple[str, ...] = (
     "aeroplane",

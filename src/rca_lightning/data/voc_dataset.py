@@ -20,8 +20,8 @@ from rca_lightning.data.transforms import (
 )
 from rca_lightning.data.voc_classes import IGNORE_INDEX
 from rca_lightning.data.voc_layout import read_split_ids, split_file_path
-from rca_lightning.inference.image_arrays import read_rgb_file
-from rca_lightning.inference.palette_png import read_mask_png
+from rca_lightning.imaging.image_arrays import read_rgb_file
+from rca_lightning.imaging.palette_png import read_mask_png
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 
 Transform = Callable[..., dict]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rca_lightning.inference.image_arrays import normalise_images
+from rca_lightning.imaging.image_arrays import normalise_images
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.errors import InvalidSetting, MissingInput
 

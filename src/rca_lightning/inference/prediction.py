@@ -32,9 +32,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from rca_lightning.inference.drawing import class_overlay
-from rca_lightning.inference.image_arrays import count_pixels, read_rgb_file
-from rca_lightning.inference.palette_png import read_mask_png, write_palette_png
+from rca_lightning.imaging.drawing import class_overlay
+from rca_lightning.imaging.image_arrays import count_pixels, read_rgb_file
+from rca_lightning.imaging.palette_png import read_mask_png, write_palette_png
 from rca_lightning.inference.segmenter import Segmenter
 from rca_lightning.utils.atomic import path_inside, write_bytes_atomically
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput, UserError

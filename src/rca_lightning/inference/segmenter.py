@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rca_lightning.inference.cam_scores import masks_from_scores, peak_normalise
-from rca_lightning.inference.image_arrays import normalise_images, read_rgb_file, rgb_array
-from rca_lightning.inference.test_time_augmentation import CAM_SCALES, check_views, sum_over_views
+from rca_lightning.imaging.image_arrays import normalise_images, read_rgb_file, rgb_array
+from rca_lightning.imaging.test_time_augmentation import CAM_SCALES, check_views, sum_over_views
 from rca_lightning.inference.trained_runs import TrainedRun, load_trained_run
+from rca_lightning.pseudo.cam_scores import masks_from_scores, peak_normalise
 from rca_lightning.utils.errors import InvalidSetting
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray

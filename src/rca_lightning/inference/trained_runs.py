@@ -26,8 +26,8 @@ from hydra.utils import instantiate
 from lightning import LightningModule
 from omegaconf import DictConfig
 
-from rca_lightning.inference.image_arrays import IMAGENET_MEAN, IMAGENET_STD
-from rca_lightning.pipeline_handoffs import read_cams_record
+from rca_lightning.imaging.image_arrays import IMAGENET_MEAN, IMAGENET_STD
+from rca_lightning.pseudo.stage_records import read_cams_record
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 from rca_lightning.utils.safe_loading import load_checkpoint, load_run_config, run_config_keys
 from rca_lightning.utils.setting_ranges import number_in_range

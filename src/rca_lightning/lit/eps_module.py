@@ -18,14 +18,41 @@ final classifier instead (one head, no coarse losses).
 """
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from rca_lightning.lit.rca_module import RCALitModule
+from rca_lightning.lit.training_settings import TrainingSettings
 from rca_lightning.losses import EPSSaliencyLoss, SemanticContrastLoss
 from rca_lightning.memory import RegionalMemoryBank
 from rca_lightning.models import RCANet, RCAOutput
 from rca_lightning.utils.errors import InvalidSetting
+
+
+@dataclass(frozen=True, kw_only=True)
+class EPSTrainingSettings(TrainingSettings):
+    """RCA's :class:`~rca_lightning.lit.training_settings.TrainingSettings` and EPS's own.
+
+    Args:
+        saliency_loss_weight: weight of the saliency loss (1 in EPS).
+        pseudo_background_threshold: the constant background score of EPS's pseudo masks (0.20): the
+            ``rca-pseudo`` setting this method's CAMs are meant for.
+        pseudo_crf: refine EPS's pseudo masks with the dense CRF (EPS: no).
+    """
+
+    saliency_loss_weight: float = 1.0
+    pseudo_background_threshold: float = 0.2
+    pseudo_crf: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.pseudo_background_threshold <= 1.0:
+            raise InvalidSetting(
+                "model.pseudo_background_threshold: expected a score in [0, 1], "
+                f"got {self.pseudo_background_threshold}"
+            )
 
 
 class EPSLitModule(RCALitModule):
@@ -40,14 +67,12 @@ class EPSLitModule(RCALitModule):
         net: an :class:`RCANet` built with ``background_channel=True``.
         memory_bank, contrast_loss, optimizer, class_names: as :class:`RCALitModule`.
         saliency_loss: the EPS saliency loss (tau, lambda).
-        saliency_loss_weight: weight of the saliency loss (1 in EPS).
-        pseudo_background_threshold: the constant background score of EPS's pseudo masks (0.20): the
-            ``rca-pseudo`` setting this method's CAMs are meant for.
-        pseudo_crf: refine EPS's pseudo masks with the dense CRF (EPS: no).
-        **the rest**: as :class:`RCALitModule`.
+        **settings: :class:`EPSTrainingSettings`'s fields by name (RCA's training settings and EPS's).
     """
 
     needs_saliency = True
+    settings_type = EPSTrainingSettings
+    settings: EPSTrainingSettings
 
     def __init__(
         self,
@@ -57,56 +82,13 @@ class EPSLitModule(RCALitModule):
         saliency_loss: EPSSaliencyLoss,
         optimizer: Callable[..., torch.optim.Optimizer],
         class_names: Sequence[str],
-        saliency_loss_weight: float = 1.0,
-        pseudo_background_threshold: float = 0.2,
-        pseudo_crf: bool = False,
-        use_contrast: bool = True,
-        contrast_weight: float = 0.01,
-        coarse_loss_weight: float = 0.4,
-        confidence_threshold: float = 0.7,
-        lr_multipliers: dict[str, float] | None = None,
-        aggregation_lr: str = "new",
-        bias_weight_decay: bool = False,
-        lr_schedule: str = "step",
-        lr_milestone_epochs: Sequence[int] = (5, 10),
-        lr_gamma: float = 0.1,
-        poly_power: float = 0.9,
-        cam_thresholds: Sequence[float] = (0.0, 0.6, 0.01),
-        contrast_start_epoch: int = 2,
-        prototype_start_epoch: int = 1,
-        log_memory_fill: bool = True,
+        **settings: Any,
     ) -> None:
         if not getattr(net, "background_channel", False):
             raise InvalidSetting(
                 "model.net.background_channel: EPS needs the background map; expected true, got false"
             )
-        if not 0.0 <= pseudo_background_threshold <= 1.0:
-            raise InvalidSetting(
-                "model.pseudo_background_threshold: expected a score in [0, 1], "
-                f"got {pseudo_background_threshold}"
-            )
-        super().__init__(
-            net=net,
-            memory_bank=memory_bank,
-            contrast_loss=contrast_loss,
-            optimizer=optimizer,
-            class_names=class_names,
-            use_contrast=use_contrast,
-            contrast_weight=contrast_weight,
-            coarse_loss_weight=coarse_loss_weight,
-            confidence_threshold=confidence_threshold,
-            lr_multipliers=lr_multipliers,
-            aggregation_lr=aggregation_lr,
-            bias_weight_decay=bias_weight_decay,
-            lr_schedule=lr_schedule,
-            lr_milestone_epochs=lr_milestone_epochs,
-            lr_gamma=lr_gamma,
-            poly_power=poly_power,
-            cam_thresholds=cam_thresholds,
-            contrast_start_epoch=contrast_start_epoch,
-            prototype_start_epoch=prototype_start_epoch,
-            log_memory_fill=log_memory_fill,
-        )
+        super().__init__(net, memory_bank, contrast_loss, optimizer, class_names, **settings)
         self.saliency_loss = saliency_loss
 
     def cam_maps(self, output: RCAOutput) -> torch.Tensor:
@@ -121,12 +103,12 @@ class EPSLitModule(RCALitModule):
                 "data.saliency_dir: EPS trains with saliency maps, but the training batch has none"
             )
         labels, saliency = batch["labels"], batch["saliency"]  # (B, C), (B, H, W)
-        weight = self.hparams.saliency_loss_weight
+        weight = self.settings.saliency_loss_weight
         losses["saliency"] = self.saliency_loss(output.cams, labels, saliency)
         loss = loss + weight * losses["saliency"]
         if output.coarse_cams is not None:
             losses["coarse_saliency"] = self.saliency_loss(output.coarse_cams, labels, saliency)
-            loss = loss + weight * self.hparams.coarse_loss_weight * losses["coarse_saliency"]
+            loss = loss + weight * self.settings.coarse_loss_weight * losses["coarse_saliency"]
         return loss, losses
 
     def validation_loss(self, output: RCAOutput, batch: dict) -> torch.Tensor:
@@ -137,9 +119,9 @@ class EPSLitModule(RCALitModule):
     def pseudo_mask_settings(self) -> dict[str, float | bool]:
         """EPS's pseudo masks: a constant background score, no CRF unless ``pseudo_crf``."""
         return {
-            "background_threshold": float(self.hparams.pseudo_background_threshold),
-            "crf": bool(self.hparams.pseudo_crf),
+            "background_threshold": float(self.settings.pseudo_background_threshold),
+            "crf": bool(self.settings.pseudo_crf),
         }
 
 
-__all__ = ["EPSLitModule"]
+__all__ = ["EPSLitModule", "EPSTrainingSettings"]

@@ -12,8 +12,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from rca_lightning.data.voc_classes import IGNORE_INDEX
-from rca_lightning.inference.image_arrays import IMAGENET_MEAN, IMAGENET_STD, denormalise_images
-from rca_lightning.inference.test_time_augmentation import average_over_views, check_views
+from rca_lightning.imaging.image_arrays import IMAGENET_MEAN, IMAGENET_STD, denormalise_images
+from rca_lightning.imaging.test_time_augmentation import average_over_views, check_views
 from rca_lightning.lit.optimization import PolyScheduleLength, grouped_optimizer, poly_schedule
 from rca_lightning.metrics import iou_from_confusion
 from rca_lightning.utils.errors import InvalidSetting

@@ -14,8 +14,8 @@ stages after training see it only through this class:
   for them (``require_saliency``) before any dataset is built.
 * ``pseudo_mask_settings``: the ``rca-pseudo`` settings its CAMs are meant for, by name (EPS:
   ``{"background_threshold": 0.2, "crf": False}``, a constant background score, no CRF); ``rca-cams``
-  records them and ``rca-pipeline`` applies them (:data:`rca_lightning.pipeline_handoffs.PSEUDO_MASK_SETTINGS`
-  lists the names).
+  records them and ``rca-pipeline`` applies them
+  (:data:`rca_lightning.pseudo.stage_records.PSEUDO_MASK_SETTINGS` lists the names).
 * ``configure_callbacks`` (Lightning's hook): the callbacks it needs, attached by the method itself (RCA
   attaches its memory-bank callback), so no run's callback list names them.
 
@@ -26,7 +26,7 @@ is one subclass and one ``conf/model/*.yaml``; nothing else branches on the meth
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -34,12 +34,11 @@ from lightning import LightningModule
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MultilabelAveragePrecision
 
-from rca_lightning.inference.cam_scores import normalized_cam_scores
 from rca_lightning.lit.optimization import PolyScheduleLength, grouped_optimizer, poly_schedule
+from rca_lightning.lit.training_settings import MethodSettings
 from rca_lightning.metrics import CAMThresholdSweep
+from rca_lightning.pseudo.cam_scores import normalized_cam_scores
 from rca_lightning.utils.errors import InvalidSetting
-
-LR_SCHEDULES = ("step", "poly")
 
 
 class WSSSMethod(PolyScheduleLength, LightningModule):
@@ -51,46 +50,19 @@ class WSSSMethod(PolyScheduleLength, LightningModule):
     Args:
         num_classes: foreground classes C.
         optimizer: partial optimiser (e.g. ``SGD`` with its base ``lr``); receives the parameter groups.
-        lr_multipliers: multiplier of the base lr of every parameter group of ``net.parameter_groups()``.
-        bias_weight_decay: apply the optimiser's weight decay to the ``*_bias`` groups too.
-        lr_schedule: ``"step"`` (x ``lr_gamma`` after each of ``lr_milestone_epochs``, RCA's) or ``"poly"``
-            (``(1 - step / total) ** poly_power`` every optimiser step, EPS's).
-        lr_milestone_epochs: epochs after which the lr is multiplied by ``lr_gamma`` (``"step"``).
-        lr_gamma: the decay factor (``"step"``).
-        poly_power: exponent of the ``"poly"`` schedule.
-        cam_thresholds: (start, stop, step) of the background-threshold sweep for val CAM mIoU.
+        settings: the lr multipliers, schedule and CAM threshold sweep (a method's settings derive from
+            :class:`~rca_lightning.lit.training_settings.MethodSettings`).
     """
 
     needs_saliency: ClassVar[bool] = False
 
     def __init__(
-        self,
-        num_classes: int,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        lr_multipliers: dict[str, float],
-        bias_weight_decay: bool,
-        lr_schedule: str,
-        lr_milestone_epochs: Sequence[int],
-        lr_gamma: float,
-        poly_power: float,
-        cam_thresholds: Sequence[float],
+        self, num_classes: int, optimizer: Callable[..., torch.optim.Optimizer], settings: MethodSettings
     ) -> None:
         super().__init__()
-        if lr_schedule not in LR_SCHEDULES:
-            raise InvalidSetting(f"lr_schedule: expected one of {list(LR_SCHEDULES)}, got '{lr_schedule}'")
-        self.lr_schedule = lr_schedule
-        self.poly_power = poly_power
+        self.settings = settings
         self.optimizer_factory = optimizer
-        self.lr_multipliers = dict(lr_multipliers)
-        self.bias_weight_decay = bias_weight_decay
-        self.lr_milestone_epochs = list(lr_milestone_epochs)
-        self.lr_gamma = lr_gamma
-        start, stop, step = cam_thresholds
-        if not step > 0 or stop < start:
-            raise InvalidSetting(
-                f"cam_thresholds: expected (start, stop, step) with step > 0 and stop >= start, "
-                f"got {list(cam_thresholds)}"
-            )
+        start, stop, step = settings.cam_thresholds
         thresholds = torch.arange(round((stop - start) / step) + 1, dtype=torch.float64) * step + start
         self.val_cam_sweep = CAMThresholdSweep(num_classes, thresholds.float())
         # Per-class AP tells classification failures (a class never recognised) from localisation ones.
@@ -159,22 +131,21 @@ class WSSSMethod(PolyScheduleLength, LightningModule):
         self.val_cam_sweep.reset()
         self.val_ap.reset()
 
-    def group_lr_multipliers(self) -> dict[str, float]:
-        """Multiplier of the base lr of every parameter group name (subclasses add derived groups)."""
-        return self.lr_multipliers
-
     def configure_optimizers(self) -> dict:
         optimizer = grouped_optimizer(
             self.net.parameter_groups(),
             self.optimizer_factory,
-            self.group_lr_multipliers(),
-            self.bias_weight_decay,
+            self.settings.group_lr_multipliers,
+            self.settings.bias_weight_decay,
         )
-        if self.lr_schedule == "poly":
-            return {"optimizer": optimizer, "lr_scheduler": poly_schedule(optimizer, self.poly_power)}
+        if self.settings.lr_schedule == "poly":
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": poly_schedule(optimizer, self.settings.poly_power),
+            }
         # Stepped at each epoch end: the learning rates of a per-step schedule with epoch milestones.
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=self.lr_milestone_epochs, gamma=self.lr_gamma
+            optimizer, milestones=list(self.settings.lr_milestone_epochs), gamma=self.settings.lr_gamma
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 

@@ -1,4 +1,5 @@
-"""Losses: RCA's semantic contrast loss against the regional memory bank, and the EPS saliency loss."""
+"""Losses: RCA's semantic contrast loss against the regional memory bank, the EPS saliency loss and
+IRN's affinity loss (``losses.affinity_loss``). Imports only utils."""
 
 from rca_lightning.losses.saliency_loss import EPSSaliencyLoss
 from rca_lightning.losses.semantic_contrast import (

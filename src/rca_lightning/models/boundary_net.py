@@ -20,7 +20,7 @@ class BoundaryNet(nn.Module):
     module trains), as IRN's, so only the level convolutions, norms and the head learn.
 
     Args:
-        backbone: the frozen feature extractor (its ``all_levels`` maps, ``level_channels``).
+        backbone: the frozen feature extractor (its maps, shallow to deep, and their ``level_channels``).
         level_channels: channels of each level after its 1x1 conv (IRN: 32).
         groups: GroupNorm groups (IRN: 4).
     """
@@ -45,7 +45,7 @@ class BoundaryNet(nn.Module):
         """(B, 3, H, W) normalised images -> (B, ceil(H / 4), ceil(W / 4)) boundary logits."""
         size = (math.ceil(images.shape[-2] / 4), math.ceil(images.shape[-1] / 4))
         with torch.no_grad():
-            features = self.backbone.all_levels(images)
+            features = self.backbone(images)  # every level, shallow to deep
         maps = [
             F.relu(F.interpolate(level(feature), size=size, mode="bilinear", align_corners=False))
             for level, feature in zip(self.levels, features, strict=True)  # the five levels, not images

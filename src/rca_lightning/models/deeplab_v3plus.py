@@ -89,10 +89,11 @@ class DeepLabV3PlusDecoder(nn.Module):
 
 
 class DeepLabV3Plus(SegmentationNet):
-    """DeepLab-v3+ on a two-level backbone (e.g. ``TimmMultiLevelBackbone``, output stride 16).
+    """DeepLab-v3+ on a multi-level backbone (e.g. ``TimmMultiLevelBackbone``, output stride 16).
 
     Args:
-        backbone: ``(B, 3, H, W) -> (low_level (B, L, H/4, W/4), high_level (B, F, H/os, W/os))`` exposing
+        backbone: ``(B, 3, H, W) -> [maps, shallow to deep]`` whose map ``low_level_index`` is the low-level
+            one (B, L, H/4, W/4) and whose last is (B, F, H/os, W/os), exposing ``low_level_index``,
             ``low_level_channels``, ``out_channels`` and ``output_stride``.
         num_classes: foreground classes C; the network predicts C + 1 maps, background first.
         aspp_channels: width of the ASPP branches.
@@ -126,7 +127,9 @@ class DeepLabV3Plus(SegmentationNet):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Args: images (B, 3, H, W). Returns: logits (B, C + 1, H, W), bilinearly upsampled."""
-        low_level, high_level = self.backbone(images)  # (B, L, H/4, W/4), (B, F, H/os, W/os)
+        levels = self.backbone(images)  # shallow to deep
+        low_level = levels[self.backbone.low_level_index]  # (B, L, H/4, W/4)
+        high_level = levels[-1]  # (B, F, H/os, W/os)
         decoded = self.decoder(self.aspp(high_level), low_level)  # (B, D, H/4, W/4)
         logits = self.classifier(decoded)  # (B, C + 1, H/4, W/4)
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)

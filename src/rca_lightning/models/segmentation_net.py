@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from rca_lightning.models.parameter_groups import split_parameter_groups
 from rca_lightning.utils.errors import InvalidSetting
+
+# The batch-norm layers a backbone may hold (frozen or trained with the rest).
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class SegmentationNet(nn.Module):
@@ -35,8 +37,8 @@ class SegmentationNet(nn.Module):
         """Predicted maps: background + C foreground classes."""
         return self.num_classes + 1
 
-    def _backbone_norms(self) -> list[_BatchNorm]:
-        return [module for module in self.backbone.modules() if isinstance(module, _BatchNorm)]
+    def _backbone_norms(self) -> list[nn.Module]:
+        return [module for module in self.backbone.modules() if isinstance(module, BATCH_NORMS)]
 
     def train(self, mode: bool = True) -> SegmentationNet:
         super().train(mode)

@@ -1,9 +1,11 @@
-"""From CAMs to pseudo masks: multi-scale CAM inference, CAM files, seed sources (CAMs, accumulated
-attention), dense CRF, refiners (seeds -> pseudo masks), IRN's relation labels and random walk, scoring."""
+"""From CAMs to pseudo masks: CAM scores, CAM inference and files, the attention-accumulation store, seed
+sources, dense CRF, refiners, IRN's relation labels and random walk, scoring. Below lit and callbacks."""
 
+from rca_lightning.pseudo.attention_store import AttentionStore, load_accumulated_attention
 from rca_lightning.pseudo.cam_evaluation import evaluate_cams, evaluate_masks, sweep_thresholds
 from rca_lightning.pseudo.cam_inference import CAMDataModule, CAMPredictor, tagged_class_scores
 from rca_lightning.pseudo.cam_prediction_writer import CAMWriter
+from rca_lightning.pseudo.cam_scores import masks_from_scores, normalized_cam_scores, peak_normalise
 from rca_lightning.pseudo.cam_writer import (
     cam_file_is_complete,
     cam_path,
@@ -24,6 +26,7 @@ from rca_lightning.pseudo.refiners import CRFRefiner, RandomWalkRefiner, Refiner
 from rca_lightning.pseudo.seed_sources import SEED_KINDS, SeedSource, attention_maps, combine_seeds
 
 __all__ = [
+    "AttentionStore",
     "CAMDataModule",
     "CAMPredictor",
     "CAMWriter",
@@ -45,7 +48,11 @@ __all__ = [
     "crf_pseudo_mask",
     "evaluate_cams",
     "evaluate_masks",
+    "load_accumulated_attention",
     "load_cam_file",
+    "masks_from_scores",
+    "normalized_cam_scores",
+    "peak_normalise",
     "saliency_pseudo_mask",
     "save_cam_file",
     "sweep_thresholds",

@@ -21,7 +21,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from tqdm import tqdm
 
 from rca_lightning.data.voc_classes import IGNORE_INDEX
-from rca_lightning.inference.palette_png import read_mask_png
+from rca_lightning.imaging.palette_png import read_mask_png
 from rca_lightning.metrics import CAMThresholdSweep, iou_from_confusion
 from rca_lightning.pseudo.pseudo_mask_writer import mask_path
 from rca_lightning.pseudo.seed_sources import SeedSource, as_seed_source

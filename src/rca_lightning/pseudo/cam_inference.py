@@ -16,8 +16,8 @@ from lightning import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader, Subset
 
 from rca_lightning.data.transforms import build_eval_transform
-from rca_lightning.inference.cam_scores import peak_normalise
-from rca_lightning.inference.test_time_augmentation import CAM_SCALES, check_views, sum_over_views
+from rca_lightning.imaging.test_time_augmentation import CAM_SCALES, check_views, sum_over_views
+from rca_lightning.pseudo.cam_scores import peak_normalise
 from rca_lightning.pseudo.cam_writer import pending_image_ids
 from rca_lightning.utils.setting_ranges import MAX_WORKERS, number_in_range
 

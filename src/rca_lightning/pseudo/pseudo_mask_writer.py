@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rca_lightning.inference.image_arrays import read_rgb_file
-from rca_lightning.inference.palette_png import mask_file_is_complete, write_palette_png
+from rca_lightning.imaging.image_arrays import read_rgb_file
+from rca_lightning.imaging.palette_png import mask_file_is_complete, write_palette_png
 from rca_lightning.pseudo.refiners import CRFRefiner, Refiner
 from rca_lightning.pseudo.seed_sources import SeedSource, as_seed_source
 from rca_lightning.utils.atomic import path_inside

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rca_lightning.inference.palette_png import read_mask_png
+from rca_lightning.imaging.palette_png import read_mask_png
 from rca_lightning.pseudo.boundary_maps import boundary_image_scale, read_boundary_map
 from rca_lightning.pseudo.crf import DenseCRF
 from rca_lightning.pseudo.pseudo_masks import crf_pseudo_mask, refined_scores, saliency_pseudo_mask

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rca_lightning.memory.attention_store import (
+from rca_lightning.pseudo.attention_store import (
     INDEX_FILE,
     MAX_ATTENTION,
     load_accumulated_attention,

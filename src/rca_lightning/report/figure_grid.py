@@ -1,5 +1,5 @@
 """The pipeline's figure layout: panels fitted and labelled, a titled grid, a legend of the mask colours
-(the masks and heat maps themselves are drawn by :mod:`rca_lightning.inference.drawing`)."""
+(the masks and heat maps themselves are drawn by :mod:`rca_lightning.imaging.drawing`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from rca_lightning.data.voc_classes import IGNORE_INDEX, voc_palette
-from rca_lightning.inference.drawing import turbo_colours
+from rca_lightning.imaging.drawing import turbo_colours
 
 TITLE_HEIGHT = 14
 GAP = 2

@@ -15,7 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from rca_lightning.pipeline_handoffs import read_cams_record
+from rca_lightning.pseudo.stage_records import read_cams_record
 from rca_lightning.utils.checkpoint_selection import uses_pixel_labels
 from rca_lightning.utils.errors import InvalidData, MissingInput
 from rca_lightning.utils.state_files import read_json_object

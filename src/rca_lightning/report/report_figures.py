@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rca_lightning.inference.drawing import cam_overlay, colourise_mask
-from rca_lightning.inference.segmenter import Segmenter
+from rca_lightning.imaging.drawing import cam_overlay, colourise_mask
+from rca_lightning.imaging.image_arrays import read_rgb_file
+from rca_lightning.imaging.palette_png import read_mask_png
 from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file
 from rca_lightning.pseudo.pseudo_mask_writer import mask_path
 from rca_lightning.report.figure_grid import cam_peaks, figure_grid, fit_panel, label_panel, legend_strip
+from rca_lightning.report.figure_sample import SampleImage
 from rca_lightning.utils.atomic import write_bytes_atomically
 
 GRID_TITLES = ("image", "ground truth", "CAM", "pseudo mask", "prediction")
@@ -56,27 +58,28 @@ def cam_panel(
 
 
 def grid_rows(
-    image_ids: Sequence[str],
-    image_paths: Sequence[Path],
-    ground_truth_paths: Sequence[Path],
+    sample: Sequence[SampleImage],
     cams_dir: Path,
     masks_dir: Path,
-    segmenter: Segmenter,
     class_names: Sequence[str],
     panel_size: int,
 ) -> tuple[list[list[np.ndarray]], list[int]]:
-    """One row of five RGB panels per image (a handful of images: a plain loop).
+    """One row of five RGB panels per image of a segmentation run's figure sample (a handful of images: a
+    plain loop), from files alone: the image, its ground truth, its CAM file, its pseudo mask, the
+    recorded prediction.
 
     Returns:
         The rows, and the sorted mask values the ground truth, pseudo masks and predictions show.
     """
     rows, masks = [], []
-    for image_id, image_path, truth_path in zip(image_ids, image_paths, ground_truth_paths, strict=True):
-        image = np.array(Image.open(image_path).convert("RGB"))
-        truth = np.asarray(Image.open(truth_path)) if truth_path.is_file() else np.full(image.shape[:2], 255)
-        classes, cams = load_cam_file(cam_path(cams_dir, image_id))
-        pseudo_mask = np.asarray(Image.open(mask_path(masks_dir, image_id)))
-        prediction = segmenter.segment(image)
+    for item in sample:
+        image = read_rgb_file(item.image)
+        truth = (
+            read_mask_png(item.ground_truth) if item.ground_truth.is_file() else np.full(image.shape[:2], 255)
+        )
+        classes, cams = load_cam_file(cam_path(cams_dir, item.image_id))
+        pseudo_mask = read_mask_png(mask_path(masks_dir, item.image_id))
+        prediction = read_mask_png(item.prediction)
         masks += [truth, pseudo_mask, prediction]
         rows.append(
             [

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from rca_lightning.inference.drawing import colourise_mask, turbo_colours
+from rca_lightning.imaging.drawing import colourise_mask, turbo_colours
 from rca_lightning.report.report_figures import write_grid
 from rca_lightning.utils.state_files import read_json_object
 

@@ -19,6 +19,7 @@ ALLOWED_TARGETS = frozenset(
         "lightning.pytorch.loggers.CSVLogger",
         "lightning.pytorch.loggers.TensorBoardLogger",
         "lightning.pytorch.loggers.WandbLogger",
+        "lightning.pytorch.strategies.DDPStrategy",
         "rca_lightning.callbacks.AttentionAccumulationCallback",
         "rca_lightning.callbacks.CAMImageLoggerCallback",
         "rca_lightning.callbacks.RNGStateCallback",

@@ -42,6 +42,21 @@ class RanksOutOfStep(UserError, TimeoutError):
     """The processes of a torchrun / srun launch did not all reach a barrier in time."""
 
 
+class UserErrorExit(SystemExit):
+    """A user error on its way out of Hydra's hands to the console script, which prints its one line.
+
+    Hydra reports an ``Exception`` a job raises as a failed job, and turns one a Hydra callback raises into a
+    warning; a ``SystemExit`` passes both (they catch ``Exception``). Exit status 2.
+
+    Args:
+        error: the exception that holds the user error in its cause chain.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(2)
+        self.error = error
+
+
 __all__ = [
     "FolderInUse",
     "InvalidData",
@@ -50,4 +65,5 @@ __all__ = [
     "RanksOutOfStep",
     "StageInterrupted",
     "UserError",
+    "UserErrorExit",
 ]

@@ -12,7 +12,6 @@ recorded config as it was. The stage itself records the fingerprint when it star
 from __future__ import annotations
 
 import copy
-import warnings
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from rca_lightning.utils.errors import UserError
+from rca_lightning.utils.errors import UserError, UserErrorExit
 from rca_lightning.utils.folder_lock import owned_folder
 from rca_lightning.utils.run_fingerprint import FINGERPRINT_FILE, check_run_fingerprint, run_fingerprint
 
@@ -40,13 +39,10 @@ class RunFolderClaim(Callback):
                 fingerprint = _task_fingerprint(config)
                 if fingerprint is not None:
                     check_run_fingerprint(run_dir, fingerprint)
-        except UserError:
-            # Hydra 1.3 turns a callback's exception into a warning and runs on: this one is an error, which
-            # the console scripts follow to the user error (cli/console.py), as SettingsCheck does.
-            warnings.filterwarnings(
-                "error", message=rf"Callback {type(self).__name__}\.on_run_start raised", category=UserWarning
-            )
-            raise
+        except UserError as error:
+            # Hydra turns a callback's exception into a warning and runs on; this one ends the script, in one
+            # line (cli/console.py), as SettingsCheck's does.
+            raise UserErrorExit(error) from error
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._held.close()

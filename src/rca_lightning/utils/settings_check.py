@@ -12,7 +12,9 @@ What a setting accepts:
 
 * the type of the argument it feeds, when its node has a ``_target_`` whose signature annotates it (and the
   annotation accepts the default, so it is what the config means): ``trainer.devices`` takes an integer, a
-  string or a list, ``trainer.limit_train_batches`` an integer, a number or null;
+  string or a list, ``trainer.limit_train_batches`` an integer, a number or null; a class that collects its
+  keyword arguments into a dataclass names it ``settings_type`` (``RCALitModule``), whose fields annotate
+  them (and are all it takes);
 * else the type of its default: an integer takes an integer (not ``true``, not ``1.5``); a number takes an
   integer or a number; ``true``/``false`` only a boolean; a string takes a string or a number (Hydra reads
   ``2012`` as a number); a list a list; a mapping a mapping; a null, ``???`` or an interpolation that does not
@@ -24,30 +26,30 @@ A key added with ``+`` / ``++`` under a ``_target_`` node must be an argument of
 (``+trainer.foo=1``: ``lightning.Trainer`` has no argument ``foo``). ``hydra.*`` keys are left to Hydra's own
 schema. :class:`SettingsCheck`, registered in ``conf/hydra/default.yaml``, runs the check at the start of
 every job of every console script; ``rca-pipeline`` also checks each stage's ``stages.<stage>`` list.
+
+Only Hydra's public compose API is used: a value is read, as Hydra parsed it, from the configuration composed
+with the overrides; an override's key and prefix are read by Hydra's documented override grammar.
 """
 
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 import inspect
 import math
 import os
 import typing
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import PurePath
 from types import NoneType, UnionType
-from typing import Any
+from typing import Any, NamedTuple
 
 from hydra import compose
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, OverrideType, ValueType
 from hydra.experimental.callback import Callback
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from rca_lightning.utils.errors import InvalidSetting
+from rca_lightning.utils.errors import InvalidSetting, UserErrorExit
 
 # Stands for "no type to compare with": a ``???`` default, an interpolation that does not resolve.
 _ANYTHING = object()
@@ -66,6 +68,26 @@ _SEQUENCES = (
 _MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
 # How an argument of a class type is given in a config.
 _BUILT = "a mapping with _target_"
+# The prefixes of an override in Hydra's documented grammar (hydra.cc/docs/advanced/override_grammar/basic):
+# add or change, add, delete.
+_PREFIXES = ("++", "+", "~")
+
+
+class _Override(NamedTuple):
+    """One override as Hydra's grammar writes it: ``[prefix]key[@package][=value]``."""
+
+    line: str
+    prefix: str  # "", "~", "+" or "++"
+    key: str  # a dotted setting, or a config group (``/`` between its parts)
+    package: bool  # ``@package`` given: only a config group takes one
+    value: str | None  # as written; None after a bare ``~key``
+
+
+def _parse(line: str) -> _Override:
+    head, equals, value = line.strip().partition("=")  # a key holds no "=", a value may
+    prefix = next((p for p in _PREFIXES if head.startswith(p)), "")
+    key, at, _ = head.removeprefix(prefix).partition("@")
+    return _Override(line, prefix, key.strip(), bool(at), value if equals else None)
 
 
 def check_overrides(
@@ -93,17 +115,19 @@ def check_overrides(
     if composed is None:
         composed = compose(config_name, overrides=list(overrides), return_hydra_config=True)
     groups = set(composed.hydra.runtime.choices)
-    loader = GlobalHydra.instance().config_loader()
 
-    def is_choice(override: Override) -> bool:  # a package (seg_data@data=voc) only goes with a group
-        # A list of choices (callbacks=[default,attention_accumulation]) is not in runtime.choices.
-        key = override.key_or_group
-        return key in groups or override.package is not None or bool(loader.get_group_options(key))
+    def is_choice(override: _Override) -> bool:
+        # A group Hydra records a choice of, a package (seg_data@data=voc) or a nested group (hydra/launcher)
+        # only go with a group. A list of choices (callbacks=[default,attention_accumulation]) is not in
+        # runtime.choices: the configs it names are merged into a mapping, where a list value stays a list.
+        if override.key in groups or override.package or "/" in override.key:
+            return True
+        listed = (override.value or "").lstrip().startswith("[")
+        return listed and not isinstance(OmegaConf.select(composed, override.key, **_LENIENT), ListConfig)
 
-    parser = OverridesParser.create()
-    choices = [o.input_line for o in parser.parse_overrides(list(overrides)) if is_choice(o)]
-    reference = compose(config_name, overrides=choices)
-    for override in parser.parse_overrides(list(overrides if checked is None else checked)):
+    parsed = [_parse(line) for line in overrides]
+    reference = compose(config_name, overrides=[o.line for o in parsed if is_choice(o)])
+    for override in parsed if checked is None else map(_parse, checked):
         if not is_choice(override):
             try:
                 _check_one(override, reference, composed)
@@ -113,23 +137,23 @@ def check_overrides(
                 raise InvalidSetting(f"{source}: {error}") from None
 
 
-def _check_one(override: Override, reference: DictConfig, composed: DictConfig) -> None:
-    """Raise :class:`InvalidSetting` when ``override`` (a value override) does not fit ``reference``."""
-    key = override.key_or_group
-    if override.is_delete() or override.value_type != ValueType.ELEMENT or key.startswith("hydra."):
-        return  # deletion, sweep (launchers expand them into jobs), or a key Hydra's schema types itself
-    value = override.value()
-    if isinstance(value, str) and "${" in value:
-        value = _plain(OmegaConf.select(composed, key, default=_ANYTHING, **_LENIENT))
-        if value is _ANYTHING:
-            return
+def _check_one(override: _Override, reference: DictConfig, composed: DictConfig) -> None:
+    """Raise :class:`InvalidSetting` when ``override`` (a value override) does not fit ``reference``.
+
+    The value is the one ``composed`` holds (Hydra parsed it: ``7`` an integer, ``'7'`` a string); a value
+    the user gives as an interpolation is judged by what it resolves to, not at all when it does not resolve.
+    """
+    key = override.key
+    if override.prefix == "~" or key.startswith("hydra."):
+        return  # a deletion, or a key Hydra's schema types itself
+    value = _plain(OmegaConf.select(composed, key, default=_ANYTHING, **_LENIENT))
+    if value is _ANYTHING:
+        return
     if _holds_non_finite(value):
         raise InvalidSetting(f"{key}: expected finite numbers (no nan or inf), got {_short(value)}")
     parent_key, _, name = key.rpartition(".")
     target_name, target = _target_of(composed, parent_key)
-    added = override.type in (OverrideType.ADD, OverrideType.FORCE_ADD) and not _exists(
-        reference, parent_key, name
-    )
+    added = override.prefix in ("+", "++") and not _exists(reference, parent_key, name)
     if added and target is not None and not name.startswith("_") and not _takes(target, name):
         raise InvalidSetting(f"{key}: {target_name} has no argument {name!r} (given as +{key})")
     default = _plain(OmegaConf.select(reference, key, default=_ANYTHING, **_LENIENT))
@@ -196,19 +220,32 @@ def _parameters(target: Callable) -> dict[str, inspect.Parameter] | None:
         return None
 
 
+def _settings_type(target: Callable) -> type | None:
+    """The dataclass a class collects its ``**settings`` into (its ``settings_type``), if it names one."""
+    settings_type = getattr(target, "settings_type", None)
+    is_dataclass = isinstance(settings_type, type) and dataclasses.is_dataclass(settings_type)
+    return settings_type if is_dataclass else None
+
+
 def _takes(target: Callable, name: str) -> bool:
     """Whether ``target`` takes a keyword argument ``name`` (anything, when its signature is unknown)."""
     parameters = _parameters(target)
     if parameters is None or name in parameters:
         return True
+    settings_type = _settings_type(target)
+    if settings_type is not None:
+        return name in {field.name for field in dataclasses.fields(settings_type)}
     return any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def _annotation(target: Callable, name: str) -> Any:
     """The type annotation of ``target``'s argument ``name``; :data:`_ANYTHING` when there is none to use."""
     function = target.__init__ if inspect.isclass(target) else target
+    settings_type = _settings_type(target)
     try:
         hints = typing.get_type_hints(function)
+        if name not in hints and settings_type is not None:
+            hints = typing.get_type_hints(settings_type)
     except Exception:  # noqa: BLE001 - a name only imported for type checkers, a syntax of a newer Python
         return _ANYTHING
     return hints.get(name, _ANYTHING)
@@ -330,20 +367,16 @@ def _short(value: Any, limit: int = 60) -> str:
 class SettingsCheck(Callback):
     """Hydra callback: :func:`check_overrides` on the job's command-line overrides, before the job runs.
 
-    Hydra 1.3 turns an exception raised by a callback into a warning (``Callback SettingsCheck.on_job_start
-    raised ...``) and runs the job anyway. So, just before raising, the check makes that warning an error:
-    it is raised while Hydra handles the :class:`InvalidSetting`, which stays its ``__context__``, where the
-    console scripts find it (one line, exit status 2). Any other failure of the check stays a warning.
+    Hydra turns an exception a callback raises into a warning and runs the job anyway; a wrong override
+    leaves as :class:`UserErrorExit` instead, which Hydra lets pass, and the console script prints it in one
+    line (:mod:`rca_lightning.cli.console`). Any other failure of the check stays Hydra's warning.
     """
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check_overrides(config.hydra.job.config_name, list(config.hydra.overrides.task), composed=config)
-        except InvalidSetting:
-            warnings.filterwarnings(
-                "error", message=rf"Callback {type(self).__name__}\.on_job_start raised", category=UserWarning
-            )
-            raise
+        except InvalidSetting as error:
+            raise UserErrorExit(error) from error
 
 
 __all__ = ["SettingsCheck", "check_overrides"]

@@ -17,9 +17,8 @@ def _yaml(cfg: DictConfig, key: str) -> str:
     try:
         value = cfg[key]  # a node that keeps its parent, so interpolations resolve in the whole config
         resolved = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-    except OmegaConfBaseException:  # shown as written
-        node = cfg._get_node(key)
-        resolved = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node._value()
+    except OmegaConfBaseException:  # shown as written: interpolations and ``???`` kept
+        resolved = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [key]), resolve=False)[key]
     return OmegaConf.to_yaml({key: resolved}).rstrip("\n")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from rca_lightning.inference.palette_png import voc_palette
+from rca_lightning.imaging.palette_png import voc_palette
 
 CLASS_OVERLAY_ALPHA = 0.5
 

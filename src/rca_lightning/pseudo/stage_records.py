@@ -1,4 +1,4 @@
-"""What one ``rca-pipeline`` stage hands the next through a file, read as typed values against a fixed schema.
+"""What one stage records for the next in a file, read as typed values against a fixed schema.
 
 A run folder is data: a resumed pipeline reads what its finished stages recorded (the method's pseudo-mask
 settings and the CAM views in ``cams/cams.json``, the seeds' best threshold in ``cam_eval/eval.json``), and
@@ -6,20 +6,16 @@ those files may come from someone else. Each value is checked here against its t
 (an unknown key, a wrong type, NaN or infinity, a value out of range, a file that is not a JSON object) is an
 :class:`~rca_lightning.utils.errors.InvalidData` naming the file, the key and what was expected.
 
-The values reach the next stage's composed config through :func:`set_config_values`, never as Hydra override
-strings, and a string is set literally: a path holding ``${`` is escaped for OmegaConf, so it is never
-interpolated, and one holding ``,`` or ``=`` is never parsed.
+The values reach the next stage's composed config as typed values
+(:func:`~rca_lightning.utils.config_values.set_config_values`), never as Hydra override strings.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
-
-from omegaconf import DictConfig, OmegaConf
 
 from rca_lightning.pseudo.seed_sources import SEED_KINDS
 from rca_lightning.utils.errors import InvalidData, InvalidSetting
@@ -33,9 +29,6 @@ PSEUDO_MASK_SETTINGS = {
     "crf": "true or false (false: no CRF)",
 }
 """The pseudo-mask settings a method may record (``pseudo_mask_settings``): name -> what it takes."""
-# OmegaConf reads "${" as the start of an interpolation, "\${" as a literal "${", and a run of backslashes
-# right before "${" as escaped backslashes.
-_INTERPOLATION_START = re.compile(r"(\\*)\$\{")
 
 
 @dataclass(frozen=True)
@@ -146,27 +139,10 @@ def pseudo_mask_config_values(settings: Mapping[str, float | bool]) -> dict[str,
     return values
 
 
-def literal(value: object) -> object:
-    """``value`` as OmegaConf keeps it literally: every ``${`` of a string escaped (a path is never
-    interpolated); other values unchanged."""
-    if not isinstance(value, str):
-        return value
-    return _INTERPOLATION_START.sub(lambda match: match.group(1) * 2 + "\\${", value)
-
-
-def set_config_values(cfg: DictConfig, values: Mapping[str, object]) -> None:
-    """Set ``values`` (dotted key -> plain value) on the composed ``cfg``, strings literally
-    (:func:`literal`); each replaces what the key held (no merge). A key the config lacks is a bug."""
-    for key, value in values.items():
-        OmegaConf.update(cfg, key, literal(value), merge=False)
-
-
 __all__ = [
     "PSEUDO_MASK_SETTINGS",
     "CAMsRecord",
-    "literal",
     "pseudo_mask_config_values",
     "read_best_cam_threshold",
     "read_cams_record",
-    "set_config_values",
 ]

@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig
 from PIL import Image
 
-from rca_lightning.pipeline_handoffs import set_config_values
+from rca_lightning.utils.config_values import set_config_values
 from rca_lightning.utils.image_logging import log_images
 from rca_lightning.utils.instantiate import opened_loggers
 from rca_lightning.utils.table_logging import log_table
