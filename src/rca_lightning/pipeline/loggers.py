@@ -55,10 +55,10 @@ def stage_logger_values(logger_cfg: DictConfig | None, run_dir: Path, stage: str
     ``stage``; each TensorBoard logger in ``<run_dir>/tensorboard/<stage>``. CSV files stay in the stage's
     folder."""
     values: dict[str, object] = {}
+    group = logger_group(logger_cfg, run_dir)
     for name, entry in (logger_cfg or {}).items():
         cls = _logger_class(entry)
         if cls is not None and issubclass(cls, WandbLogger):
-            group = logger_group(logger_cfg, run_dir)
             values |= {
                 f"logger.{name}.group": group,
                 f"logger.{name}.name": stage,
