@@ -87,7 +87,7 @@ def make_callback(tmp_path, name="run", create=True, **settings) -> AttentionAcc
 def feed(callback: AttentionAccumulationCallback, epochs: list[list[dict]]) -> None:
     for number, batches in enumerate(epochs):
         for batch in batches:
-            callback.accumulate(**batch, write_missing=number == len(epochs) - 1)
+            callback.accumulate(batch, write_missing=number == len(epochs) - 1)
         callback.flush()
 
 
@@ -265,14 +265,14 @@ def test_probability_gate_and_last_epoch_rule(tmp_path):
         "crop_boxes": torch.tensor([[0.0, 0.0, 1.0, 1.0]]),
         "flipped": torch.tensor([False]),
     }
-    callback.accumulate(**step)
+    callback.accumulate(step)
     array, written = stored(tmp_path / "run")
     assert written[2].tolist() == [True, False, False] and array[2, 0].max() == 255
     assert array[2, 1:].max() == 0 and not array[[0, 1, 3, 4, 5, 6]].any()
 
     # Last epoch: the weak tagged class is written now; a written class is still gated; untagged never.
     last = dict(step, cams=torch.rand_like(cams), logits=torch.stack([weak, weak, strong])[None])
-    callback.accumulate(**last, write_missing=True)
+    callback.accumulate(last, write_missing=True)
     new_array, written = stored(tmp_path / "run")
     assert written[2].tolist() == [True, True, False]
     assert new_array[2, 1].max() == 255 and new_array[2, 2].max() == 0
@@ -289,7 +289,7 @@ def test_two_ranks_writing_disjoint_images_match_one_process(tmp_path):
     for number, batches in enumerate(epochs):
         for batch in regroup(batches, seed=number, batch_size=1):
             rank = rank_zero if int(batch["indices"][0]) % 2 == 0 else rank_one
-            rank.accumulate(**batch, write_missing=number == len(epochs) - 1)
+            rank.accumulate(batch, write_missing=number == len(epochs) - 1)
         rank_zero.flush()
         rank_one.flush()
     for name in (ATTENTION_FILE, WRITTEN_FILE):

@@ -17,7 +17,6 @@ from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskJob, mask_path, wr
 from rca_lightning.pseudo.pseudo_masks import (
     background_and_class_scores,
     channels_to_labels,
-    crf_pseudo_mask,
     saliency_pseudo_mask,
 )
 from rca_lightning.pseudo.refiners import CRFRefiner, SaliencyRefiner
@@ -46,9 +45,8 @@ def test_channels_map_to_class_values():
 def test_threshold_rule_without_crf_labels_foreground_where_the_top_score_exceeds_the_threshold():
     rng = np.random.default_rng(0)
     cams = rng.random((2, 9, 11)).astype(np.float32)
-    mask = crf_pseudo_mask(
-        np.zeros((9, 11, 3), np.uint8), cams, np.array([0, 2]), crf=None, background_threshold=0.7
-    )
+    refiner = CRFRefiner(crf=None, background_threshold=0.7)
+    mask = refiner(np.zeros((9, 11, 3), np.uint8), cams, np.array([0, 2]), "an_image")
     for i in range(9):
         for j in range(11):
             top = max(cams[0, i, j], cams[1, i, j])
@@ -65,9 +63,9 @@ def test_crf_rule_on_a_two_region_image():
     cams[0, 15:19, 3:7] = 0.35  # a false patch on the background: 0.35 beats 0.65^4 = 0.18
     expected = np.zeros((24, 24), np.uint8)
     expected[:, 12:] = 5
-    without_crf = crf_pseudo_mask(image, cams, np.array([4]), crf=None, background_power=4)
+    without_crf = CRFRefiner(crf=None, background_power=4)(image, cams, np.array([4]), "an_image")
     assert (without_crf != expected).sum() == 32
-    mask = crf_pseudo_mask(image, cams, np.array([4]), crf=DenseCRF(), background_power=4)
+    mask = CRFRefiner(crf=DenseCRF(), background_power=4)(image, cams, np.array([4]), "an_image")
     np.testing.assert_array_equal(mask, expected)
 
 
@@ -167,7 +165,7 @@ def test_the_writer_runs_the_refiner_it_is_given(dataset_with_cams, tmp_path):
         assert (read_mask_png(mask_path(tmp_path / "own", image_id)) == classes[0] + 1).all()
         # The default refiner is the tested CRF rule itself.
         default = PseudoMaskJob(cams_dir, tmp_path / "default").pseudo_mask(image_id, image_path)
-        np.testing.assert_array_equal(default, crf_pseudo_mask(image, seeds, classes, DenseCRF()))
+        np.testing.assert_array_equal(default, CRFRefiner(DenseCRF())(image, seeds, classes, image_id))
         assert PseudoMaskJob(cams_dir, tmp_path).refiner == CRFRefiner()
 
 

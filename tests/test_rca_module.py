@@ -277,7 +277,8 @@ def test_voc_rca_vgg16_accumulates_the_feature_maps_unresampled(tmp_path):
     labels = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
     whole_images = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand(3, 4)  # uncropped, as the preset trains
     logits = torch.full((3, 2), 2.0)
-    callback.accumulate(torch.arange(3), cams, logits, labels, whole_images, torch.zeros(3, dtype=torch.bool))
+    batch = {"indices": torch.arange(3), "cams": cams, "logits": logits, "labels": labels}
+    callback.accumulate({**batch, "crop_boxes": whole_images, "flipped": torch.zeros(3, dtype=torch.bool)})
     callback.flush()
     stored = torch.from_numpy(np.load(tmp_path / ATTENTION_FILE)).long()  # (N, C, S, S)
     for image in range(3):

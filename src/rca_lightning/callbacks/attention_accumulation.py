@@ -200,22 +200,10 @@ class AttentionAccumulationCallback(Callback):
         combined_selected = combined_selected.index_add_(0, inverse, selected.long()) > 0  # (U, C)
         self._store.max_into_rows(unique_rows.numpy(), combined.numpy(), combined_selected.numpy())
 
-    def accumulate(
-        self,
-        indices: torch.Tensor,
-        cams: torch.Tensor,
-        logits: torch.Tensor,
-        labels: torch.Tensor,
-        crop_boxes: torch.Tensor,
-        flipped: torch.Tensor,
-        write_missing: bool = False,
-    ) -> None:
-        """Max-accumulate one batch's maps into the open file (one process: ``batch_contributions`` +
-        ``write``; see those for the arguments)."""
-        self.write(
-            **self.batch_contributions(indices, cams, logits, labels, crop_boxes, flipped),
-            write_missing=write_missing,
-        )
+    def accumulate(self, batch: dict[str, torch.Tensor], write_missing: bool = False) -> None:
+        """Max-accumulate one batch's maps into the open file, in one process: ``batch`` holds the arguments
+        of :meth:`batch_contributions` by name, then :meth:`write`."""
+        self.write(**self.batch_contributions(**batch), write_missing=write_missing)
 
     @staticmethod
     def gather_contributions(

@@ -55,9 +55,10 @@ class VOCDataModule(LightningDataModule):
 
     Exact resume: the train loader is a ``StatefulDataLoader`` whose sampler shuffles by (seed, epoch)
     (``StatefulDistributedSampler``, also with one process; the seed is ``seed_everything``'s, as for
-    Lightning's own distributed sampler, and Lightning sets the epoch). A resumed run therefore sees the
-    same images in the same order as an uninterrupted one, and a checkpoint saved mid-epoch carries the
-    sampler's position, so the run continues with the batches it had not seen. The train workers start
+    Lightning's own distributed sampler, and Lightning sets the epoch), or with ``shuffle=False`` takes the
+    split's order every epoch. A resumed run therefore sees the same images in the same order as an
+    uninterrupted one, and a checkpoint saved mid-epoch carries the sampler's position, so the run continues
+    with the batches it had not seen. The train workers start
     anew every epoch (not persistent): their seeds come from the main process's generator, which
     ``RNGStateCallback`` restores, so augmentations after a resume repeat too. Under DDP the val loader
     splits the images over the ranks without repeating any (Lightning's default sampler pads ranks with
@@ -96,6 +97,9 @@ class VOCDataModule(LightningDataModule):
         eval_resize: squash evaluation images and masks to ``image_size`` (batches of one size), or keep
             each at its own size (exact masks; ``val_batch_size`` 1 when sizes differ).
         val_batch_size: images per validation / test / predict batch (None: ``batch_size``).
+        shuffle: a new order of the train split every epoch, by (seed, epoch); False: the split file's order
+            every epoch (the public code's loader, whose attention store, keyed by a batch counter, needed it;
+            the store here is keyed by image id, so shuffling costs nothing).
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class VOCDataModule(LightningDataModule):
         train_masks_dir: str | os.PathLike | None = None,
         eval_resize: bool = True,
         val_batch_size: int | None = None,
+        shuffle: bool = True,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -136,6 +141,9 @@ class VOCDataModule(LightningDataModule):
             raise InvalidSetting(f"data.batch_size={batch_size!r}: expected a positive integer")
         if val_batch_size is not None and val_batch_size < 1:
             raise InvalidSetting(f"data.val_batch_size={val_batch_size!r}: expected a positive integer")
+        if not isinstance(shuffle, bool):
+            raise InvalidSetting(f"data.shuffle={shuffle!r}: expected true or false")
+        self.shuffle = shuffle
         self.validate = check_validate_mode(validate)
         self.train_split = train_split
         self.val_split = val_split
@@ -332,7 +340,7 @@ class VOCDataModule(LightningDataModule):
             self.train_dataset,
             num_replicas=trainer.world_size if trainer is not None else 1,
             rank=trainer.global_rank if trainer is not None else 0,
-            shuffle=True,
+            shuffle=self.shuffle,
             seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
         )
         return StatefulDataLoader(

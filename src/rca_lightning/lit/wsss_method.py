@@ -8,7 +8,8 @@ stages after training see it only through this class:
   scales and flips (then divides each tagged class by its maximum). How a method gets them is its own
   business: ReLU'd class maps for RCA and plain CAM, the softmax over C + 1 with the background dropped
   for EPS.
-* ``class_logits(output)``: (B, C) image-level scores, for the validation AP.
+* ``class_logits(output)``: (B, C) image-level scores, for the validation AP (of the classes with a
+  positive val image: :meth:`WSSSMethod.average_precision_metrics`).
 * ``training_losses(output, batch)``: the named loss terms and their weighted total.
 * ``needs_saliency``: the method trains with saliency maps (``batch["saliency"]``); the datamodule is asked
   for them (``require_saliency``) before any dataset is built.
@@ -31,12 +32,12 @@ from typing import Any, ClassVar
 
 import torch
 from lightning import LightningModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MultilabelAveragePrecision
 
 from rca_lightning.lit.optimization import PolyScheduleLength, grouped_optimizer, poly_schedule
 from rca_lightning.lit.training_settings import MethodSettings
-from rca_lightning.metrics import CAMThresholdSweep
+from rca_lightning.metrics import CAMThresholdSweep, PresentClassAveragePrecision
 from rca_lightning.pseudo.cam_scores import normalized_cam_scores
 from rca_lightning.utils.errors import InvalidSetting
 
@@ -65,8 +66,9 @@ class WSSSMethod(PolyScheduleLength, LightningModule):
         start, stop, step = settings.cam_thresholds
         thresholds = torch.arange(round((stop - start) / step) + 1, dtype=torch.float64) * step + start
         self.val_cam_sweep = CAMThresholdSweep(num_classes, thresholds.float())
-        # Per-class AP tells classification failures (a class never recognised) from localisation ones.
-        self.val_ap = MultilabelAveragePrecision(num_labels=num_classes, average=None)
+        # Per-class AP tells classification failures (a class never recognised) from localisation ones; a
+        # class with no positive val image has none and stays out of the mean.
+        self.val_ap = PresentClassAveragePrecision(num_labels=num_classes)
         self.val_loss = MeanMetric()
 
     # --- what a method provides -------------------------------------------------------------------------
@@ -124,12 +126,31 @@ class WSSSMethod(PolyScheduleLength, LightningModule):
         sweep = self.val_cam_sweep.compute()
         self.log("val/cam_mIoU", sweep["best_miou"].float() * 100, prog_bar=True)
         self.log("val/cam_threshold", sweep["best_threshold"])
-        per_class_ap = self.val_ap.compute() * 100  # (C,)
-        self.log("val/mAP", per_class_ap.mean())
-        for name, ap in zip(self.class_names, per_class_ap, strict=True):
-            self.log(f"val/AP_{name}", ap)
+        self.log_dict(self.average_precision_metrics())
         self.val_cam_sweep.reset()
         self.val_ap.reset()
+
+    def average_precision_metrics(self) -> dict[str, float]:
+        """The validation AP of the epoch, in percent, over the classes with a positive val image.
+
+        ``val/AP_images_<class>``: how many val images are tagged with the class (0: absent from the split);
+        ``val/AP_<class>``: its AP, logged only for a class with such an image (a class without one has no
+        AP: neither 0, which would drag the mean down, nor NaN, which ``metrics.json`` cannot hold);
+        ``val/mAP``: the mean over those classes, not logged when there is none (``checkpoint=best_map``
+        then stops, as Lightning's checkpoint finds no ``val/mAP`` to monitor).
+        """
+        result = self.val_ap.compute()  # summed over the processes
+        per_class, positives = (result["average_precision"] * 100).tolist(), result["positives"].tolist()
+        metrics = {}
+        for name, value, count in zip(self.class_names, per_class, positives, strict=True):
+            metrics[f"val/AP_images_{name}"] = float(count)
+            if count > 0:
+                metrics[f"val/AP_{name}"] = value
+        if any(count > 0 for count in positives):
+            metrics["val/mAP"] = float(result["average_precision"].nanmean()) * 100
+        else:
+            rank_zero_warn("val/mAP not logged: no val image is tagged with any class")
+        return metrics
 
     def configure_optimizers(self) -> dict:
         optimizer = grouped_optimizer(

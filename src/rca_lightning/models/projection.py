@@ -12,12 +12,15 @@ class ProjectionHead(nn.Module):
     Args:
         in_channels: channels F of the backbone features.
         out_channels: channels P of the projection (hidden width too).
+        conv_bias: give the first conv a bias, as the release does (``extra_F``: P parameters more). The
+            BatchNorm after it subtracts the batch mean in training, so that bias changes no output there
+            and gets no gradient; without it the BatchNorm's own bias is the only shift.
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, conv_bias: bool = False) -> None:
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),  # BN has the bias
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=conv_bias),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),

@@ -13,7 +13,7 @@ from torch import nn
 
 from rca_lightning.models.aggregation import SemanticAggregation
 from rca_lightning.models.heads import ConvHead, PerClassHeads
-from rca_lightning.models.parameter_groups import split_parameter_groups
+from rca_lightning.models.parameter_groups import check_parameter_grouping, split_parameter_groups
 from rca_lightning.models.projection import ProjectionHead
 from rca_lightning.utils.errors import InvalidSetting
 
@@ -61,6 +61,8 @@ class RCANet(nn.Module):
         embedding_source: features whose region embeddings fill the memory bank and become prototypes:
             ``"projection"`` (same space as the contrast queries) or ``"backbone"`` (the release's choice).
         projection_dim: channels P of the projection head.
+        projection_conv_bias: give the projection's first conv a bias, as the release does (redundant before
+            its BatchNorm, see :class:`~rca_lightning.models.ProjectionHead`).
         attention_dim: query/key/value dimension of the aggregation.
         attention: ``"softmax"`` or ``"linear"`` (the release's unnormalised q.k * C/K).
         init: initialisation of the new layers (all but the backbone): ``"default"`` (PyTorch's) or
@@ -68,6 +70,9 @@ class RCANet(nn.Module):
             biases, the aggregation's Linear key / value layers and BatchNorm keep PyTorch's initialisation,
             as the release leaves them) or ``"xavier"`` (EPS's: new Conv2d weights Xavier-uniform).
         init_std: standard deviation of the ``"normal"`` initialisation (0.01 in the release).
+        parameter_grouping: how :meth:`parameter_groups` tells weights from biases: ``"by_shape"``
+            (one-dimensional parameters, biases and normalisation scales, are biases) or ``"by_name"`` (the
+            release's: a name containing "weight" is a weight, normalisation scales included).
     """
 
     def __init__(
@@ -82,12 +87,15 @@ class RCANet(nn.Module):
         aggregation: bool = True,
         embedding_source: str = "projection",
         projection_dim: int = 256,
+        projection_conv_bias: bool = False,
         attention_dim: int = 256,
         attention: str = "softmax",
         init: str = "default",
         init_std: float = 0.01,
+        parameter_grouping: str = "by_shape",
     ) -> None:
         super().__init__()
+        self.parameter_grouping = check_parameter_grouping(parameter_grouping)
         if init not in INIT_SCHEMES:
             raise InvalidSetting(f"init: expected one of {list(INIT_SCHEMES)}, got '{init}'")
         if not init_std > 0:
@@ -123,7 +131,7 @@ class RCANet(nn.Module):
         self.coarse_head = (
             ConvHead(feature_channels, num_maps, head_width, head_depth) if coarse_head else None
         )
-        self.projection = ProjectionHead(feature_channels, projection_dim)
+        self.projection = ProjectionHead(feature_channels, projection_dim, conv_bias=projection_conv_bias)
         self.aggregation = (
             SemanticAggregation(feature_channels, self.embedding_dim, attention_dim, attention)
             if aggregation
@@ -185,14 +193,17 @@ class RCANet(nn.Module):
         Every parameter appears in exactly one list. "backbone" is ``self.backbone``; "aggregation" is
         ``self.aggregation`` (query, key, value, context and fuse layers: not ``extra*`` in the release, so
         they train like the backbone there); "new" is every other layer (coarse head, class heads and
-        projection: the release's ``extra*`` layers). One-dimensional parameters (conv/linear biases and the
-        weight and bias of normalisation layers) go to the ``*_bias`` lists, which get the 2x learning rate
-        and, by convention, no weight decay (``RCALitModule(bias_weight_decay=True)`` decays them, as the
-        release does); everything else goes to ``*_weight``.
+        projection: the release's ``extra*`` layers). Which of a part's parameters are biases follows
+        ``parameter_grouping``: ``"by_shape"`` sends the one-dimensional ones (conv/linear biases and the
+        weight and bias of normalisation layers) to the ``*_bias`` lists, ``"by_name"`` every one whose name
+        lacks "weight" (a BatchNorm weight then trains at the weights' rate, as in the release). The
+        ``*_bias`` lists get the 2x learning rate and, by convention, no weight decay
+        (``RCALitModule(bias_weight_decay=True)`` decays them, as the release does); everything else goes to
+        ``*_weight``.
 
         Returns:
             dict with keys ``backbone_weight``, ``backbone_bias``, ``aggregation_weight`` and
             ``aggregation_bias`` (only with aggregation), ``new_weight``, ``new_bias``.
         """
         parts = {"aggregation": self.aggregation} if self.aggregation is not None else {}
-        return split_parameter_groups(self, self.backbone, parts)
+        return split_parameter_groups(self, self.backbone, parts, self.parameter_grouping)

@@ -87,14 +87,12 @@ class Plan:
         names = [stage.name for stage in self.stages]
         check_stage_entries(settings.cfg.get("stages"), names)
         for stage in self.stages:
-            given = settings.cfg.get(stage.provided_by) if stage.provided_by else None
-            if given:
-                settings.provided[stage.name] = Path(given)
-                if not (Path(given) / stage.done_file).is_file():
-                    raise MissingInput(
-                        f"{stage.provided_by}={given}: {Path(given) / stage.done_file} not found; expected a "
-                        f"finished {stage.config_name} run"
-                    )
+            given = settings.provided.get(stage.name)
+            if given is not None and not (given / stage.done_file).is_file():
+                raise MissingInput(
+                    f"{stage.provided_by}={given}: {given / stage.done_file} not found; expected a "
+                    f"finished {stage.config_name} run"
+                )
         self.enabled = [stage for stage in self.stages if self._enabled(stage)]
         self._check_inputs(names)
         self.to_run = [self.compose(stage) for stage in self.enabled if not self.is_done(stage)]

@@ -42,7 +42,8 @@ class Pipeline:
     :class:`~rca_lightning.pipeline.settings.RunSettings`)."""
 
     def __init__(self, cfg: DictConfig, command_line: list[str], choices: dict, run_dir: Path) -> None:
-        self.settings = RunSettings(cfg, command_line, choices, run_dir)
+        stand_in_keys = {stage.name: stage.provided_by for stage in STAGES if stage.provided_by}
+        self.settings = RunSettings(cfg, command_line, choices, run_dir, stand_in_keys)
         self.run_dir = run_dir
 
     def plan(self) -> Plan:

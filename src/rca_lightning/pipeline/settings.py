@@ -3,6 +3,7 @@ the stages share, and where each stage's outputs are."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -47,9 +48,18 @@ class RunSettings:
         command_line: this run's overrides (``hydra.overrides.task``).
         choices: this run's config-group choices (``hydra.runtime.choices``).
         run_dir: the run folder (``hydra.run.dir``).
+        stand_in_keys: stage name -> the ``pipeline.yaml`` key that may name a finished folder standing in
+            for that stage's outputs (``Stage.provided_by``).
     """
 
-    def __init__(self, cfg: DictConfig, command_line: list[str], choices: dict, run_dir: Path) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        command_line: list[str],
+        choices: dict,
+        run_dir: Path,
+        stand_in_keys: Mapping[str, str],
+    ) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
         # The classifier's command line: rca-train's, without the pipeline's own keys.
@@ -65,8 +75,10 @@ class RunSettings:
         # How the pseudo masks are refined (rca-pseudo's refine group) and the command line's refine.* values.
         self.refine = choices.get("refine", "crf")
         self.refine_overrides = [o for o in command_line if override_key(o).startswith("refine.")]
-        # Stages whose outputs a folder given on the command line stands in for (Stage.provided_by).
-        self.provided: dict[str, Path] = {}
+        # Stages whose outputs a folder given on the command line stands in for.
+        self.provided: dict[str, Path] = {
+            stage: Path(cfg[key]) for stage, key in stand_in_keys.items() if cfg.get(key)
+        }
 
     def check(self) -> None:
         """InvalidSetting when ``seeds`` or ``irn_thresholds`` is not one of its choices."""

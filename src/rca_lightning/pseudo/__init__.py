@@ -18,7 +18,6 @@ from rca_lightning.pseudo.pseudo_mask_writer import PseudoMaskJob, write_pseudo_
 from rca_lightning.pseudo.pseudo_masks import (
     background_and_class_scores,
     channels_to_labels,
-    crf_pseudo_mask,
     saliency_pseudo_mask,
 )
 from rca_lightning.pseudo.random_walk import random_walk, random_walk_mask
@@ -45,7 +44,6 @@ __all__ = [
     "cam_path",
     "channels_to_labels",
     "combine_seeds",
-    "crf_pseudo_mask",
     "evaluate_cams",
     "evaluate_masks",
     "load_accumulated_attention",

@@ -3,7 +3,7 @@
 Masks hold 0 for background, ``class index + 1`` for the foreground classes and 255 for ignored pixels.
 Two rules:
 
-* CAM + CRF (:func:`crf_pseudo_mask`): background score ``(1 - max CAM) ** power`` (or a constant
+* CAM + CRF (:func:`refined_scores`, then arg-max): background score ``(1 - max CAM) ** power`` (or a constant
   background threshold), refined by a dense CRF, arg-max.
 * Saliency (:func:`saliency_pseudo_mask`, the public RCA code's rule): background = 1 - saliency; pixels
   where two or more channels exceed ``conflict`` are ignored; background pixels that are salient (or
@@ -76,29 +76,6 @@ def refined_scores(
     """
     scores = background_and_class_scores(cams, background_power, background_threshold)  # (K+1, H, W)
     return crf(image, scores) if crf is not None else scores
-
-
-def crf_pseudo_mask(
-    image: np.ndarray,
-    cams: np.ndarray,
-    classes: np.ndarray,
-    crf: DenseCRF | None = DEFAULT_CRF,
-    background_power: float = 4.0,
-    background_threshold: float | None = None,
-) -> np.ndarray:
-    """The CAM + CRF rule: background score, dense CRF, arg-max (:func:`refined_scores`).
-
-    Args:
-        image: (H, W, 3) uint8.
-        cams: (K, H, W) scores in [0, 1] of the tagged classes.
-        classes: (K,) their class indices (increasing).
-        crf, background_power, background_threshold: see :func:`refined_scores`.
-
-    Returns:
-        (H, W) uint8 mask, 0 = background, ``c + 1`` = class c.
-    """
-    scores = refined_scores(image, cams, crf, background_power, background_threshold)
-    return channels_to_labels(scores.argmax(0), classes)
 
 
 def saliency_pseudo_mask(

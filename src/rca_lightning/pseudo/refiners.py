@@ -5,7 +5,7 @@ pseudo-mask writer runs it once per image in a process pool. ``image_id`` lets a
 per image (a saliency map, a boundary map). These ship:
 
 * :class:`CRFRefiner` (``refine=crf``, ``refine=none`` without the CRF): background score, dense CRF,
-  arg-max (:func:`~rca_lightning.pseudo.pseudo_masks.crf_pseudo_mask`);
+  arg-max (:class:`CRFRefiner`);
 * :class:`SaliencyRefiner` (``refine=saliency``): the public RCA code's saliency rule
   (:func:`~rca_lightning.pseudo.pseudo_masks.saliency_pseudo_mask`) on the CRF-refined class scores;
 * :class:`RandomWalkRefiner` (``refine=random_walk``): IRN's random walk over a boundary map;
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from rca_lightning.imaging.palette_png import read_mask_png
 from rca_lightning.pseudo.boundary_maps import boundary_image_scale, read_boundary_map
 from rca_lightning.pseudo.crf import DenseCRF
-from rca_lightning.pseudo.pseudo_masks import crf_pseudo_mask, refined_scores, saliency_pseudo_mask
+from rca_lightning.pseudo.pseudo_masks import channels_to_labels, refined_scores, saliency_pseudo_mask
 from rca_lightning.pseudo.random_walk import MAX_EXP_TIMES, random_walk_mask
 from rca_lightning.utils.errors import InvalidData, MissingInput
 from rca_lightning.utils.pixel_paths import scaled_size, stride4_size
@@ -94,9 +94,8 @@ class CRFRefiner:
     def __call__(
         self, image: np.ndarray, seeds: np.ndarray, classes: np.ndarray, image_id: str
     ) -> np.ndarray:
-        return crf_pseudo_mask(
-            image, seeds, classes, self.crf, self.background_power, self.background_threshold
-        )
+        scores = refined_scores(image, seeds, self.crf, self.background_power, self.background_threshold)
+        return channels_to_labels(scores.argmax(0), classes)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ Kinds (the ``seeds`` setting of ``rca-pseudo`` and ``rca-eval``, :data:`SEED_KIN
     ``attention``: the image's maps in an attention accumulation (the folder of
         :class:`rca_lightning.callbacks.AttentionAccumulationCallback`), for the classes the image is
         tagged with in the dataset, resized bilinearly (``align_corners=False``) to the image size and
-        scaled to [0, 1] (255 -> 1), (:func:`attention_maps`).
+        brought to [0, 1] by the ``attention_normalisation`` rule (:data:`ATTENTION_NORMALISATIONS`; 255 -> 1
+        by default, the release's per-map min-max with ``min_max``), (:func:`attention_maps`).
     ``max``: the pixel-wise max of both, for the classes of the CAM file.
 Seeds of every kind are what a CAM file holds, ``classes`` (K,) and (K, H, W) float32 maps in [0, 1] at the
 image size, so they are scored and turned into pseudo masks the same way.
@@ -33,6 +34,11 @@ from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 
 SEED_KINDS = ("cams", "attention", "max")
+# How a stored 0..255 attention map, resized to the image, becomes a seed in [0, 1]: ``divide_255`` (255 -> 1:
+# a map keeps its own level, so a weak map gives weak seeds) or ``min_max`` (the release's: each map of an
+# image and class stretched over its pixels, ``(a - min) / (max - min + 1e-8)``).
+ATTENTION_NORMALISATIONS = ("divide_255", "min_max")
+MIN_MAX_EPSILON = 1e-8
 
 
 def check_seed_kind(kind: str) -> str:
@@ -40,6 +46,33 @@ def check_seed_kind(kind: str) -> str:
     if kind not in SEED_KINDS:
         raise InvalidSetting(f"seeds={kind!r}: expected one of {list(SEED_KINDS)}")
     return kind
+
+
+def check_attention_normalisation(normalisation: str) -> str:
+    """``normalisation`` if it is one of :data:`ATTENTION_NORMALISATIONS`, else InvalidSetting naming them."""
+    if normalisation not in ATTENTION_NORMALISATIONS:
+        raise InvalidSetting(
+            f"attention_normalisation={normalisation!r}: expected one of {list(ATTENTION_NORMALISATIONS)}"
+        )
+    return normalisation
+
+
+def normalise_attention(maps: torch.Tensor, normalisation: str) -> torch.Tensor:
+    """Attention maps on the store's 0..255 scale brought to [0, 1], every map at once.
+
+    Args:
+        maps: (K, H, W) float maps of K classes of one image, values in [0, 255].
+        normalisation: one of :data:`ATTENTION_NORMALISATIONS`; ``min_max`` takes the min and max of each
+            class's map over its H x W pixels.
+
+    Returns:
+        (K, H, W) float in [0, 1]; with ``min_max`` a constant map (a class never written) is all 0.
+    """
+    if check_attention_normalisation(normalisation) == "divide_255":
+        return (maps / MAX_ATTENTION).clamp(0.0, 1.0)
+    low = maps.amin(dim=(-2, -1), keepdim=True)  # (K, 1, 1)
+    high = maps.amax(dim=(-2, -1), keepdim=True)  # (K, 1, 1)
+    return (maps - low) / (high - low + MIN_MAX_EPSILON)
 
 
 def combine_seeds(kind: str, cams: np.ndarray | None, attention: np.ndarray | None) -> np.ndarray:
@@ -81,25 +114,35 @@ def _open_accumulation(directory: Path) -> tuple[dict[str, int], list[str], np.n
 
 
 def attention_maps(
-    attention_dir: str | os.PathLike, image_id: str, classes: np.ndarray, size: tuple[int, int]
+    attention_dir: str | os.PathLike,
+    image_id: str,
+    classes: np.ndarray,
+    size: tuple[int, int],
+    normalisation: str = "divide_255",
 ) -> np.ndarray:
-    """One image's accumulated maps of some classes, resized (bilinear) to the image size.
+    """One image's accumulated maps of some classes, resized (bilinear) to the image size, then normalised.
+
+    The release resizes each stored map to the image first and min-max normalises the resized map, so the
+    min and max are taken at the image's resolution here too (bilinear upsampling seldom lands on a stored
+    peak, so the resized map's extremes can lie inside the stored map's).
 
     Args:
         attention_dir: folder of a complete attention accumulation.
         image_id: the image.
         classes: (K,) class indices (0-based, the accumulation's class order).
         size: (H, W) of the output.
+        normalisation: one of :data:`ATTENTION_NORMALISATIONS` (:func:`normalise_attention`).
 
     Returns:
-        (K, H, W) float32 in [0, 1] (255 -> 1); classes never written are all zero.
+        (K, H, W) float32 in [0, 1]; classes never written are all zero.
     """
+    check_attention_normalisation(normalisation)
     rows, _, attention = _open_accumulation(Path(attention_dir))
     if image_id not in rows:
         raise InvalidData(f"{attention_dir}: no image {image_id!r} among the {len(rows)} accumulated images")
     maps = torch.from_numpy(attention[rows[image_id]][np.asarray(classes, np.int64)].astype(np.float32))
     resized = F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-    return (resized / MAX_ATTENTION).clamp_(0.0, 1.0).numpy()  # (K, H, W)
+    return normalise_attention(resized, normalisation).numpy()  # (K, H, W)
 
 
 @dataclass(frozen=True)
@@ -110,14 +153,17 @@ class SeedSource:
         kind: ``cams``, ``attention`` or ``max`` (see the module docstring).
         cams_dir: folder of the CAM files (needed by ``cams`` and ``max``).
         attention_dir: folder of a complete attention accumulation (needed by ``attention`` and ``max``).
+        attention_normalisation: how its maps become seeds (:data:`ATTENTION_NORMALISATIONS`).
     """
 
     kind: str = "cams"
     cams_dir: Path | None = None
     attention_dir: Path | None = None
+    attention_normalisation: str = "divide_255"
 
     def __post_init__(self) -> None:
         check_seed_kind(self.kind)
+        check_attention_normalisation(self.attention_normalisation)
         for name in ("cams_dir", "attention_dir"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
@@ -201,15 +247,18 @@ class SeedSource:
                     f"seeds=attention: no tags given for image {image_id!r} (the dataset's labels)"
                 )
             classes = np.asarray(tags, np.int64)
-            return classes, attention_maps(self.attention_dir, image_id, classes, size)
+            return classes, self.attention_maps(image_id, classes, size)
         source = cam_path(self.cams_dir, image_id)
         classes, cams = load_cam_file(source)
         if cams.shape[1:] != size:
             raise InvalidData(f"{source}: CAMs of size {cams.shape[1:]}, expected the image's {size}")
-        attention = (
-            attention_maps(self.attention_dir, image_id, classes, size) if self.kind == "max" else None
-        )
+        attention = self.attention_maps(image_id, classes, size) if self.kind == "max" else None
         return classes, combine_seeds(self.kind, cams, attention)
+
+    def attention_maps(self, image_id: str, classes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """(K, H, W) float32 seeds in [0, 1]: :func:`attention_maps` of ``attention_dir`` with this source's
+        ``attention_normalisation``."""
+        return attention_maps(self.attention_dir, image_id, classes, size, self.attention_normalisation)
 
 
 def as_seed_source(seeds: SeedSource | str | os.PathLike) -> SeedSource:

@@ -4,14 +4,13 @@ import json
 import logging
 from pathlib import Path
 
-import lightning as L
-from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from rca_lightning.imaging.palette_png import write_palette_png
 from rca_lightning.report.figure_sample import SAMPLE_FOLDER, write_figure_sample
 from rca_lightning.tasks.stage_settings import check_mask_folder, scalar_metrics
+from rca_lightning.tasks.trained_stage import build_trained_stage
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.checkpoint_selection import (
     check_checkpoint_file,
@@ -20,9 +19,7 @@ from rca_lightning.utils.checkpoint_selection import (
     uses_pixel_labels,
 )
 from rca_lightning.utils.errors import InvalidSetting
-from rca_lightning.utils.instantiate import instantiate_callbacks, opened_loggers
-from rca_lightning.utils.ranks import stage_ranks
-from rca_lightning.utils.run_fingerprint import claim_run_settings
+from rca_lightning.utils.instantiate import opened_loggers
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +59,8 @@ def _segment(cfg: DictConfig, loggers: list[Logger]) -> tuple[dict[str, float], 
     check_checkpoint_file(cfg.get("ckpt_path"), "rca-seg")
     if cfg.train:
         check_mask_folder(Path(cfg.pseudo_masks_dir), "pseudo_masks_dir", "rca-pseudo")
-    # Lightning prints its "Seed set" line to stderr, past the job's log: logged here instead.
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    log.info("Seed %d", cfg.seed)
-    datamodule = instantiate(cfg.data)
-    with stage_ranks("rca-seg", cfg.barrier_timeout_s) as ranks:  # COCO's masks rendered by every process
-        datamodule.prepare_over_ranks(ranks)
-    model = instantiate(cfg.seg_model)
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-
-    # What the weights are made with: recorded at the first start, a resume with other settings refused.
-    claim_run_settings(cfg.paths.output_dir, cfg)
+    stage = build_trained_stage(cfg, cfg.seg_model, loggers, "rca-seg")
+    datamodule, model, trainer = stage.datamodule, stage.model, stage.trainer
     metrics: dict[str, float] = {}
     eval_checkpoint = cfg.get("ckpt_path")
     checkpoint_file = eval_checkpoint

@@ -58,17 +58,15 @@ def register_resolvers() -> None:
     ``${cpus_at_most:n}`` (n, capped at the CPU count) and ``${launch_id:}`` (a name of this launch that no
     other launch running now has: two runs started in the same second get run folders of their own).
     Idempotent."""
-    if not OmegaConf.has_resolver("len"):
-        OmegaConf.register_new_resolver("len", len)
-    if not OmegaConf.has_resolver("wandb_offline"):
-        OmegaConf.register_new_resolver("wandb_offline", wandb_offline)
-    if not OmegaConf.has_resolver("sqlite_url"):
-        OmegaConf.register_new_resolver("sqlite_url", sqlite_url)
-    if not OmegaConf.has_resolver("checkpoint_monitor"):
-        OmegaConf.register_new_resolver("checkpoint_monitor", checkpoint_monitor)
-    if not OmegaConf.has_resolver("checkpoint_top_k"):
-        OmegaConf.register_new_resolver("checkpoint_top_k", checkpoint_top_k)
-    if not OmegaConf.has_resolver("cpus_at_most"):
-        OmegaConf.register_new_resolver("cpus_at_most", cpus_at_most)
-    if not OmegaConf.has_resolver("launch_id"):
-        OmegaConf.register_new_resolver("launch_id", launch_id)
+    resolvers = {
+        "len": len,
+        "wandb_offline": wandb_offline,
+        "sqlite_url": sqlite_url,
+        "checkpoint_monitor": checkpoint_monitor,
+        "checkpoint_top_k": checkpoint_top_k,
+        "cpus_at_most": cpus_at_most,
+        "launch_id": launch_id,
+    }
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
