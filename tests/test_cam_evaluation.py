@@ -35,6 +35,27 @@ def assert_iou_equal(fast: dict, reference: list[float]) -> None:
         assert (value is None and math.isnan(expected)) or abs(value - expected) < 1e-9
 
 
+def reference_counts(
+    targets: list[torch.Tensor], masks: list[torch.Tensor] | None = None
+) -> tuple[list[int], list[int]]:
+    """Per label 0..3: the images whose ground truth holds it (255 left out), and its ground-truth pixels
+    where the mask (if any) is not 255, pixel by pixel."""
+    images, pixels = [0] * 4, [0] * 4
+    for index, target in enumerate(targets):
+        seen = set()
+        for i in range(target.shape[0]):
+            for j in range(target.shape[1]):
+                truth = int(target[i, j])
+                if truth == 255:
+                    continue
+                seen.add(truth)
+                if masks is None or int(masks[index][i, j]) != 255:
+                    pixels[truth] += 1
+        for label in seen:
+            images[label] += 1
+    return images, pixels
+
+
 def test_sweep_thresholds_include_stop_without_drift():
     thresholds = sweep_thresholds(0.0, 0.6, 0.01)
     assert len(thresholds) == 61 and thresholds[-1].item() == pytest.approx(0.6)
@@ -67,6 +88,23 @@ def test_cam_sweep_matches_pixel_by_pixel_reference(dataset_with_cams):
     assert list(result["per_class_iou"]) == ["background", *CLASS_NAMES]
     assert_iou_equal(result["per_class_iou"], best_iou)
     assert result["num_images"] == 5
+    images, pixels = reference_counts(targets)
+    assert list(result["per_class_images"].values()) == images
+    assert list(result["per_class_pixels"].values()) == pixels
+    assert list(result["per_class_pixels"]) == ["background", *CLASS_NAMES]
+
+
+def test_a_class_absent_from_the_images_scored_has_no_iou_and_covers_nothing(dataset_with_cams):
+    dataset, cams_dir = dataset_with_cams
+    ids = [i for i, tags in zip(dataset.image_ids, dataset.labels, strict=True) if not tags[2]]
+    assert 0 < len(ids) < len(dataset.image_ids), "the synthetic split has images without a triangle"
+    result = evaluate_cams(cams_dir, ids, [dataset.mask_path(i) for i in ids], CLASS_NAMES, progress=False)
+    assert result["per_class_iou"]["triangle"] is None
+    assert result["per_class_images"]["triangle"] == result["per_class_pixels"]["triangle"] == 0
+    assert result["per_class_images"]["background"] == len(ids)
+    assert result["miou"] == pytest.approx(
+        np.mean([v for v in result["per_class_iou"].values() if v is not None]), abs=1e-12
+    )
 
 
 def test_mask_scores_match_reference_and_count_ignored_pixels(dataset_with_cams, tmp_path):
@@ -94,6 +132,9 @@ def test_mask_scores_match_reference_and_count_ignored_pixels(dataset_with_cams,
     assert_iou_equal(result["per_class_iou"], iou)
     assert result["miou"] == pytest.approx(np.nanmean(iou), abs=1e-12)
     assert result["ignored_fraction"] == pytest.approx(ignored, abs=1e-12) and 0.15 < ignored < 0.25
+    images, pixels = reference_counts(targets, masks)  # the pixels scored: the masks' 255 left out
+    assert list(result["per_class_images"].values()) == images
+    assert list(result["per_class_pixels"].values()) == pixels
     background = [torch.where(m == 255, 0, m) for m in masks]
     assert result["miou_ignored_as_background"] == pytest.approx(
         np.nanmean(reference_mask_scores(background, targets, 4)[0]), abs=1e-12

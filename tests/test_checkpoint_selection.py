@@ -91,3 +91,13 @@ def test_explicit_best_selection_names_the_best_file(compose_train_config, selec
     assert Path(summary["checkpoint"]).name.startswith("epoch_")
     assert summary["checkpoint_score"] == pytest.approx(float(monitored[0].best_model_score))
     assert summary["uses_pixel_labels_for_selection"] is (selection == "best_cam_miou")
+    # The monitored mAP is the mean AP of the classes with a tagged val image; no other class has an AP.
+    logged = summary["metrics"]
+    class_names = summary["dataset"]["class_names"]
+    present = [name for name in class_names if logged[f"val/AP_images_{name}"] > 0]
+    assert present and {key for key in logged if key.startswith("val/AP_") and "images" not in key} == {
+        f"val/AP_{name}" for name in present
+    }
+    assert logged["val/mAP"] == pytest.approx(
+        sum(logged[f"val/AP_{name}"] for name in present) / len(present)
+    )

@@ -116,3 +116,48 @@ def test_augmentation_repeats_from_the_torch_seed(prepared_root, num_workers):
     first = _augmented_epoch(prepared_root, seed=5, num_workers=num_workers)
     assert torch.equal(first, _augmented_epoch(prepared_root, seed=5, num_workers=num_workers))
     assert not torch.equal(first, _augmented_epoch(prepared_root, seed=6, num_workers=num_workers))
+
+
+# ------------------------------------------------------------------------------ the training loader's order
+def _epoch_ids(loader, epoch: int) -> list[str]:
+    loader.sampler.set_epoch(epoch)  # what Lightning does at every epoch start
+    return [image_id for batch in loader for image_id in batch["image_id"]]
+
+
+def test_shuffle_off_keeps_the_split_order_every_epoch(prepared_root):
+    # The release's loader (shuffle=False): every epoch the split file's order, cut into full batches.
+    datamodule = make_datamodule(prepared_root, shuffle=False)
+    datamodule.setup("fit")
+    in_order = datamodule.train_dataset.image_ids[:8]  # 10 images, batch 4, drop_last
+    loader = datamodule.train_dataloader()
+    assert _epoch_ids(loader, 0) == _epoch_ids(loader, 1) == in_order
+    shuffled = make_datamodule(prepared_root)
+    shuffled.setup("fit")
+    loader = shuffled.train_dataloader()
+    first, second = _epoch_ids(loader, 0), _epoch_ids(loader, 1)
+    assert first != in_order and first != second  # by (seed, epoch): fixed for this seed, checked here
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_loader_resumed_mid_epoch_continues_with_the_unseen_batches(prepared_root, shuffle):
+    datamodule = make_datamodule(prepared_root, batch_size=2, shuffle=shuffle)
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    loader.sampler.set_epoch(1)
+    uninterrupted = [batch["image_id"] for batch in loader]
+    loader = datamodule.train_dataloader()
+    loader.sampler.set_epoch(1)
+    iterator = iter(loader)
+    seen = [next(iterator)["image_id"] for _ in range(2)]
+    state = loader.state_dict()  # what a mid-epoch checkpoint stores
+    resumed = datamodule.train_dataloader()
+    resumed.sampler.set_epoch(1)
+    resumed.load_state_dict(state)
+    assert seen + [batch["image_id"] for batch in resumed] == uninterrupted
+
+
+@pytest.mark.parametrize("value", ["false", 0, None])
+def test_shuffle_must_be_a_bool(prepared_root, value):
+    with pytest.raises(InvalidSetting) as error:
+        make_datamodule(prepared_root, shuffle=value)
+    assert str(error.value) == f"data.shuffle={value!r}: expected true or false"

@@ -166,13 +166,12 @@ def test_mismatched_bank_width_is_rejected(compose_train_config):
 RELEASE_EXTRA_LAYERS = ("coarse_head", "class_heads", "projection")  # its extra_convs*, extra_F
 
 
-def release_lr_and_decay(name: str, parameter: torch.nn.Parameter, base_lr: float) -> tuple[float, float]:
-    """The public code's rule by module name: layers named extra* get 10x (weights) / 20x (biases), all
-    others (backbone and the aggregation's Q, K, V, aggre, concat_project) 1x / 2x; weight decay 5e-4 on
-    everything. Normalisation scales are 1-D "weight"s there but follow this project's bias group (2x /
-    20x) here: the one documented deviation."""
+def release_lr_and_decay(name: str, base_lr: float) -> tuple[float, float]:
+    """The public code's rule by parameter name: layers named extra* get 10x (a name containing "weight",
+    BatchNorm scales included) / 20x (any other), all others (backbone and the aggregation's Q, K, V, aggre,
+    concat_project) 1x / 2x; weight decay 5e-4 on everything."""
     extra = name.split(".")[0] in RELEASE_EXTRA_LAYERS
-    is_bias = name.endswith(".bias") or parameter.ndim == 1
+    is_bias = "weight" not in name
     multiplier = (20.0 if is_bias else 10.0) if extra else (2.0 if is_bias else 1.0)
     return base_lr * multiplier, 5e-4
 
@@ -195,13 +194,17 @@ RELEASE_OPTIMIZER = (
 
 def test_release_lr_groups_and_bias_weight_decay(compose_train_config):
     cfg = compose_train_config(
-        *RELEASE_OPTIMIZER, "model.aggregation_lr=backbone", "model.bias_weight_decay=true"
+        *RELEASE_OPTIMIZER,
+        "model.aggregation_lr=backbone",
+        "model.bias_weight_decay=true",
+        "model.net.parameter_grouping=by_name",
     )
     module = instantiate(cfg.model)
     settings = lr_and_decay_per_parameter(module)
     assert any(name.startswith("aggregation.") for name in settings)
-    for name, parameter in module.net.named_parameters():
-        expected_lr, expected_decay = release_lr_and_decay(name, parameter, 1e-3)
+    assert settings["projection.layers.1.weight"] == pytest.approx((1e-2, 5e-4))  # BatchNorm scale: 10x
+    for name in settings:  # every parameter of the net
+        expected_lr, expected_decay = release_lr_and_decay(name, 1e-3)
         assert settings[name][0] == pytest.approx(expected_lr), name
         assert settings[name][1] == pytest.approx(expected_decay), name
 
@@ -263,8 +266,9 @@ def test_voc_rca_vgg16_module_builds_the_release_optimizer():
     features = module.net.backbone(torch.zeros(1, 3, cfg.data.image_size, cfg.data.image_size))
     assert features.shape[-2:] == (cfg.callbacks.attention_accumulation.resolution,) * 2
     settings = lr_and_decay_per_parameter(module)
-    for name, parameter in module.net.named_parameters():
-        assert settings[name] == pytest.approx(release_lr_and_decay(name, parameter, 1e-3)), name
+    assert settings["projection.layers.0.bias"] == pytest.approx((2e-2, 5e-4))  # extra_F's conv has a bias
+    for name in settings:
+        assert settings[name] == pytest.approx(release_lr_and_decay(name, 1e-3)), name
 
 
 def test_voc_rca_vgg16_accumulates_the_feature_maps_unresampled(tmp_path):

@@ -100,6 +100,81 @@ def test_build_report_gathers_percentages_from_the_stage_files(tmp_path):
     assert "no class below 5 IoU at any stage" in table and "!" not in table
 
 
+def update_json(path: Path, update) -> None:
+    record = json.loads(path.read_text())
+    update(record)
+    path.write_text(json.dumps(record))
+
+
+def add_counts(run: Path, dirs: dict[str, Path]) -> None:
+    """What the stages record beside their scores: the images and pixels behind each class's score."""
+
+    def classifier(record: dict) -> None:
+        record["metrics"] |= {"val/mAP": 83.4, "val/AP_disc": 83.4}
+        record["metrics"] |= {"val/AP_images_disc": 3.0, "val/AP_images_square": 0.0}
+
+    def cams(record: dict) -> None:
+        record["cams"]["per_class_images"] = {"background": 12, "disc": 7, "square": 0}
+        record["cams"]["per_class_pixels"] = {"background": 40_000, "disc": 3210, "square": 0}
+
+    def masks(record: dict) -> None:
+        record["pseudo_masks"]["per_class_images"] = {"background": 12, "disc": 7, "square": 0}
+        record["pseudo_masks"]["per_class_pixels"] = {"background": 35_000, "disc": 3000, "square": 0}
+
+    def segmentation(record: dict) -> None:
+        record["test_confusion"] = [[5000, 10, 0], [20, 800, 0], [0, 0, 0]]
+
+    update_json(run / "classifier" / "metrics.json", classifier)
+    update_json(dirs["cam_eval"] / "eval.json", cams)
+    update_json(dirs["pseudo_mask_eval"] / "eval.json", masks)
+    update_json(dirs["segmentation"] / "metrics.json", segmentation)
+
+
+def test_every_score_says_what_it_covers_and_absent_classes_print_no_number(tmp_path):
+    dirs = write_stage_files(tmp_path)
+    add_counts(tmp_path, dirs)
+    report = build_report(tmp_path / "classifier", dirs, {})
+    assert report["per_class_images"] == {
+        "cam": {"background": 12, "disc": 7, "square": 0},
+        "pseudo_label": {"background": 12, "disc": 7, "square": 0},
+    }
+    assert report["per_class_pixels"]["pseudo_label"]["background"] == 35_000
+    assert report["per_class_pixels"]["seg"] == {"background": 5010, "disc": 820, "square": 0}  # row sums
+    assert (report["classifier_val_map"], report["classifier_val_map_classes"]) == (83.4, 1)
+
+    table = format_report(report)
+    assert "CAMs: last; mAP 83.4 over 1/2 classes" in table
+    header = next(line for line in table.splitlines() if line.lstrip().startswith("IoU (%)"))
+    assert header.split() == [
+        "IoU",
+        "(%)",
+        "CAM",
+        "pseudo",
+        "seg",
+        "images",
+        "(train)",
+        "pixels",
+        "(train)",
+    ] + [
+        "pixels",
+        "(val)",
+    ]
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines() if line.split()}
+    assert rows["background"] == ["80.0", "90.0", "90.0", "12", "40.0k", "5010"]
+    assert rows["disc"] == ["30.0", "10.0", "20.0", "7", "3210", "820"]
+    # square: no IoU at the CAM and seg stages (absent from prediction and ground truth), none of its pixels.
+    assert rows["square"] == ["absent", "50.0", "absent", "0", "0", "0"]
+
+
+def test_a_run_without_counts_prints_scores_only(tmp_path):
+    # eval.json and metrics.json written before the counts were recorded: the scores, no count columns.
+    report = build_report(tmp_path / "classifier", write_stage_files(tmp_path), {})
+    assert report["per_class_images"] == report["per_class_pixels"] == {}
+    assert report["classifier_val_map"] is None  # its mAP, if any, counted absent classes as 0
+    header = next(line for line in format_report(report).splitlines() if line.startswith("IoU (%)"))
+    assert header.split() == ["IoU", "(%)", "CAM", "pseudo", "seg"]
+
+
 def test_report_says_when_pixel_labels_chose_a_checkpoint(tmp_path):
     dirs = write_stage_files(tmp_path)
     summary_file = dirs["segmentation"] / "metrics.json"
@@ -159,6 +234,16 @@ def test_weak_classes_skips_absent_classes_and_flags_zero():
         ("cam_eval/eval.json", {"cams": {"miou": 0.4}}, r"cams is .*; expected a mapping with \['per_class"),
         ("pseudo_mask_eval/eval.json", {"pseudo_masks": 3}, r"pseudo_masks is 3; expected a mapping"),
         ("segmentation/metrics.json", {"metrics": None}, r"metrics is None; expected a mapping"),
+        (
+            "cam_eval/eval.json",
+            {"cams": {"miou": 0.4, "per_class_iou": {}, "per_class_images": {"disc": -1}}},
+            r"cams\.per_class_images is \{'disc': -1\}; expected a mapping of class names to counts",
+        ),
+        (
+            "segmentation/metrics.json",
+            {"metrics": {"test/seg_mIoU": 1.0}, "test_confusion": [[1, 2]]},
+            r"test_confusion is \[\[1, 2\]\]; expected 3 rows of 3 counts",
+        ),
     ],
 )
 def test_a_damaged_stage_summary_is_one_line_naming_the_file(tmp_path, file, content, message):

@@ -137,7 +137,7 @@ class WSSSMethod(PolyScheduleLength, LightningModule):
         ``val/AP_<class>``: its AP, logged only for a class with such an image (a class without one has no
         AP: neither 0, which would drag the mean down, nor NaN, which ``metrics.json`` cannot hold);
         ``val/mAP``: the mean over those classes, not logged when there is none (``checkpoint=best_map``
-        then stops, as Lightning's checkpoint finds no ``val/mAP`` to monitor).
+        then stops with Lightning's error that the checkpoint finds no ``val/mAP`` to monitor).
         """
         result = self.val_ap.compute()  # summed over the processes
         per_class, positives = (result["average_precision"] * 100).tolist(), result["positives"].tolist()

@@ -43,5 +43,5 @@ class ClassImageCount(Metric):
         self.images += present[:, : self.num_labels].sum(0)
 
     def compute(self) -> torch.Tensor:
-        """(K,) images per class."""
-        return self.images
+        """(K,) images per class (a copy: later updates leave it as it is)."""
+        return self.images.clone()

@@ -3,8 +3,10 @@
 Seeds (CAM files, accumulated attention or their max, :mod:`rca_lightning.pseudo.seed_sources`) are scored
 over a sweep of background thresholds (a pixel is its top tagged class when that score exceeds the
 threshold, else background) with :class:`rca_lightning.metrics.CAMThresholdSweep`; pseudo masks are scored
-where they are not 255, and the fraction of ground-truth pixels they ignore is reported. Files are read in
-DataLoader workers; nothing but the confusion matrices is kept.
+where they are not 255, and the fraction of ground-truth pixels they ignore is reported. Every per-class IoU
+comes with what it covers: the images whose ground truth holds the class and the ground-truth pixels it was
+scored on (the confusion matrix's row sum). Files are read in DataLoader workers; nothing but the confusion
+matrices and the per-class image counts is kept.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tqdm import tqdm
 
 from rca_lightning.data.voc_classes import IGNORE_INDEX
 from rca_lightning.imaging.palette_png import read_mask_png
-from rca_lightning.metrics import CAMThresholdSweep, iou_from_confusion
+from rca_lightning.metrics import CAMThresholdSweep, ClassImageCount, iou_from_confusion
 from rca_lightning.pseudo.pseudo_mask_writer import mask_path
 from rca_lightning.pseudo.seed_sources import SeedSource, as_seed_source
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
@@ -121,10 +123,19 @@ def _check_files_exist(paths: Sequence[Path], what: str) -> None:
         raise MissingInput(f"{len(missing)} of {len(paths)} {what} are missing, first: {missing[0]}")
 
 
-def _per_class(iou: torch.Tensor, class_names: Sequence[str]) -> dict[str, float | None]:
+def _per_class(
+    iou: torch.Tensor, confusion: torch.Tensor, images: torch.Tensor, class_names: Sequence[str]
+) -> dict[str, dict]:
+    """The per-class entries of a record: IoU (None where the class is in neither prediction nor ground
+    truth), images and ground-truth pixels behind it; ``iou`` and ``images`` (K,), ``confusion`` (K, K)."""
     names = ["background", *class_names]
     return {
-        name: (None if math.isnan(value) else value) for name, value in zip(names, iou.tolist(), strict=True)
+        "per_class_iou": {
+            name: (None if math.isnan(value) else value)
+            for name, value in zip(names, iou.tolist(), strict=True)
+        },
+        "per_class_images": dict(zip(names, images.long().tolist(), strict=True)),
+        "per_class_pixels": dict(zip(names, confusion.sum(-1).long().tolist(), strict=True)),
     }
 
 
@@ -159,7 +170,9 @@ def evaluate_cams(
 
     Returns:
         ``best_threshold``, ``miou`` (at the best threshold), ``per_class_iou`` (name -> IoU, None where the
-        class is in neither prediction nor ground truth), ``confusion`` (at the best threshold: pixel counts,
+        class is in neither prediction nor ground truth), ``per_class_images`` (name -> the images whose
+        ground truth holds the class; 0: absent from the split), ``per_class_pixels`` (name -> its
+        ground-truth pixels, the confusion's row sum), ``confusion`` (at the best threshold: pixel counts,
         rows ground truth, columns prediction, background first), ``sweep`` ({threshold: mIoU}),
         ``num_images``.
     """
@@ -172,6 +185,7 @@ def evaluate_cams(
     _check_files_exist(target_paths, "ground-truth masks")
     ranks = ranks or Ranks()
     sweep = CAMThresholdSweep(len(class_names), thresholds, ignore_index=IGNORE_INDEX, **ranks.metric_sync())
+    images = ClassImageCount(len(class_names) + 1, IGNORE_INDEX, **ranks.metric_sync())
     share = ranks.shard(range(len(image_ids)))
     dataset = _CAMAndTarget(
         source,
@@ -184,11 +198,12 @@ def evaluate_cams(
         _loader(dataset, num_workers), total=len(dataset), desc="CAM eval", disable=not progress
     ):
         sweep.update(scores[None], target[None])
+        images.update(target[None])
     result = sweep.compute()
     return {
         "best_threshold": round(float(result["best_threshold"]), 6),
         "miou": float(result["best_miou"]),
-        "per_class_iou": _per_class(result["best_iou"], class_names),
+        **_per_class(result["best_iou"], result["best_confusion"], images.compute(), class_names),
         "confusion": result["best_confusion"].long().tolist(),
         "sweep": {
             f"{t:.4f}": float(m) for t, m in zip(thresholds.tolist(), result["miou"].tolist(), strict=True)
@@ -210,10 +225,11 @@ def evaluate_masks(
     :func:`evaluate_cams`).
 
     Returns:
-        ``miou``, ``per_class_iou``, ``confusion`` (pixel counts of the scored pixels, rows ground truth,
-        columns prediction, background first), ``ignored_fraction`` (of the valid ground-truth pixels, the
-        share the masks mark 255), ``miou_ignored_as_background`` (the masks' 255 read as background) and
-        ``num_images``.
+        ``miou``, ``per_class_iou``, ``per_class_images``, ``per_class_pixels`` (as :func:`evaluate_cams`:
+        the pixels are those scored, the masks' 255 left out), ``confusion`` (pixel counts of the scored
+        pixels, rows ground truth, columns prediction, background first), ``ignored_fraction`` (of the valid
+        ground-truth pixels, the share the masks mark 255), ``miou_ignored_as_background`` (the masks' 255
+        read as background) and ``num_images``.
     """
     target_paths = [Path(path) for path in target_paths]
     _check_files_exist(
@@ -224,6 +240,7 @@ def evaluate_masks(
     num_labels = len(class_names) + 1
     scored = MulticlassConfusionMatrix(num_labels, validate_args=False, **ranks.metric_sync())
     as_background = MulticlassConfusionMatrix(num_labels, validate_args=False, **ranks.metric_sync())
+    images = ClassImageCount(num_labels, IGNORE_INDEX, **ranks.metric_sync())
     valid_pixels = ignored_pixels = 0
     share = ranks.shard(range(len(image_ids)))
     dataset = _MaskAndTarget(
@@ -237,6 +254,7 @@ def evaluate_masks(
         keep = valid & ~ignored
         scored.update(mask[keep], target[keep])
         as_background.update(mask[valid].masked_fill(ignored[valid], 0), target[valid])
+        images.update(target[None])
         valid_pixels += int(valid.sum())
         ignored_pixels += int((valid & ignored).sum())
     valid_pixels, ignored_pixels = ranks.sum([valid_pixels, ignored_pixels])
@@ -244,7 +262,7 @@ def evaluate_masks(
     iou = iou_from_confusion(confusion)
     return {
         "miou": float(iou.nanmean()),
-        "per_class_iou": _per_class(iou, class_names),
+        **_per_class(iou, confusion, images.compute(), class_names),
         "confusion": confusion.long().tolist(),
         "ignored_fraction": ignored_pixels / max(valid_pixels, 1),
         "miou_ignored_as_background": float(iou_from_confusion(as_background.compute()).nanmean()),

@@ -2,7 +2,9 @@
 
 All mIoU / IoU values of the report are percentages. ``cam_miou`` and ``pseudo_label_miou`` are scored on the
 CAM split (the split whose pseudo masks train the segmentation network), ``seg_miou`` on the segmentation
-stage's val split through its evaluation path (test-time augmentation, optional CRF).
+stage's val split through its evaluation path (test-time augmentation, optional CRF). Every per-class IoU
+comes with what it covers (the images whose ground truth holds the class, the ground-truth pixels it was
+scored on), and a class with no IoU (absent from prediction and ground truth) is printed as ``absent``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 from omegaconf import OmegaConf
 from rich import box
 from rich.console import Console
@@ -30,6 +33,8 @@ STAGE_LABELS = {"cam": "cam", "ir_label": "IR", "pseudo_label": "pseudo", "seg":
 _SUMMARY_MAPPINGS = {"metrics.json": ("metrics",), "eval.json": ()}
 # Entries of an evaluation's record (eval.json's "cams" / "pseudo_masks") that the report reads.
 _EVALUATION_KEYS = ("per_class_iou", "miou")
+# Per-class counts an evaluation records (not in eval.json files written before they were).
+_COUNT_KEYS = ("per_class_images", "per_class_pixels")
 
 
 def _read_json(path: Path) -> dict:
@@ -47,7 +52,31 @@ def _read_json(path: Path) -> dict:
                 + (f" with {list(_EVALUATION_KEYS)}" if entry != "metrics" else "")
                 + " (the summary of a finished stage)"
             )
+        for key in _COUNT_KEYS if entry != "metrics" else ():
+            counts = value.get(key, {})
+            if not isinstance(counts, dict) or not all(_is_count(count) for count in counts.values()):
+                raise InvalidData(
+                    f"{path}: {entry}.{key} is {counts!r:.60}; expected a mapping of class names to counts"
+                )
     return record
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _confusion_row_sums(path: Path, confusion: object, size: int) -> list[int] | None:
+    """The ground-truth pixels per class of a recorded (K, K) confusion matrix (None when not recorded);
+    InvalidData naming ``path`` when it is not K rows of K counts."""
+    if confusion is None:
+        return None
+    rows = confusion if isinstance(confusion, list) else []
+    shaped = len(rows) == size and all(isinstance(row, list) and len(row) == size for row in rows)
+    if not shaped or not all(_is_count(count) for row in rows for count in row):
+        raise InvalidData(
+            f"{path}: test_confusion is {confusion!r:.60}; expected {size} rows of {size} counts"
+        )
+    return np.asarray(rows, np.int64).sum(1).tolist()
 
 
 def _percent(per_class: dict[str, float | None]) -> dict[str, float | None]:
@@ -56,6 +85,15 @@ def _percent(per_class: dict[str, float | None]) -> dict[str, float | None]:
 
 def _seg_per_class(metrics: dict[str, float], class_names: list[str]) -> dict[str, float | None]:
     return {name: metrics.get(f"test/IoU_{name}") for name in ["background", *class_names]}
+
+
+def _classifier_map(metrics: dict[str, float], class_names: list[str]) -> tuple[float | None, int | None]:
+    """The classifier's val mAP and the number of classes it averages (those with a tagged val image), or
+    (None, None) for a run that did not record the counts (its mAP counted an absent class as 0)."""
+    counts = [metrics.get(f"val/AP_images_{name}") for name in class_names]
+    if None in counts:
+        return None, None
+    return metrics.get("val/mAP"), sum(count > 0 for count in counts)
 
 
 def _checkpoint_record(checkpoint: str | None, selection: str) -> dict:
@@ -111,8 +149,13 @@ def build_report(
         ``stages`` (the stages that ran, the classifier first), ``seeds`` (what the CAM files hold: cams,
         attention or max), ``cam_miou`` (those seeds' mIoU), ``cam_threshold``, ``ir_label_miou`` and
         ``ir_ignored_fraction`` (IRN's relation labels, with ``refine=random_walk``), ``pseudo_label_miou``,
-        ``pseudo_ignored_fraction``, ``seg_miou``, ``classifier_val_cam_miou``, ``per_class_iou`` ({cam,
-        ir_label, pseudo_label, seg} that ran -> class -> IoU), ``weak_class_iou`` (``WEAK_CLASS_IOU``) and
+        ``pseudo_ignored_fraction``, ``seg_miou``, ``classifier_val_cam_miou``, ``classifier_val_map`` (over
+        the classes with a tagged val image, ``classifier_val_map_classes`` of them; None for a classifier
+        that did not record them), ``per_class_iou``
+        ({cam, ir_label, pseudo_label, seg} that ran -> class -> IoU, None where absent from prediction and
+        ground truth), what each IoU covers: ``per_class_images`` (stage -> class -> the images whose ground
+        truth holds it; not recorded for seg) and ``per_class_pixels`` (stage -> class -> the ground-truth
+        pixels it was scored on), ``weak_class_iou`` (``WEAK_CLASS_IOU``) and
         ``weak_classes`` (class -> stage -> IoU of the classes below it at some stage),
         ``stage_seconds``, ``checkpoints`` (for the classifier and the segmentation network: the file used
         and how it was chosen), ``settings_chosen_with_pixel_labels``, ``uses_pixel_labels_for_selection``
@@ -133,16 +176,18 @@ def build_report(
             f"{classifier_dir / 'metrics.json'}: dataset.class_names is {class_names!r:.60}; expected a "
             "list of class names (what rca-train writes)"
         )
+    classifier_map, classifier_map_classes = _classifier_map(classifier["metrics"], class_names)
     checkpoints = {}
     if cam_run:
         checkpoints["classifier"] = _checkpoint_record(cam_run.checkpoint, cam_run.checkpoint_selection)
-    per_class_iou = {}
-    if cam_eval:
-        per_class_iou["cam"] = _percent(cam_eval["per_class_iou"])
-    if ir_eval:
-        per_class_iou["ir_label"] = _percent(ir_eval["per_class_iou"])
-    if mask_eval:
-        per_class_iou["pseudo_label"] = _percent(mask_eval["per_class_iou"])
+    per_class_iou, per_class_images, per_class_pixels = {}, {}, {}
+    for stage, evaluation in (("cam", cam_eval), ("ir_label", ir_eval), ("pseudo_label", mask_eval)):
+        if evaluation:
+            per_class_iou[stage] = _percent(evaluation["per_class_iou"])
+            if "per_class_images" in evaluation:
+                per_class_images[stage] = evaluation["per_class_images"]
+            if "per_class_pixels" in evaluation:
+                per_class_pixels[stage] = evaluation["per_class_pixels"]
     seg_metrics, seg_split = {}, None
     if segmentation is not None:
         seg_metrics = segmentation["metrics"]
@@ -155,6 +200,12 @@ def build_report(
             segmentation.get("checkpoint"), segmentation.get("checkpoint_selection", "last")
         )
         per_class_iou["seg"] = _seg_per_class(seg_metrics, class_names)
+        names = list(per_class_iou["seg"])
+        pixels = _confusion_row_sums(
+            stage_dirs["segmentation"] / "metrics.json", segmentation.get("test_confusion"), len(names)
+        )
+        if pixels is not None:
+            per_class_pixels["seg"] = dict(zip(names, pixels, strict=True))
         seg_split = OmegaConf.load(stage_dirs["segmentation"] / ".hydra" / "config.yaml").data.val_split
     return {
         "stages": ["classifier", *stage_dirs],
@@ -174,7 +225,11 @@ def build_report(
         ),
         "seg_miou": seg_metrics.get("test/seg_mIoU"),
         "classifier_val_cam_miou": classifier["metrics"].get("val/cam_mIoU"),
+        "classifier_val_map": classifier_map,
+        "classifier_val_map_classes": classifier_map_classes,
         "per_class_iou": per_class_iou,
+        "per_class_images": per_class_images,
+        "per_class_pixels": per_class_pixels,
         "weak_class_iou": WEAK_CLASS_IOU,
         "weak_classes": weak_classes(per_class_iou),
         "stage_seconds": dict(stage_seconds),
@@ -202,6 +257,37 @@ def _cell(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _iou_cell(value: float | None) -> str:
+    """A per-class IoU; a class absent from prediction and ground truth has none (left out of the mIoU)."""
+    return "absent" if value is None else f"{value:.1f}"
+
+
+def _count_cell(count: int | None) -> str:
+    """A count, exact below 10,000, else in thousands / millions / billions (report.json has it exact)."""
+    if count is None:
+        return "-"
+    if count < 10_000:
+        return str(count)
+    size, unit = next((size, unit) for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")) if count >= size)
+    return f"{count / size:.1f}{unit}"
+
+
+def _coverage_columns(report: dict) -> list[tuple[str, dict[str, int]]]:
+    """(header, class -> count) of the counts the per-class table prints: the images and ground-truth pixels
+    of the CAM split (the first of its scored stages that recorded them; the pseudo masks' own pixels leave
+    out those they ignore) and the ground-truth pixels of the segmentation's split."""
+    columns = []
+    for key, what in (("per_class_images", "images"), ("per_class_pixels", "pixels")):
+        recorded = report.get(key) or {}
+        stage = next((stage for stage in ("cam", "ir_label", "pseudo_label") if stage in recorded), None)
+        if stage is not None:
+            columns.append((f"{what} ({report['cam_split']})", recorded[stage]))
+    seg_pixels = (report.get("per_class_pixels") or {}).get("seg")
+    if seg_pixels is not None:
+        columns.append((f"pixels ({report['seg_split']})", seg_pixels))
+    return columns
+
+
 def _weak_line(report: dict) -> str:
     below = f"{report['weak_class_iou']:g} IoU"
     flagged = report["weak_classes"]
@@ -209,7 +295,7 @@ def _weak_line(report: dict) -> str:
         return f"no class below {below} at any stage"
     described = []
     for name, values in flagged.items():
-        stages = ", ".join(f"{STAGE_LABELS[stage]} {_cell(value)}" for stage, value in values.items())
+        stages = ", ".join(f"{STAGE_LABELS[stage]} {_iou_cell(value)}" for stage, value in values.items())
         described.append(f"{name} ({stages})")
     return f"classes below {below}: " + ", ".join(described)
 
@@ -222,14 +308,12 @@ def _stage_rows(report: dict) -> list[tuple[str, str, str, str]]:
     """(name, mIoU, detail, stage) of the classifier and of each scored stage that ran."""
     checkpoints, split = report["checkpoints"], report["cam_split"]
     classifier_choice = checkpoints.get("classifier", {}).get("checkpoint_selection", "not used")
-    rows = [
-        (
-            "classifier (val)",
-            _cell(report["classifier_val_cam_miou"]),
-            f"last epoch, one scale; CAMs: {classifier_choice}",
-            "classifier",
-        )
-    ]
+    detail = f"last epoch, one scale; CAMs: {classifier_choice}"
+    if report.get("classifier_val_map") is not None:
+        # The mean covers the classes with a tagged val image only.
+        of = f"{report['classifier_val_map_classes']}/{len(report['dataset']['class_names'])}"
+        detail += f"; mAP {report['classifier_val_map']:.1f} over {of} classes"
+    rows = [("classifier (val)", _cell(report["classifier_val_cam_miou"]), detail, "classifier")]
     # headline key -> name, detail (computed only for a stage that ran), stage.
     scored = {
         "cam_miou": (
@@ -261,7 +345,8 @@ def _stage_rows(report: dict) -> list[tuple[str, str, str, str]]:
 
 def format_report(report: dict) -> str:
     """The report as text: rich tables of the stages that ran and of the per-class IoU (``!`` marks a weak
-    class), then the checkpoint choices."""
+    class, ``absent`` one with no IoU) with the images and ground-truth pixels of each split behind it, then
+    the checkpoint choices."""
     seconds = report["stage_seconds"]
     rows = _stage_rows(report)
     stages = Table("stage", "mIoU (%)", "", "seconds", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
@@ -277,12 +362,17 @@ def format_report(report: dict) -> str:
     scored = [stage for stage in STAGE_LABELS if stage in per_class]
     if scored:
         headers = [{"cam": "CAM"}.get(stage, STAGE_LABELS[stage]) for stage in scored]
+        coverage = _coverage_columns(report)
+        headers += [header for header, _ in coverage]
         classes = Table("IoU (%)", *headers, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-        for column in range(1, len(scored) + 1):
+        for column in range(1, len(headers) + 1):
             classes.columns[column].justify = "right"
         for name in per_class[scored[0]]:
             marker = "!" if name in report["weak_classes"] else ""
-            classes.add_row(marker + name, *(_cell(per_class[stage].get(name)) for stage in scored))
+            scores = [_iou_cell(per_class[stage].get(name)) for stage in scored]
+            classes.add_row(
+                marker + name, *scores, *(_count_cell(counts.get(name)) for _, counts in coverage)
+            )
         lines += ["", _render(classes), _weak_line(report)]
     checkpoints = report["checkpoints"]
     chosen_by_pixels = [stage for stage, record in checkpoints.items() if record["uses_pixel_labels"]]

@@ -4,8 +4,11 @@
 those recorded by the stage that wrote the folder. ``seeds=attention attention_dir=<rca-train run>/attention``
 scores the accumulated attention of the tagged classes instead of CAMs (no ``cams_dir`` needed: the ``data``
 config's dataset and its ``train_split``), ``seeds=max cams_dir=... attention_dir=...`` the pixel-wise max of
-both. Writes ``eval.json`` under ``hydra.run.dir``. Launched by torchrun or srun, the processes share the
-images.
+both. Writes ``eval.json`` under ``hydra.run.dir``: per scored kind (``cams``, ``pseudo_masks``) the mIoU, the
+per-class IoU (null for a class absent from prediction and ground truth: left out of the mean) and what each
+IoU covers, ``per_class_images`` (the images whose ground truth holds the class; 0: absent from the split)
+and ``per_class_pixels`` (its ground-truth pixels scored, the confusion matrix's row sum). Launched by
+torchrun or srun, the processes share the images (every count is summed over them).
 """
 
 from __future__ import annotations

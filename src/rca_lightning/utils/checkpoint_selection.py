@@ -10,6 +10,10 @@ unless the user asks otherwise (``checkpoint=<selection>`` on ``rca-train`` / ``
 | ``best_cam_miou`` | classifier | val CAM mIoU (pixel labels: explicit only) |
 | ``best_val_miou`` | segmentation | val mIoU (pixel labels: explicit only) |
 
+``val/mAP`` is the mean AP of the classes with a tagged val image (a class without one has no AP and is left
+out, as mIoU leaves out absent classes); with no tagged val image at all it is not logged, and ``best_map``
+stops with Lightning's error that the checkpoint finds no ``val/mAP`` to monitor.
+
 The monitored ``ModelCheckpoint`` of ``callbacks/model_checkpoint.yaml`` takes its ``monitor`` and
 ``save_top_k`` from here through the ``${checkpoint_monitor:...}`` and ``${checkpoint_top_k:...}``
 resolvers: with ``last`` it keeps no file (``last.ckpt``, written every epoch, is the one used).
