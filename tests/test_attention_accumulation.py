@@ -365,7 +365,7 @@ def test_fit_leaves_a_file_keyed_by_the_split_and_resume_continues_it(compose_tr
     assert np.array_equal(written[seen], tagged[seen]) and not written[np.setdiff1d(range(48), seen)].any()
     assert attention[seen].max() > 0 and not attention[np.setdiff1d(range(48), seen)].any()
     index = json.loads((tmp_path / "first" / INDEX_FILE).read_text())
-    assert index["complete"] and index["epochs_done"] == 2
+    assert index["complete"] and index["epochs_done"] == 2 and index["seed_normalisation"] == "divide_255"
     every_class = np.arange(len(class_names))
     seed = attention_maps(tmp_path / "first", image_ids[seen[0]], every_class, (20, 30))
     assert seed.shape == (len(class_names), 20, 30) and 0 <= seed.min() and seed.max() <= 1

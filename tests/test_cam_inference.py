@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from rca_lightning.callbacks import AttentionAccumulationCallback
 from rca_lightning.data import VOCSegmentationDataset
 from rca_lightning.pseudo.cam_inference import tagged_class_scores
 from rca_lightning.pseudo.cam_writer import cam_file_is_complete, cam_path, load_cam_file, save_cam_file
@@ -175,3 +177,33 @@ def test_cams_stored_at_stride_4_keep_the_maps_at_a_sixteenth_of_the_bytes(train
         masks = [np.concatenate([background, maps]).argmax(0) for maps in (full, strided)]
         agreement.append((masks[0] == masks[1]).mean())
     assert max(errors) < MEAN_ERROR_BOUND and min(agreement) > MASK_AGREEMENT_BOUND, (errors, agreement)
+
+
+def test_rca_cams_attention_seeds_follow_the_normalisation_their_store_records(training_run, tmp_path):
+    """``seeds=attention`` from an accumulation recorded with ``min_max``: the files hold the release's seeds
+    (each map resized to the image, then ``(a - min) / (max - min + 1e-8)``) and the settings record it."""
+    dataset = split_dataset(training_run)
+    maps = np.random.default_rng(0).integers(40, 256, (len(dataset), len(dataset.class_names), 8, 8))
+    folder = tmp_path / "attention"
+    accumulation = AttentionAccumulationCallback(folder, resolution=8, seed_normalisation="min_max")
+    accumulation.create_storage(dataset.image_ids, dataset.class_names)
+    every = torch.ones(maps.shape[:2], dtype=torch.bool)
+    accumulation.write(torch.arange(len(dataset)), torch.from_numpy(maps.astype(np.uint8)), every, every)
+    accumulation.flush()
+    index = json.loads((folder / "index.json").read_text())
+    (folder / "index.json").write_text(json.dumps({**index, "complete": True}))  # what training's end records
+
+    output_dir = tmp_path / "cams_run"
+    cams(cams_config(training_run, output_dir, "cam_stride=1", "seeds=attention", f"attention_dir={folder}"))
+    settings = json.loads((output_dir / "cams" / "settings.json").read_text())
+    assert settings["seeds"] == "attention" and settings["seed_normalisation"] == "min_max"
+    assert json.loads((output_dir / "cams.json").read_text())["seed_normalisation"] == "min_max"
+    for row, image_id in enumerate(dataset.image_ids):
+        classes, seeds = load_cam_file(cam_path(output_dir / "cams", image_id))
+        assert classes.tolist() == np.flatnonzero(dataset.labels[row]).tolist()
+        stored = torch.from_numpy(maps[row, classes]).double()[:, None]  # (K, 1, 8, 8)
+        resized = F.interpolate(stored, size=seeds.shape[1:], mode="bilinear", align_corners=False)[:, 0]
+        low, high = resized.amin(dim=(1, 2), keepdim=True), resized.amax(dim=(1, 2), keepdim=True)
+        np.testing.assert_allclose(seeds, ((resized - low) / (high - low + 1e-8)).numpy(), atol=1e-3)
+        # Every stored map's minimum is at least 40, which 255 -> 1 would keep: min-max brings it to 0.
+        assert (seeds.min(axis=(1, 2)) < 1e-3).all()

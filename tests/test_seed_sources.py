@@ -2,6 +2,7 @@
 specification, the checks run before any work, and rca-eval / rca-pseudo with attention seeds."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -24,9 +25,18 @@ from tests.stage_helpers import compose_config, make_dataset_with_cams
 CLASS_NAMES = ["disc", "square", "triangle"]
 
 
-def make_accumulation(directory, image_ids, class_names, maps: np.ndarray, complete: bool = True):
+def make_accumulation(
+    directory,
+    image_ids,
+    class_names,
+    maps: np.ndarray,
+    complete: bool = True,
+    seed_normalisation="divide_255",
+):
     """An accumulation folder written by the callback's own storage functions; maps (N, C, S, S) uint8."""
-    callback = AttentionAccumulationCallback(directory, resolution=maps.shape[-1])
+    callback = AttentionAccumulationCallback(
+        directory, resolution=maps.shape[-1], seed_normalisation=seed_normalisation
+    )
     callback.create_storage(image_ids, class_names)
     everything = torch.ones(maps.shape[:2], dtype=torch.bool)
     callback.write(torch.arange(len(image_ids)), torch.from_numpy(maps), everything, everything)
@@ -35,6 +45,15 @@ def make_accumulation(directory, image_ids, class_names, maps: np.ndarray, compl
         index = json.loads((directory / "index.json").read_text())
         (directory / "index.json").write_text(json.dumps({**index, "complete": True}))
     return directory
+
+
+def rewrite_index(folder, index: dict) -> None:
+    """Replace an accumulation's index.json, its modification time moved on (readers cache by it, and two
+    writes within a clock tick share one)."""
+    path = folder / "index.json"
+    modified = path.stat().st_mtime_ns
+    path.write_text(json.dumps(index))
+    os.utime(path, ns=(modified + 10**9, modified + 10**9))
 
 
 def bilinear_reference(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -197,6 +216,7 @@ def test_rca_eval_attention_seeds_score_like_cam_files_holding_the_same_maps(att
     assert report["cams"]["per_class_iou"] == expected["per_class_iou"]
     assert report["cams"]["seeds"] == "attention" and report["cams"]["attention_dir"] == str(folder.resolve())
     assert report["cams"]["cams_dir"] is None and report["cams"]["split"] == "train"
+    assert report["cams"]["seed_normalisation"] == "divide_255"  # what the accumulation recorded
     assert json.loads((tmp_path / "eval" / "eval.json").read_text()) == report
 
 
@@ -236,6 +256,7 @@ def test_rca_pseudo_attention_seeds_need_no_cams_dir(attention_run, tmp_path):
     settings = json.loads((output_dir / "pseudo_masks" / "settings.json").read_text())
     assert settings["seeds"] == "attention" and settings["attention_dir"] == str(folder.resolve())
     assert settings["cams_dir"] is None and settings["split"] == "train"
+    assert settings["seed_normalisation"] == "divide_255"
     assert settings["dataset"]["class_names"] == CLASS_NAMES
     assert json.loads((output_dir / "pseudo.json").read_text())["seeds"] == "attention"
     # The same masks as from CAM files holding the same maps (same background rule and CRF).
@@ -274,7 +295,8 @@ def test_stages_check_seeds_before_any_work(attention_run, tmp_path):
     with pytest.raises(InvalidSetting, match="already seeds=attention seeds; seeds=max"):
         evaluate(cfg)
     cfg = compose_config("eval", tmp_path / "eval", [f"cams_dir={cams_dir}", "progress=false"])
-    assert evaluate(cfg)[1]["cams"]["seeds"] == "cams"
+    report = evaluate(cfg)[1]["cams"]
+    assert report["seeds"] == "cams" and report["seed_normalisation"] is None  # no accumulation read
 
 
 @pytest.mark.parametrize("kind", ["attention", "max"])
@@ -295,3 +317,75 @@ def test_cam_writer_writes_the_seeds_of_its_kind(tmp_path, kind):
     np.testing.assert_allclose(written[0], expected, atol=1e-3)  # float16 storage
     with pytest.raises(InvalidSetting, match="seeds=max needs attention_dir"):
         CAMWriter(tmp_path / "cams", seeds="max")
+
+
+# ----------------------------------------------------------------- the release's min-max normalised seeds
+def release_seed(stored: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The release's seed of one image and class: its stored 0..255 map resized to the image (res.py), then
+    ``(a - min) / (max - min + 1e-8)`` over that map's pixels (gen_labels.py)."""
+    resized = bilinear_reference(stored.astype(np.float64), size)
+    return (resized - resized.min()) / (resized.max() - resized.min() + 1e-8)
+
+
+def test_a_store_recorded_min_max_gives_the_release_seeds_per_image_and_class(tmp_path):
+    maps = np.zeros((2, 3, 3, 3), np.uint8)
+    maps[0, 0] = [[100, 120, 140], [110, 200, 150], [105, 130, 160]]  # minimum above 0, interior peak
+    maps[0, 2, :, 2] = 255
+    maps[1, 0] = 7  # constant: no contrast to stretch
+    folder = make_accumulation(
+        tmp_path / "min_max", ["a", "b"], CLASS_NAMES, maps, seed_normalisation="min_max"
+    )
+    divided = make_accumulation(tmp_path / "divided", ["a", "b"], CLASS_NAMES, maps)
+    size = (4, 6)  # no output pixel samples the stored centre exactly
+    out = attention_maps(folder, "a", np.array([2, 0, 1]), size)
+    assert out.shape == (3, 4, 6) and out.dtype == np.float32
+    for row, label in enumerate([2, 0, 1]):
+        np.testing.assert_allclose(out[row], release_seed(maps[0, label], size), atol=1e-6)
+    # The min and max are the resized map's: its peak (a bilinear sample near the stored 200) becomes 1, which
+    # normalising the stored 3 x 3 map first would not give.
+    assert out[1].max() == pytest.approx(1.0, abs=1e-6) and out[1].min() == pytest.approx(0.0, abs=1e-6)
+    assert (out[1] - (bilinear_reference(maps[0, 0], size) - 100) / 100).max() > 0.05
+    # The same maps in a store recorded with divide_255 (255 -> 1) differ where a map's minimum is above 0.
+    plain = attention_maps(divided, "a", np.array([2, 0]), size)
+    np.testing.assert_allclose(plain[1], bilinear_reference(maps[0, 0] / 255.0, size), atol=1e-6)
+    assert np.abs(plain[1] - out[1]).max() > 0.35  # its minimum, 100 / 255, becomes 0
+    np.testing.assert_allclose(plain[0], out[0], atol=1e-6)  # 0..255 already: the two rules agree
+    np.testing.assert_array_equal(out[2], 0)  # a class never written
+    np.testing.assert_array_equal(attention_maps(folder, "b", np.array([0]), (4, 4)), 0)
+    assert attention_maps(folder, "b", np.zeros(0, np.int64), (4, 5)).shape == (0, 4, 5)
+
+
+def test_seed_sources_read_the_normalisation_their_store_records(tiny_seeds, tmp_path):
+    cams_dir, divided = tiny_seeds
+    maps = np.zeros((2, 3, 3, 3), np.uint8)
+    maps[0, 0] = [[60, 60, 255]] * 3  # minimum above 0: min-max pulls it down to 0
+    maps[0, 1] = 255
+    folder = make_accumulation(
+        tmp_path / "release", ["a", "b"], CLASS_NAMES, maps, seed_normalisation="min_max"
+    )
+    ramp = np.array([[0, 0, 0, 0.25, 0.75, 1]] * 2)
+    source = SeedSource("attention", attention_dir=folder)
+    assert source.seed_normalisation == "min_max"
+    classes, seeds = source.seeds("a", (2, 6), np.array([0, 1]))
+    np.testing.assert_allclose(seeds, [ramp, np.zeros((2, 6))], atol=1e-6)  # the constant map: 0
+    classes, seeds = SeedSource("max", cams_dir, folder).seeds("a", (2, 6))
+    np.testing.assert_allclose(seeds[0], np.maximum(0.5, ramp), atol=1e-6)
+    assert SeedSource("max", cams_dir, divided).seed_normalisation == "divide_255"
+    assert SeedSource("cams", cams_dir).seed_normalisation is None
+    # An index written before the setting existed reads as divide_255.
+    index = json.loads((folder / "index.json").read_text())
+    del index["seed_normalisation"]
+    rewrite_index(folder, index)
+    assert source.seed_normalisation == "divide_255"
+    classes, seeds = source.seeds("a", (2, 6), np.array([0, 1]))
+    np.testing.assert_allclose(seeds[0], (60 + 195 * ramp) / 255, atol=1e-6)
+    np.testing.assert_allclose(seeds[1], 1, atol=1e-6)
+    # A value no reader knows is refused, naming the index file and the values expected.
+    rewrite_index(folder, {**index, "seed_normalisation": "softmax"})
+    with pytest.raises(InvalidData) as error:
+        source.validate(["a"], CLASS_NAMES)
+    assert str(error.value) == (
+        f"{folder / 'index.json'}: seed_normalisation 'softmax', expected one of ['divide_255', 'min_max']"
+    )
+    with pytest.raises(InvalidData, match="seed_normalisation 'softmax'"):
+        attention_maps(folder, "a", np.array([0]), (2, 6))

@@ -18,7 +18,7 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
 from rca_lightning.imaging.crop_grid import paste_crops_into_image_grid
-from rca_lightning.pseudo.attention_store import MAX_ATTENTION, AttentionStore
+from rca_lightning.pseudo.attention_store import MAX_ATTENTION, SEED_NORMALISATIONS, AttentionStore
 from rca_lightning.pseudo.cam_scores import peak_normalise
 from rca_lightning.utils.distributed import gather_padded_batch
 from rca_lightning.utils.errors import InvalidData, InvalidSetting
@@ -67,6 +67,9 @@ class AttentionAccumulationCallback(Callback):
         resolution: side S of each stored map; the CAMs' own side (46 for uncropped 368 px images at output
             stride 8) stores them unresampled, like the public code.
         min_probability: classes with a lower predicted probability are skipped (0.1).
+        seed_normalisation: how the stages read the maps as seeds, recorded in the store's index (one of
+            :data:`~rca_lightning.pseudo.attention_store.SEED_NORMALISATIONS`): ``divide_255`` (255 -> 1) or
+            ``min_max`` (the release's per image and class ``(a - min) / (max - min + 1e-8)``).
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class AttentionAccumulationCallback(Callback):
         start_epoch: int = 1,
         resolution: int = 32,
         min_probability: float = 0.1,
+        seed_normalisation: str = "divide_255",
     ) -> None:
         super().__init__()
         if int(start_epoch) != start_epoch or start_epoch < 0:
@@ -83,10 +87,16 @@ class AttentionAccumulationCallback(Callback):
             raise InvalidSetting(f"resolution: expected a positive integer, got {resolution!r}")
         if not 0.0 <= min_probability <= 1.0:
             raise InvalidSetting(f"min_probability: expected a value in [0, 1], got {min_probability!r}")
+        if seed_normalisation not in SEED_NORMALISATIONS:
+            raise InvalidSetting(
+                f"callbacks.attention_accumulation.seed_normalisation={seed_normalisation!r}: "
+                f"expected one of {list(SEED_NORMALISATIONS)}"
+            )
         self.output_dir = Path(output_dir)
         self.start_epoch = int(start_epoch)
         self.resolution = int(resolution)
         self.min_probability = float(min_probability)
+        self.seed_normalisation = seed_normalisation
         self.epochs_done = 0
         self._restored_maps: dict[str, torch.Tensor] | None = None  # from a checkpoint, until training starts
         self._store: AttentionStore | None = None  # open on rank zero while training
@@ -97,6 +107,7 @@ class AttentionAccumulationCallback(Callback):
         settings = {
             "start_epoch": self.start_epoch,
             "min_probability": self.min_probability,
+            "seed_normalisation": self.seed_normalisation,
             "epochs_done": self.epochs_done,
         }
         self._store = AttentionStore.create(

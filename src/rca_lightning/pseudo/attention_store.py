@@ -3,7 +3,8 @@
 ``attention.npy`` is a uint8 ``(N, C, S, S)`` array opened as a memory map (row n is dataset position n,
 the image's S x S grid squashed over the whole image), ``written.npy`` a bool ``(N, C)`` array marking the
 (image, class) maps written at least once, and ``index.json`` the image ids in dataset order, the class
-names, the resolution, the accumulation's settings, the epochs done and ``complete`` once training ended.
+names, the resolution, the accumulation's settings (``seed_normalisation`` among them: how its maps are read
+as seeds, :data:`SEED_NORMALISATIONS`), the epochs done and ``complete`` once training ended.
 Rows are keyed by dataset position, so shuffling and several processes give the same file. Untouched rows
 stay as holes of a sparse file on disk. Written by ``AttentionAccumulationCallback``; read as seeds by
 :mod:`rca_lightning.pseudo.seed_sources`.
@@ -28,10 +29,18 @@ WRITTEN_FILE = "written.npy"
 INDEX_FILE = "index.json"
 FORMAT_VERSION = 1
 MAX_ATTENTION = 255.0
+# How a stored 0..255 map, resized to the image, becomes a seed in [0, 1]: ``divide_255`` (255 -> 1) or
+# ``min_max`` (the release's: each map of an image and class stretched over its pixels,
+# ``(a - min) / (max - min + 1e-8)``). Every write is max-normalised to 255, so the two differ where a map's
+# minimum is above 0 (a class active over the whole image): min-max pulls it down to 0.
+SEED_NORMALISATIONS = ("divide_255", "min_max")
+# What an index written before the key existed means: those stores were read as seeds by dividing by 255.
+DEFAULT_SEED_NORMALISATION = "divide_255"
 
 
 def read_index(directory: str | os.PathLike) -> dict:
-    """``index.json`` of an accumulation folder; MissingInput / InvalidData naming it."""
+    """``index.json`` of an accumulation folder, its ``seed_normalisation`` checked (absent in an older index:
+    :data:`DEFAULT_SEED_NORMALISATION`); MissingInput / InvalidData naming it."""
     index_path = Path(directory) / INDEX_FILE
     if not index_path.is_file():
         raise MissingInput(f"{index_path} not found: expected an attention-accumulation folder")
@@ -39,6 +48,11 @@ def read_index(directory: str | os.PathLike) -> dict:
     if index.get("format_version") != FORMAT_VERSION:
         raise InvalidData(
             f"{index_path}: format_version {index.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
+    normalisation = index.setdefault("seed_normalisation", DEFAULT_SEED_NORMALISATION)
+    if normalisation not in SEED_NORMALISATIONS:
+        raise InvalidData(
+            f"{index_path}: seed_normalisation {normalisation!r}, expected one of {list(SEED_NORMALISATIONS)}"
         )
     return index
 
@@ -66,7 +80,8 @@ class AttentionStore:
             image_ids: the training images in dataset order (row n is dataset position n).
             class_names: the C foreground classes.
             resolution: side S of each map.
-            settings: recorded in the index (the accumulation's settings, ``epochs_done``).
+            settings: recorded in the index (the accumulation's settings, ``seed_normalisation``,
+                ``epochs_done``).
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -201,9 +216,11 @@ def load_accumulated_attention(
 
 __all__ = [
     "ATTENTION_FILE",
+    "DEFAULT_SEED_NORMALISATION",
     "FORMAT_VERSION",
     "INDEX_FILE",
     "MAX_ATTENTION",
+    "SEED_NORMALISATIONS",
     "WRITTEN_FILE",
     "AttentionStore",
     "index_and_rows",

@@ -33,8 +33,9 @@ class CAMWriter(BasePredictionWriter):
         stride: store the maps at 1 / ``stride`` of the image's resolution (see
             :mod:`rca_lightning.pseudo.cam_writer`); 1: at the image's.
         seeds: what the files hold: ``"cams"`` (the predictions), ``"attention"`` (the accumulated
-            attention of ``attention_dir`` for the same classes, at the same size) or ``"max"`` (the
-            pixel-wise max of both); see :mod:`rca_lightning.pseudo.seed_sources`.
+            attention of ``attention_dir`` for the same classes, at the same size, normalised by the rule
+            its index records) or ``"max"`` (the pixel-wise max of both); see
+            :mod:`rca_lightning.pseudo.seed_sources`.
         attention_dir: folder of a complete attention accumulation (``attention`` and ``max``).
 
     The predictions it receives are lists of dicts with ``image_id`` (str), ``classes`` (K,) and

@@ -6,8 +6,10 @@ Kinds (the ``seeds`` setting of ``rca-pseudo`` and ``rca-eval``, :data:`SEED_KIN
     ``attention``: the image's maps in an attention accumulation (the folder of
         :class:`rca_lightning.callbacks.AttentionAccumulationCallback`), for the classes the image is
         tagged with in the dataset, resized bilinearly (``align_corners=False``) to the image size and
-        brought to [0, 1] by the ``attention_normalisation`` rule (:data:`ATTENTION_NORMALISATIONS`; 255 -> 1
-        by default, the release's per-map min-max with ``min_max``), (:func:`attention_maps`).
+        brought to [0, 1] by the rule the accumulation recorded in its index, ``seed_normalisation``
+        (:data:`~rca_lightning.pseudo.attention_store.SEED_NORMALISATIONS`: 255 -> 1, or the release's
+        per-map min-max), (:func:`attention_maps`). No stage setting changes it: the store says how it is
+        read.
     ``max``: the pixel-wise max of both, for the classes of the CAM file.
 Seeds of every kind are what a CAM file holds, ``classes`` (K,) and (K, H, W) float32 maps in [0, 1] at the
 image size, so they are scored and turned into pseudo masks the same way.
@@ -28,16 +30,14 @@ import torch.nn.functional as F
 from rca_lightning.pseudo.attention_store import (
     INDEX_FILE,
     MAX_ATTENTION,
+    SEED_NORMALISATIONS,
+    index_and_rows,
     load_accumulated_attention,
 )
 from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput
 
 SEED_KINDS = ("cams", "attention", "max")
-# How a stored 0..255 attention map, resized to the image, becomes a seed in [0, 1]: ``divide_255`` (255 -> 1:
-# a map keeps its own level, so a weak map gives weak seeds) or ``min_max`` (the release's: each map of an
-# image and class stretched over its pixels, ``(a - min) / (max - min + 1e-8)``).
-ATTENTION_NORMALISATIONS = ("divide_255", "min_max")
 MIN_MAX_EPSILON = 1e-8
 
 
@@ -48,27 +48,21 @@ def check_seed_kind(kind: str) -> str:
     return kind
 
 
-def check_attention_normalisation(normalisation: str) -> str:
-    """``normalisation`` if it is one of :data:`ATTENTION_NORMALISATIONS`, else InvalidSetting naming them."""
-    if normalisation not in ATTENTION_NORMALISATIONS:
-        raise InvalidSetting(
-            f"attention_normalisation={normalisation!r}: expected one of {list(ATTENTION_NORMALISATIONS)}"
-        )
-    return normalisation
-
-
 def normalise_attention(maps: torch.Tensor, normalisation: str) -> torch.Tensor:
     """Attention maps on the store's 0..255 scale brought to [0, 1], every map at once.
 
     Args:
         maps: (K, H, W) float maps of K classes of one image, values in [0, 255].
-        normalisation: one of :data:`ATTENTION_NORMALISATIONS`; ``min_max`` takes the min and max of each
-            class's map over its H x W pixels.
+        normalisation: one of :data:`~rca_lightning.pseudo.attention_store.SEED_NORMALISATIONS` (the store's
+            recorded ``seed_normalisation``); ``min_max`` takes the min and max of each class's map over its
+            H x W pixels.
 
     Returns:
         (K, H, W) float in [0, 1]; with ``min_max`` a constant map (a class never written) is all 0.
     """
-    if check_attention_normalisation(normalisation) == "divide_255":
+    if normalisation not in SEED_NORMALISATIONS:
+        raise ValueError(f"normalisation={normalisation!r}: expected one of {list(SEED_NORMALISATIONS)}")
+    if normalisation == "divide_255":
         return (maps / MAX_ATTENTION).clamp(0.0, 1.0)
     low = maps.amin(dim=(-2, -1), keepdim=True)  # (K, 1, 1)
     high = maps.amax(dim=(-2, -1), keepdim=True)  # (K, 1, 1)
@@ -100,14 +94,15 @@ def combine_seeds(kind: str, cams: np.ndarray | None, attention: np.ndarray | No
 @functools.lru_cache(maxsize=4)
 def _cached_accumulation(
     directory: str, modified_ns: int | None
-) -> tuple[dict[str, int], list[str], np.ndarray]:
+) -> tuple[dict[str, int], list[str], np.ndarray, str]:
     image_ids, class_names, attention = load_accumulated_attention(directory, require_complete=True)
-    return {image_id: row for row, image_id in enumerate(image_ids)}, class_names, attention
+    rows = {image_id: row for row, image_id in enumerate(image_ids)}
+    return rows, class_names, attention, index_and_rows(directory)[0]["seed_normalisation"]
 
 
-def _open_accumulation(directory: Path) -> tuple[dict[str, int], list[str], np.ndarray]:
-    """(image id -> row, class names, read-only uint8 (N, C, S, S) maps) of a complete accumulation,
-    opened once per process and index version."""
+def _open_accumulation(directory: Path) -> tuple[dict[str, int], list[str], np.ndarray, str]:
+    """(image id -> row, class names, read-only uint8 (N, C, S, S) maps, recorded seed normalisation) of a
+    complete accumulation, opened once per process and index version."""
     index_path = directory / INDEX_FILE
     modified = index_path.stat().st_mtime_ns if index_path.is_file() else None
     return _cached_accumulation(str(directory.resolve()), modified)
@@ -118,9 +113,9 @@ def attention_maps(
     image_id: str,
     classes: np.ndarray,
     size: tuple[int, int],
-    normalisation: str = "divide_255",
 ) -> np.ndarray:
-    """One image's accumulated maps of some classes, resized (bilinear) to the image size, then normalised.
+    """One image's accumulated maps of some classes, resized (bilinear) to the image size, then normalised by
+    the rule the accumulation recorded (its index's ``seed_normalisation``, :func:`normalise_attention`).
 
     The release resizes each stored map to the image first and min-max normalises the resized map, so the
     min and max are taken at the image's resolution here too (bilinear upsampling seldom lands on a stored
@@ -131,13 +126,11 @@ def attention_maps(
         image_id: the image.
         classes: (K,) class indices (0-based, the accumulation's class order).
         size: (H, W) of the output.
-        normalisation: one of :data:`ATTENTION_NORMALISATIONS` (:func:`normalise_attention`).
 
     Returns:
         (K, H, W) float32 in [0, 1]; classes never written are all zero.
     """
-    check_attention_normalisation(normalisation)
-    rows, _, attention = _open_accumulation(Path(attention_dir))
+    rows, _, attention, normalisation = _open_accumulation(Path(attention_dir))
     if image_id not in rows:
         raise InvalidData(f"{attention_dir}: no image {image_id!r} among the {len(rows)} accumulated images")
     maps = torch.from_numpy(attention[rows[image_id]][np.asarray(classes, np.int64)].astype(np.float32))
@@ -152,18 +145,16 @@ class SeedSource:
     Args:
         kind: ``cams``, ``attention`` or ``max`` (see the module docstring).
         cams_dir: folder of the CAM files (needed by ``cams`` and ``max``).
-        attention_dir: folder of a complete attention accumulation (needed by ``attention`` and ``max``).
-        attention_normalisation: how its maps become seeds (:data:`ATTENTION_NORMALISATIONS`).
+        attention_dir: folder of a complete attention accumulation (needed by ``attention`` and ``max``); its
+            index says how its maps become seeds (:attr:`seed_normalisation`).
     """
 
     kind: str = "cams"
     cams_dir: Path | None = None
     attention_dir: Path | None = None
-    attention_normalisation: str = "divide_255"
 
     def __post_init__(self) -> None:
         check_seed_kind(self.kind)
-        check_attention_normalisation(self.attention_normalisation)
         for name in ("cams_dir", "attention_dir"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
@@ -212,7 +203,7 @@ class SeedSource:
                     f"{cam_path(self.cams_dir, missing[0])} (run rca-cams on this split first)"
                 )
         if self.kind != "cams":
-            rows, names, _ = _open_accumulation(self.attention_dir)
+            rows, names, _, _ = _open_accumulation(self.attention_dir)
             if class_names is not None and list(class_names) != names:
                 raise InvalidData(
                     f"{self.attention_dir}: the accumulation's class names {names} differ from the "
@@ -255,10 +246,15 @@ class SeedSource:
         attention = self.attention_maps(image_id, classes, size) if self.kind == "max" else None
         return classes, combine_seeds(self.kind, cams, attention)
 
+    @property
+    def seed_normalisation(self) -> str | None:
+        """How the accumulation's maps become seeds, as its index records it (``divide_255`` for an index
+        older than the setting); None for ``cams``, which reads no accumulation."""
+        return None if self.kind == "cams" else _open_accumulation(self.attention_dir)[3]
+
     def attention_maps(self, image_id: str, classes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """(K, H, W) float32 seeds in [0, 1]: :func:`attention_maps` of ``attention_dir`` with this source's
-        ``attention_normalisation``."""
-        return attention_maps(self.attention_dir, image_id, classes, size, self.attention_normalisation)
+        """(K, H, W) float32 seeds in [0, 1]: :func:`attention_maps` of ``attention_dir``."""
+        return attention_maps(self.attention_dir, image_id, classes, size)
 
 
 def as_seed_source(seeds: SeedSource | str | os.PathLike) -> SeedSource:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from rca_lightning.inference.trained_runs import load_classifier, resolve_training_run
 from rca_lightning.pseudo.cam_inference import CAMDataModule, CAMPredictor
 from rca_lightning.pseudo.cam_prediction_writer import CAMWriter
-from rca_lightning.pseudo.seed_sources import SeedSource, check_seed_kind
+from rca_lightning.pseudo.seed_sources import SeedSource
 from rca_lightning.tasks.stage_settings import claim_output_folder, datamodule_for, dataset_record
 from rca_lightning.utils.atomic import write_json_atomically
 from rca_lightning.utils.folder_lock import owned_folder
@@ -50,15 +50,17 @@ def _cams(cfg: DictConfig) -> tuple[dict, dict]:
         attention_dir=attention_dir,
         stride=cfg.cam_stride,
     )
-    if cfg.seeds != "cams":
-        SeedSource("attention", attention_dir=attention_dir).check_folders()
+    # The accumulation the seeds read (its index records how its maps become seeds), or None.
+    attention = None if cfg.seeds == "cams" else SeedSource("attention", attention_dir=attention_dir)
+    if attention is not None:
+        attention.check_folders()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     log.info("Seed %d", cfg.seed)
     source = datamodule_for(cfg.data, run.dataset)
-    if check_seed_kind(cfg.seeds) != "cams":  # the split's images, all in a complete accumulation
+    if attention is not None:  # the split's images, all in a complete accumulation
         source.prepare_data()
         image_ids = source.make_dataset(cfg.split, train=False).image_ids
-        SeedSource("attention", attention_dir=attention_dir).validate(image_ids, source.class_names)
+        attention.validate(image_ids, source.class_names)
     model = load_classifier(run.model_cfg, run.checkpoint, list(source.class_names))
     settings = {
         "stage": "rca-cams",
@@ -72,6 +74,7 @@ def _cams(cfg: DictConfig) -> tuple[dict, dict]:
         "cam_stride": cfg.cam_stride,
         "seeds": cfg.seeds,
         "attention_dir": str(attention_dir.resolve()) if attention_dir else None,
+        "seed_normalisation": attention.seed_normalisation if attention else None,
         # The rca-pseudo settings the method's maps are meant for (rca-pipeline applies them).
         "pseudo_mask_settings": dict(model.pseudo_mask_settings),
     }
