@@ -9,28 +9,14 @@ from omegaconf import DictConfig, open_dict
 
 import rca_lightning
 from rca_lightning.utils.resolvers import register_resolvers
+from tests.pipeline_runs import copied_pipeline_run, tiny_pipeline_run  # noqa: F401 (shared fixtures)
+from tests.tiny_settings import TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 CONFIG_DIR = Path(rca_lightning.__file__).parent / "conf"
-
-# A built-in dataset small enough for seconds-long runs; shared by the tests of one session.
-TINY_DATA_OVERRIDES = [
-    "data.generator.num_train=48",
-    "data.generator.num_val=16",
-    "data.generator.image_size=64",
-    "data.batch_size=8",
-    "data.num_workers=0",
-]
-TINY_MODEL_OVERRIDES = [
-    "model.net.head_width=16",
-    "model.net.projection_dim=16",
-    "model.net.attention_dim=16",
-    "model.memory_bank.queue_length=32",
-    "model.memory_bank.num_prototypes=3",
-]
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline import pipeline_command, pipeline_environment, run_pipeline
+from tests.pipeline_runs import pipeline_command, pipeline_environment, run_pipeline
 
 # Report fields that differ between any two runs: wall times, and where the run lives.
 TIMING_KEYS = ("stage_seconds",)
@@ -57,14 +57,6 @@ def temporary_files(run_dir: Path) -> list[Path]:
     return [path for path in run_dir.rglob("*") if path.name.endswith(".tmp")]
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> tuple[dict, Path]:
-    base = tmp_path_factory.mktemp("uninterrupted")
-    run_dir, cache = base / "run", base / "cache"
-    run_pipeline(run_dir, cache)
-    return json.loads((run_dir / "report.json").read_text()), cache
-
-
 def cam_files_half_written(run_dir: Path) -> Callable[[], bool]:
     maps = run_dir / "cams" / "maps"
     return lambda: maps.is_dir() and len(list(maps.glob("*.npz"))) >= 2
@@ -79,8 +71,10 @@ def first_checkpoint_written(run_dir: Path) -> Callable[[], bool]:
 @pytest.mark.parametrize(
     "moment", [cam_files_half_written, first_checkpoint_written], ids=["writing_cams", "writing_checkpoint"]
 )
-def test_a_killed_pipeline_reruns_to_the_uninterrupted_report(uninterrupted, tmp_path, moment):
-    report, cache = uninterrupted  # the same dataset (the cache), so the same reports are expected
+def test_a_killed_pipeline_reruns_to_the_uninterrupted_report(tiny_pipeline_run, tmp_path, moment):
+    # The shared run is the uninterrupted one; the same dataset (its cache), so the same report is expected.
+    report = json.loads((tiny_pipeline_run.run_dir / "report.json").read_text())
+    cache = tiny_pipeline_run.cache
     run_dir = tmp_path / "run"
     kill_when(run_dir, cache, moment(run_dir))
     assert not (run_dir / "report.json").exists()

@@ -3,10 +3,7 @@
 import csv
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,74 +12,23 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from rca_lightning.data import VOCSegmentationDataset
 from rca_lightning.pipeline import STAGES, Pipeline
 from rca_lightning.pipeline.stages import seed_values
 from rca_lightning.pseudo.cam_writer import cam_file_is_complete
 from rca_lightning.report.figure_grid import LEGEND_LINE_HEIGHT
 from rca_lightning.utils.errors import InvalidSetting, MissingInput
 from rca_lightning.utils.resolvers import register_resolvers
-from tests.conftest import CONFIG_DIR, TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
+from tests.conftest import CONFIG_DIR
+from tests.pipeline_runs import run_pipeline
 from tests.references import reference_miou
 from tests.stage_helpers import assert_report_is_consistent
 from tests.test_train_end_to_end import all_background_miou
 
-QUIET_STAGES = [
-    'stages.cams.overrides=["scales=[1.0,1.5]"]',
-    'stages.cam_eval.overrides=["progress=false"]',
-    'stages.pseudo_masks.overrides=["progress=false","num_workers=2"]',
-    'stages.pseudo_mask_eval.overrides=["progress=false"]',
-    'stages.segmentation.overrides=["trainer.max_epochs=6","trainer.enable_progress_bar=false"]',
-]
-
-
-def pipeline_command(run_dir: Path, cache: Path, *extra: str) -> list[str]:
-    """The tiny ``rca-pipeline`` command of these tests, into ``run_dir``."""
-    return [
-        str(Path(sys.executable).with_name("rca-pipeline")),
-        *TINY_DATA_OVERRIDES,
-        *TINY_MODEL_OVERRIDES,
-        "trainer=cpu",
-        "trainer.max_epochs=6",
-        "trainer.enable_progress_bar=false",
-        "model.lr_milestone_epochs=[5]",
-        "model.contrast_start_epoch=1",
-        *QUIET_STAGES,
-        f"paths.cache_dir={cache}",
-        f"hydra.run.dir={run_dir}",
-        *extra,
-    ]
-
-
-def pipeline_environment() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-
-
-def run_pipeline(
-    run_dir: Path, cache: Path, *extra: str, environment: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    command = pipeline_command(run_dir, cache, *extra)
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        env=environment or pipeline_environment(),
-        timeout=900,
-        cwd=run_dir.parent,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
-    base = tmp_path_factory.mktemp("pipeline")
-    run_dir, cache = base / "run", base / "cache"
-    return run_dir, cache, run_pipeline(run_dir, cache)
-
 
 @pytest.mark.slow
-def test_pipeline_report_and_segmentation_beats_all_background(finished_run):
-    run_dir, cache, result = finished_run
+def test_pipeline_report_and_segmentation_beats_all_background(tiny_pipeline_run):
+    run_dir, cache, result = tiny_pipeline_run.run_dir, tiny_pipeline_run.cache, tiny_pipeline_run
     report = json.loads((run_dir / "report.json").read_text())
     for key in ("cam_miou", "pseudo_label_miou", "seg_miou", "classifier_val_cam_miou", "cam_threshold"):
         assert math.isfinite(report[key]), (key, report[key])
@@ -93,6 +39,11 @@ def test_pipeline_report_and_segmentation_beats_all_background(finished_run):
     assert report["seg_miou"] > all_background_miou(dataset_root) + 1, report["seg_miou"]
 
     names = ["background", *report["dataset"]["class_names"]]
+    # The images behind each segmentation IoU: the val images whose ground truth holds the class.
+    val = VOCSegmentationDataset(dataset_root, report["seg_split"], report["dataset"]["class_names"])
+    held = [np.array(Image.open(val.mask_path(image_id))) for image_id in val.image_ids]
+    expected = {name: sum(bool((mask == c).any()) for mask in held) for c, name in enumerate(names)}
+    assert report["per_class_images"]["seg"] == expected
     for kind in ("cam", "pseudo_label", "seg"):
         assert list(report["per_class_iou"][kind]) == names
     stages = ("classifier", "cams", "cam_eval", "pseudo_masks", "pseudo_mask_eval", "segmentation", "report")
@@ -123,7 +74,8 @@ def test_pipeline_report_and_segmentation_beats_all_background(finished_run):
     assert len(logged) == 1 and np.array_equal(np.array(Image.open(logged[0])), grid)
     with open(run_dir / "csv" / "tables" / "report" / "per_class_iou.csv") as file:
         table = list(csv.reader(file))
-    assert table[0] == ["class", "cam", "pseudo_label", "seg"]
+    stages = ["cam", "pseudo_label", "seg"]
+    assert table[0] == ["class", *stages, *(f"images_{s}" for s in stages), *(f"pixels_{s}" for s in stages)]
     assert [row[0] for row in table[1:]] == names
     assert float(table[1][3]) == pytest.approx(report["per_class_iou"]["seg"]["background"])
     # Each scored stage's confusion matrix and per-class IoU bars, drawn from the recorded pixel counts,
@@ -147,8 +99,8 @@ def test_pipeline_report_and_segmentation_beats_all_background(finished_run):
 
 
 @pytest.mark.slow
-def test_pipeline_resumes_stopped_stages_without_recomputing_finished_images(finished_run):
-    run_dir, cache, _ = finished_run
+def test_pipeline_resumes_stopped_stages_without_recomputing_finished_images(copied_pipeline_run):
+    run_dir, cache = copied_pipeline_run.run_dir, copied_pipeline_run.cache
     cams_dir, masks_dir = run_dir / "cams" / "maps", run_dir / "pseudo_masks" / "masks"
     # A run stopped during the CAM stage: some CAM files missing, one left corrupt, no stage summaries
     # from there on (stages write their summary last), a stray temporary file of an atomic write.
@@ -327,11 +279,12 @@ def test_published_experiments_compose_every_stage(tmp_path, experiment, seg_tar
 
 
 @pytest.mark.slow
-def test_switched_off_stages_leave_the_report_and_a_later_run_adds_them(finished_run, tmp_path):
-    source, cache, _ = finished_run
-    run_dir = tmp_path / "run"
+def test_switched_off_stages_leave_the_report_and_a_later_run_adds_them(tiny_pipeline_run, tmp_path):
+    cache, run_dir = tiny_pipeline_run.cache, tmp_path / "run"
     shutil.copytree(
-        source, run_dir, ignore=shutil.ignore_patterns("segmentation", "cam_eval", "figures", "report.json")
+        tiny_pipeline_run.run_dir,
+        run_dir,
+        ignore=shutil.ignore_patterns("segmentation", "cam_eval", "figures", "report.json"),
     )
     off = ["stages.segmentation.enabled=false", "stages.cam_eval.enabled=false"]
     result = run_pipeline(run_dir, cache, *off)

@@ -17,8 +17,9 @@ from rca_lightning.pipeline import STAGES
 from rca_lightning.pseudo.stage_records import read_best_cam_threshold, read_cams_record
 from rca_lightning.utils.errors import InvalidData
 from tests.conftest import CONFIG_DIR
+from tests.pipeline_runs import pipeline_environment
 from tests.stage_helpers import TINY_STAGE_DATA, make_training_run
-from tests.test_pipeline import make_pipeline, pipeline_environment
+from tests.test_pipeline import make_pipeline
 
 BY_NAME = {stage.name: stage for stage in STAGES}
 # A folder name that Hydra's override grammar would split (a sweep) and one OmegaConf would interpolate.

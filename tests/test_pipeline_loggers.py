@@ -15,9 +15,10 @@ from tensorboardX.proto import event_pb2
 
 from rca_lightning.pipeline.loggers import REPORT_RUN, logger_group
 from rca_lightning.utils.table_logging import log_table
+from tests.pipeline_runs import pipeline_environment, run_pipeline
 from tests.stage_helpers import assert_report_is_consistent
 from tests.test_loggers import item_key, wandb_records
-from tests.test_pipeline import composed_stages, make_pipeline, pipeline_environment, run_pipeline
+from tests.test_pipeline import composed_stages, make_pipeline
 
 TRAINED_STAGES = ("classifier", "boundary", "segmentation")
 
@@ -129,10 +130,14 @@ def test_every_trained_stage_and_the_report_log_to_one_wandb_group(random_walk_r
     assert history["report/per_class_iou/_type"] == "table-file"
     (table_file,) = (folder / "files" / "media" / "table" / "report").glob("per_class_iou_*.table.json")
     table = json.loads(table_file.read_text())
-    assert table["columns"] == ["class", "cam", "ir_label", "pseudo_label", "seg"]
+    stages = ["cam", "ir_label", "pseudo_label", "seg"]
+    counts = [f"{what}_{stage}" for what in ("images", "pixels") for stage in stages]
+    assert table["columns"] == ["class", *stages, *counts]
     for row in table["data"]:
-        for stage, value in zip(table["columns"][1:], row[1:], strict=True):
-            assert value == pytest.approx(report["per_class_iou"][stage][row[0]]), (row[0], stage)
+        for column, value in zip(table["columns"][1:], row[1:], strict=True):
+            what, _, stage = column.partition("_") if column in counts else ("iou", "", column)
+            expected = report[f"per_class_{what}"][stage][row[0]]
+            assert value == pytest.approx(expected), (row[0], column)
     figures = sorted(Path(path).stem for path in report["figures"])
     assert "grid" in figures and "confusion_ir_label" in figures
     for figure in figures:

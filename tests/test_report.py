@@ -123,6 +123,7 @@ def add_counts(run: Path, dirs: dict[str, Path]) -> None:
 
     def segmentation(record: dict) -> None:
         record["test_confusion"] = [[5000, 10, 0], [20, 800, 0], [0, 0, 0]]
+        record["test_images"] = [4, 3, 0]
 
     update_json(run / "classifier" / "metrics.json", classifier)
     update_json(dirs["cam_eval"] / "eval.json", cams)
@@ -137,6 +138,7 @@ def test_every_score_says_what_it_covers_and_absent_classes_print_no_number(tmp_
     assert report["per_class_images"] == {
         "cam": {"background": 12, "disc": 7, "square": 0},
         "pseudo_label": {"background": 12, "disc": 7, "square": 0},
+        "seg": {"background": 4, "disc": 3, "square": 0},
     }
     assert report["per_class_pixels"]["pseudo_label"]["background"] == 35_000
     assert report["per_class_pixels"]["seg"] == {"background": 5010, "disc": 820, "square": 0}  # row sums
@@ -155,15 +157,16 @@ def test_every_score_says_what_it_covers_and_absent_classes_print_no_number(tmp_
         "(train)",
         "pixels",
         "(train)",
-    ] + [
+        "images",
+        "(val)",
         "pixels",
         "(val)",
     ]
     rows = {line.split()[0]: line.split()[1:] for line in table.splitlines() if line.split()}
-    assert rows["background"] == ["80.0", "90.0", "90.0", "12", "40.0k", "5010"]
-    assert rows["disc"] == ["30.0", "10.0", "20.0", "7", "3210", "820"]
+    assert rows["background"] == ["80.0", "90.0", "90.0", "12", "40.0k", "4", "5010"]
+    assert rows["disc"] == ["30.0", "10.0", "20.0", "7", "3210", "3", "820"]
     # square: no IoU at the CAM and seg stages (absent from prediction and ground truth), none of its pixels.
-    assert rows["square"] == ["absent", "50.0", "absent", "0", "0", "0"]
+    assert rows["square"] == ["absent", "50.0", "absent", "0", "0", "0", "0"]
 
 
 def test_a_run_without_counts_prints_scores_only(tmp_path):
@@ -243,6 +246,11 @@ def test_weak_classes_skips_absent_classes_and_flags_zero():
             "segmentation/metrics.json",
             {"metrics": {"test/seg_mIoU": 1.0}, "test_confusion": [[1, 2]]},
             r"test_confusion is \[\[1, 2\]\]; expected 3 rows of 3 counts",
+        ),
+        (
+            "segmentation/metrics.json",
+            {"metrics": {"test/seg_mIoU": 1.0}, "test_images": [1, -2, 0]},
+            r"test_images is \[1, -2, 0\]; expected 3 counts",
         ),
     ],
 )

@@ -10,9 +10,9 @@ import pytest
 
 from rca_lightning.data.coco_masks import build_coco_masks
 from rca_lightning.utils.ranks import Ranks, launch_environment, stage_ranks
+from tests.pipeline_runs import pipeline_command, pipeline_environment
 from tests.stage_helpers import make_dataset_with_cams
 from tests.test_coco import TinyCOCO
-from tests.test_pipeline import pipeline_command, pipeline_environment
 
 # Timings and the process count differ between launches by nature; everything else must not.
 TIMING_KEYS = {"seconds", "images_per_second", "processes"}

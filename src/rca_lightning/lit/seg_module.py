@@ -15,7 +15,7 @@ from rca_lightning.data.voc_classes import IGNORE_INDEX
 from rca_lightning.imaging.image_arrays import IMAGENET_MEAN, IMAGENET_STD, denormalise_images
 from rca_lightning.imaging.test_time_augmentation import average_over_views, check_views
 from rca_lightning.lit.optimization import PolyScheduleLength, grouped_optimizer, poly_schedule
-from rca_lightning.metrics import iou_from_confusion
+from rca_lightning.metrics import ClassImageCount, iou_from_confusion
 from rca_lightning.utils.errors import InvalidSetting
 
 # DeepLab-v2 recipe: pretrained backbone 1x, new layers 10x (their biases 20x).
@@ -96,6 +96,9 @@ class SegLitModule(PolyScheduleLength, LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(num_classes + 1, ignore_index=ignore_index)
         # The last computed confusion of each loop ("val", "test"): pixel counts, rows ground truth.
         self.confusion_counts: dict[str, list[list[int]]] = {}
+        # How many test images hold each class in their ground truth (the images behind each test IoU).
+        self.test_images = ClassImageCount(num_classes + 1, ignore_index=ignore_index)
+        self.test_image_counts: list[int] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Args: images (B, 3, H, W). Returns: logits (B, C + 1, H, W)."""
@@ -162,9 +165,12 @@ class SegLitModule(PolyScheduleLength, LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self.test_confusion.update(self.predict_scores(batch["image"]).argmax(1), batch["mask"])
+        self.test_images.update(batch["mask"])
 
     def on_test_epoch_end(self) -> None:
         self._log_confusion("test", self.test_confusion)
+        self.test_image_counts = self.test_images.compute().tolist()  # summed over the processes
+        self.test_images.reset()
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         """Returns ``image_id`` (list of B) and ``prediction`` (B, H, W) uint8 class indices on the CPU."""

@@ -79,19 +79,21 @@ def _read_rgb(path: str) -> np.ndarray:
 
 
 def per_class_table(report: dict) -> tuple[list[str], list[list[object]]]:
-    """The report's per-class IoU as a table: a column per scored stage, a row per class (None where a stage
-    did not score the class)."""
-    per_class: dict[str, dict[str, float | None]] = report.get("per_class_iou") or {}
-    stages = list(per_class)
-    classes = list(dict.fromkeys(name for scores in per_class.values() for name in scores))
-    rows = [[name, *(per_class[stage].get(name) for stage in stages)] for name in classes]
-    return ["class", *stages], rows
+    """The report's per-class IoU as a table: a column per scored stage, then the counts behind them
+    (``images_<stage>``, ``pixels_<stage>``: the ground-truth images and pixels of each class, where the
+    stage recorded them), a row per class (None where a stage did not score the class)."""
+    columns = {stage: scores for stage, scores in (report.get("per_class_iou") or {}).items()}
+    for key, what in (("per_class_images", "images"), ("per_class_pixels", "pixels")):
+        columns |= {f"{what}_{stage}": counts for stage, counts in (report.get(key) or {}).items()}
+    classes = list(dict.fromkeys(name for scores in columns.values() for name in scores))
+    rows = [[name, *(values.get(name) for values in columns.values())] for name in classes]
+    return ["class", *columns], rows
 
 
 def log_report(cfg: DictConfig, run_dir: Path, report: dict, figures: list[str]) -> None:
     """Log the finished run's report to the loggers of ``cfg.logger`` (the pipeline's composed config), as
-    the group's ``report`` run: the scores and stage times as scalars, the per-class IoU table and every
-    figure of ``figures`` under ``report/<file name>``."""
+    the group's ``report`` run: the scores and stage times as scalars, the per-class IoU table (with its
+    counts) and every figure of ``figures`` under ``report/<file name>``."""
     if not cfg.get("logger"):
         return
     cfg = copy.deepcopy(cfg)

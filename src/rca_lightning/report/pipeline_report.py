@@ -206,6 +206,14 @@ def build_report(
         )
         if pixels is not None:
             per_class_pixels["seg"] = dict(zip(names, pixels, strict=True))
+        images = segmentation.get("test_images")
+        if images is not None:
+            if not (isinstance(images, list) and len(images) == len(names) and all(map(_is_count, images))):
+                raise InvalidData(
+                    f"{stage_dirs['segmentation'] / 'metrics.json'}: test_images is {images!r:.60}; expected "
+                    f"{len(names)} counts"
+                )
+            per_class_images["seg"] = dict(zip(names, images, strict=True))
         seg_split = OmegaConf.load(stage_dirs["segmentation"] / ".hydra" / "config.yaml").data.val_split
     return {
         "stages": ["classifier", *stage_dirs],
@@ -275,17 +283,16 @@ def _count_cell(count: int | None) -> str:
 def _coverage_columns(report: dict) -> list[tuple[str, dict[str, int]]]:
     """(header, class -> count) of the counts the per-class table prints: the images and ground-truth pixels
     of the CAM split (the first of its scored stages that recorded them; the pseudo masks' own pixels leave
-    out those they ignore) and the ground-truth pixels of the segmentation's split."""
-    columns = []
+    out those they ignore), then those of the segmentation's split."""
+    cam_columns, seg_columns = [], []
     for key, what in (("per_class_images", "images"), ("per_class_pixels", "pixels")):
         recorded = report.get(key) or {}
         stage = next((stage for stage in ("cam", "ir_label", "pseudo_label") if stage in recorded), None)
         if stage is not None:
-            columns.append((f"{what} ({report['cam_split']})", recorded[stage]))
-    seg_pixels = (report.get("per_class_pixels") or {}).get("seg")
-    if seg_pixels is not None:
-        columns.append((f"pixels ({report['seg_split']})", seg_pixels))
-    return columns
+            cam_columns.append((f"{what} ({report['cam_split']})", recorded[stage]))
+        if "seg" in recorded:
+            seg_columns.append((f"{what} ({report['seg_split']})", recorded["seg"]))
+    return cam_columns + seg_columns
 
 
 def _weak_line(report: dict) -> str:

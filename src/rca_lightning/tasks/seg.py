@@ -98,6 +98,7 @@ def _segment(cfg: DictConfig, loggers: list[Logger]) -> tuple[dict[str, float], 
         "metrics": metrics,
         # The evaluation path's pixel counts on the val split (rows ground truth, background first).
         "test_confusion": model.confusion_counts.get("test") if cfg.evaluate else None,
+        "test_images": model.test_image_counts if cfg.evaluate else None,
         "dataset": {
             "root": str(datamodule.root),
             "class_names": list(datamodule.class_names),

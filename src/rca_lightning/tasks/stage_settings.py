@@ -5,6 +5,7 @@ a job returns to a sweeper."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -84,13 +85,32 @@ def read_settings(folder: str | Path, stage: str, setting: str | None = None) ->
     return settings
 
 
+# Where settings.json was written, recorded beside the settings (not one of them: a moved folder resumes).
+WRITTEN_IN = "written_in"
+
+
+def _same_setting(recorded: object, current: object, recorded_folder: object, folder: Path) -> bool:
+    """Equal, or two absolute paths at the same place relative to their folder (a run folder moved whole)."""
+    if recorded == current:
+        return True
+    paths = (recorded, current, recorded_folder)
+    if not all(isinstance(path, str) and os.path.isabs(path) for path in paths):
+        return False
+    return os.path.relpath(recorded, recorded_folder) == os.path.relpath(current, folder)
+
+
 def claim_output_folder(folder: Path, settings: dict) -> None:
-    """Record ``settings`` in ``folder``, or check that a run resuming there used the same ones."""
+    """Record ``settings`` in ``folder``, or check that a run resuming there used the same ones (a path
+    inside the folder's run moved with it counts as the same)."""
     path = folder / SETTINGS_FILE
+    folder = folder.resolve()
     if path.is_file():
         recorded = read_json_object(path, "the settings of the run that started this folder")
+        written_in = recorded.pop(WRITTEN_IN, None)
         changed = sorted(
-            key for key in set(recorded) | set(settings) if recorded.get(key) != settings.get(key)
+            key
+            for key in set(recorded) | set(settings)
+            if not _same_setting(recorded.get(key), settings.get(key), written_in, folder)
         )
         if changed:
             raise InvalidSetting(
@@ -99,7 +119,7 @@ def claim_output_folder(folder: Path, settings: dict) -> None:
                 "to resume, or a new output folder"
             )
         return
-    write_json_atomically(path, settings)
+    write_json_atomically(path, {**settings, WRITTEN_IN: str(folder)})
 
 
 def datamodule_for(
@@ -132,6 +152,7 @@ def seeds_and_dataset(cfg: DictConfig) -> tuple[SeedSource, dict, str, VOCSegmen
     The dataset and split are those recorded in ``<cams_dir>/settings.json``; with ``seeds=attention`` and
     no ``cams_dir``, the composed ``data`` config's dataset and its ``train_split`` (the images the
     accumulation holds).
+    How the accumulation's maps become seeds is what its index records (no stage setting).
 
     Returns:
         (seed source, dataset record {root, class_names}, split, dataset of the split).
@@ -160,9 +181,12 @@ def seeds_and_dataset(cfg: DictConfig) -> tuple[SeedSource, dict, str, VOCSegmen
 
 
 def seed_settings(seed_source: SeedSource) -> dict:
-    """What a stage records of its seeds: ``cams_dir``, ``seeds`` (the kind) and ``attention_dir``."""
+    """What a stage records of its (validated) seeds: ``cams_dir``, ``seeds`` (the kind), ``attention_dir``
+    and ``seed_normalisation`` (how the accumulation's maps became seeds, as its index records it; None for
+    ``seeds=cams``, whose files' own ``settings.json`` records it when they hold attention)."""
     return {
         "cams_dir": str(seed_source.cams_dir.resolve()) if seed_source.cams_dir else None,
         "seeds": seed_source.kind,
         "attention_dir": str(seed_source.attention_dir.resolve()) if seed_source.attention_dir else None,
+        "seed_normalisation": seed_source.seed_normalisation,
     }
