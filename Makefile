@@ -39,7 +39,7 @@ run: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The edit-test loop: the suite without the end-to-end runs marked slow.
+# The edit-test loop: the unit tests, without the end-to-end ones (marked slow).
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 

@@ -24,22 +24,27 @@ QUIET_STAGES = [
     'stages.cam_eval.overrides=["progress=false"]',
     'stages.pseudo_masks.overrides=["progress=false","num_workers=2"]',
     'stages.pseudo_mask_eval.overrides=["progress=false"]',
-    'stages.segmentation.overrides=["trainer.max_epochs=6","trainer.enable_progress_bar=false"]',
 ]
 
 
-def pipeline_command(run_dir: Path, cache: Path, *extra: str) -> list[str]:
-    """The tiny ``rca-pipeline`` command of these tests, into ``run_dir``."""
+def pipeline_command(
+    run_dir: Path, cache: Path, *extra: str, epochs: int = 6, segmentation_epochs: int = 6
+) -> list[str]:
+    """The tiny ``rca-pipeline`` command of these tests, into ``run_dir``: the classifier and the
+    segmentation network trained for ``epochs`` and ``segmentation_epochs`` (6 and 6: enough to learn the
+    built-in classes; a test that only follows the stages through trains for fewer)."""
+    segmentation = f'["trainer.max_epochs={segmentation_epochs}","trainer.enable_progress_bar=false"]'
     return [
         str(Path(sys.executable).with_name("rca-pipeline")),
         *TINY_DATA_OVERRIDES,
         *TINY_MODEL_OVERRIDES,
         "trainer=cpu",
-        "trainer.max_epochs=6",
+        f"trainer.max_epochs={epochs}",
         "trainer.enable_progress_bar=false",
-        "model.lr_milestone_epochs=[5]",
+        f"model.lr_milestone_epochs=[{epochs - 1}]",
         "model.contrast_start_epoch=1",
         *QUIET_STAGES,
+        f"stages.segmentation.overrides={segmentation}",
         f"paths.cache_dir={cache}",
         f"hydra.run.dir={run_dir}",
         *extra,
@@ -51,11 +56,16 @@ def pipeline_environment() -> dict[str, str]:
 
 
 def run_pipeline(
-    run_dir: Path, cache: Path, *extra: str, environment: dict[str, str] | None = None
+    run_dir: Path,
+    cache: Path,
+    *extra: str,
+    environment: dict[str, str] | None = None,
+    epochs: int = 6,
+    segmentation_epochs: int = 6,
 ) -> subprocess.CompletedProcess:
-    """Run the tiny pipeline into ``run_dir`` (its dataset under ``cache``); fails the test unless it ends
-    with status 0."""
-    command = pipeline_command(run_dir, cache, *extra)
+    """Run the tiny pipeline (:func:`pipeline_command`) into ``run_dir``, its dataset under ``cache``;
+    fails the test unless it ends with status 0."""
+    command = pipeline_command(run_dir, cache, *extra, epochs=epochs, segmentation_epochs=segmentation_epochs)
     result = subprocess.run(
         command,
         capture_output=True,

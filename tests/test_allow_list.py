@@ -167,6 +167,7 @@ SCRIPTS = [
 
 
 @pytest.mark.parametrize(("script", "node", "overrides"), SCRIPTS, ids=[case[0] for case in SCRIPTS])
+@pytest.mark.slow
 def test_a_run_folder_that_starts_a_process_is_refused_in_one_line(
     trained_runs, tmp_path, script, node, overrides
 ):
@@ -183,6 +184,7 @@ def test_a_run_folder_that_starts_a_process_is_refused_in_one_line(
     assert not marker.exists() and written(out) == []
 
 
+@pytest.mark.slow
 def test_a_target_created_by_an_interpolation_is_checked_as_resolved(trained_runs, tmp_path):
     marker = tmp_path / "started"
     sequential = {"_target_": "torch.nn.Sequential", "_args_": [created_node(starts_process(marker))]}
@@ -217,6 +219,7 @@ class MarkedBackbone(TimmBackbone):
 '''
 
 
+@pytest.mark.slow
 def test_a_class_named_in_trusted_targets_is_built_and_only_then(trained_runs, tmp_path, monkeypatch):
     (tmp_path / "user_code").mkdir()
     (tmp_path / "user_code" / "user_nets.py").write_text(USER_MODULE)

@@ -48,6 +48,7 @@ def age(path: Path, seconds: float) -> None:
     os.utime(path, (then, then))
 
 
+@pytest.mark.slow
 def test_a_writer_killed_mid_write_leaves_nothing_after_the_next_write(tmp_path):
     target = tmp_path / "checkpoints" / "last.ckpt"
     writer = subprocess.Popen(
@@ -102,6 +103,7 @@ UMASK_WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_written_files_get_the_usual_mode_under_the_umask(tmp_path):
     subprocess.run([sys.executable, "-c", UMASK_WRITER, str(tmp_path)], check=True, timeout=120)
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}

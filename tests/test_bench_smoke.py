@@ -73,6 +73,7 @@ def test_gpu_suite_smoke_rehearses_every_stage_and_prints_one_table(tmp_path):
     assert sum(line.startswith("| synthetic ") for line in merged) == len(table["stages"])
 
 
+@pytest.mark.slow
 def test_safety_overhead_bench_adds_up_its_checks():
     """Every check has a row of a positive time, and the total is the sum of the rows' seconds."""
     command = [sys.executable, str(BENCH.parent / "safety_overhead.py"), "--repeats", "2"]

@@ -108,6 +108,7 @@ def test_cam_file_write_is_atomic(tmp_path, monkeypatch):
 MEAN_ERROR_BOUND, MASK_AGREEMENT_BOUND = 0.015, 0.95
 
 
+@pytest.mark.slow
 def test_rca_cams_writes_each_image_and_resumes(training_run, tmp_path):
     output_dir = tmp_path / "cams_run"
     metrics, _ = cams(cams_config(training_run, output_dir, "cam_stride=1"))
@@ -152,6 +153,7 @@ def test_rca_cams_writes_each_image_and_resumes(training_run, tmp_path):
         cams(cams_config(training_run, output_dir, "cam_stride=1", "scales=[1.0]"))
 
 
+@pytest.mark.slow
 def test_cams_stored_at_stride_4_keep_the_maps_at_a_sixteenth_of_the_bytes(training_run, tmp_path):
     """The default storage (cam_stride=4: the finest grid of an output-stride-8 network at scale 2) against
     the full-resolution files of the same run: loaded back at the image's size, the maps and the masks they

@@ -48,6 +48,7 @@ def test_selection_table():
         check_selection("best")
 
 
+@pytest.mark.slow
 def test_cams_load_the_last_epoch_not_an_earlier_one(compose_train_config, tmp_path):
     # Keep every epoch's file too, so an earlier epoch's weights exist to be (wrongly) picked up.
     cfg, summary, objects = _train(
@@ -81,6 +82,7 @@ def test_cams_load_the_last_epoch_not_an_earlier_one(compose_train_config, tmp_p
 @pytest.mark.parametrize(
     ("selection", "metric"), [("best_map", "val/mAP"), ("best_cam_miou", "val/cam_mIoU")]
 )
+@pytest.mark.slow
 def test_explicit_best_selection_names_the_best_file(compose_train_config, selection, metric):
     cfg, summary, objects = _train(compose_train_config, f"checkpoint={selection}")
     monitored = [

@@ -122,6 +122,7 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_user_errors_of_a_job_of_a_callback_and_of_composition_pass_hydra_as_one_line(run_app):
     # What the console relies on: Hydra lets a SystemExit raised by a job or a callback pass, it finds a
     # decorated task's module (so its config) through __wrapped__, and HYDRA_FULL_ERROR=1 hands its own
@@ -138,6 +139,7 @@ def test_user_errors_of_a_job_of_a_callback_and_of_composition_pass_hydra_as_one
     ], stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_bug_is_hydras_failed_job_with_its_traceback_and_full_error_shows_user_errors_too(run_app):
     status, _, stderr = run_app("where=bug")
     assert status == 1 and "Error executing job with overrides: ['where=bug']" in stderr
@@ -146,6 +148,7 @@ def test_a_bug_is_hydras_failed_job_with_its_traceback_and_full_error_shows_user
     assert status == 1 and "Traceback" in stderr and "InvalidSetting: where=job: refused by the job" in stderr
 
 
+@pytest.mark.slow
 def test_a_sweeps_user_error_is_the_jobs_failure_and_the_other_jobs_run(run_app):
     status, stdout, stderr = run_app("-m", "where=job,none")
     assert status == 2 and "ran none" in stdout, stderr[-2000:]

@@ -21,6 +21,7 @@ SCRIPTS = [
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.slow
 def test_help_starts_with_what_the_script_does_and_examples(script, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     command = [str(Path(sys.executable).with_name(script)), "--help"]

@@ -85,6 +85,7 @@ def cams_dir(tmp_path_factory) -> Path:
 
 
 # ------------------------------------------------------------------------------------ settings out of range
+@pytest.mark.slow
 def test_rca_eval_refuses_a_nan_threshold(cams_dir, tmp_path):
     result, seconds = run_script(
         "rca-eval", tmp_path / "run", f"cams_dir={cams_dir}", "thresholds=[0,0.6,nan]", "progress=false"
@@ -120,6 +121,7 @@ def test_a_sweep_in_range_gives_its_thresholds():
     assert len(sweep) == 1001 and sweep[0] == 0.0 and abs(float(sweep[-1]) - 1.0) < 1e-6
 
 
+@pytest.mark.slow
 def test_rca_pseudo_refuses_a_negative_exp_times(cams_dir, tmp_path):
     boundary_dir = tmp_path / "boundary"
     boundary_dir.mkdir()
@@ -169,6 +171,7 @@ def test_a_file_that_is_not_text_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("script", ["rca-eval", "rca-pseudo"])
+@pytest.mark.slow
 def test_a_settings_file_holding_a_list_stops_the_stage_in_one_line(cams_dir, tmp_path, script):
     folder = tmp_path / "cams"
     folder.mkdir()
@@ -181,6 +184,7 @@ def test_a_settings_file_holding_a_list_stops_the_stage_in_one_line(cams_dir, tm
     assert not any(path.suffix in {".json", ".png"} for path in (tmp_path / "run").rglob("*"))
 
 
+@pytest.mark.slow
 def test_rca_eval_names_a_masks_folder_whose_settings_are_a_list(tmp_path):
     masks_dir = tmp_path / "masks"
     masks_dir.mkdir()
@@ -199,6 +203,7 @@ def test_a_resumed_folder_whose_settings_are_damaged_is_named_and_kept(tmp_path)
     assert path.read_text() == "[1,2]"
 
 
+@pytest.mark.slow
 def test_rca_pipeline_names_a_damaged_pipeline_state(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -256,6 +261,7 @@ def test_a_boundary_folder_with_a_damaged_image_scale_is_named(tmp_path, text, p
     assert str(caught.value).startswith(f"{tmp_path / 'settings.json'}: ") and problem in str(caught.value)
 
 
+@pytest.mark.slow
 def test_rca_pseudo_names_a_boundary_folder_whose_image_scale_is_infinity(cams_dir, tmp_path):
     boundary_dir = tmp_path / "boundary"
     boundary_dir.mkdir()
@@ -287,6 +293,7 @@ def test_a_coco_image_of_impossible_size_is_named(tmp_path, height, width):
         read_coco_instances(path)
 
 
+@pytest.mark.slow
 def test_rca_train_stops_on_a_coco_image_of_height_minus_5(tmp_path):
     coco = TinyCOCO(tmp_path / "coco2014")
     images = [{**image, "height": -5} if image["id"] == 9 else image for image in coco.images["train2014"]]
@@ -301,6 +308,7 @@ def test_rca_train_stops_on_a_coco_image_of_height_minus_5(tmp_path):
 
 
 # -------------------------------------------------------------------------------------- a killed worker
+@pytest.mark.slow
 def test_a_killed_crf_worker_ends_rca_pseudo_at_once_and_the_written_masks_resume(cams_dir, tmp_path):
     run_dir = tmp_path / "run"
     masks_dir = run_dir / "pseudo_masks"

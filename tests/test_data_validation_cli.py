@@ -100,6 +100,7 @@ def assert_stopped_before_training(result: subprocess.CompletedProcess, seconds:
 
 
 @pytest.mark.parametrize("case", list(VOC_CASES))
+@pytest.mark.slow
 def test_rca_train_stops_on_a_damaged_voc_folder(built_in_root, tmp_path, case):
     root = Path(shutil.copytree(built_in_root, tmp_path / "VOC2012"))
     expected = VOC_CASES[case](root)
@@ -110,6 +111,7 @@ def test_rca_train_stops_on_a_damaged_voc_folder(built_in_root, tmp_path, case):
         assert part in line, line
 
 
+@pytest.mark.slow
 def test_rca_train_stops_on_coco_without_annotations(tmp_path):
     coco = TinyCOCO(tmp_path / "coco2014")
     path = coco.write_json("train2014", annotations=[])

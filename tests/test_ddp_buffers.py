@@ -23,6 +23,7 @@ def ddp_settings(trainer: str) -> dict:
 
 
 @pytest.mark.parametrize("trainer", ["ddp", "ddp_cpu"])
+@pytest.mark.slow
 def test_ddp_keeps_each_ranks_buffers_in_a_training_forward(tmp_path, trainer):
     mp.spawn(train_one_step, args=(WORLD_SIZE, tmp_path, ddp_settings(trainer)), nprocs=WORLD_SIZE)
     for rank in range(WORLD_SIZE):

@@ -256,6 +256,7 @@ def test_site_builds_strictly(tmp_path):
     assert (tmp_path / "site" / "index.html").is_file()
 
 
+@pytest.mark.slow
 def test_own_dataset_example_runs(tmp_path):
     """docs/examples/own_dataset.py trains RCALitModule for an epoch and prints what it did (it writes no
     file: no logger, no checkpoint)."""

@@ -30,6 +30,7 @@ def eps_batch(batch_size: int = 2, size: int = 64) -> dict:
 
 
 @pytest.mark.parametrize("method", ["eps", "rca_eps"])
+@pytest.mark.slow
 def test_eps_models_have_a_background_channel_and_train_with_saliency(compose_train_config, method):
     module = instantiate(compose_train_config(f"model={method}").model)
     assert isinstance(module, EPSLitModule) and isinstance(module, WSSSMethod) and module.needs_saliency
@@ -115,6 +116,7 @@ def reference_eps_inference(module, image, labels, scales, flip):
     return tagged, total[tagged] / total[tagged].flatten(1).amax(-1)[:, None, None]
 
 
+@pytest.mark.slow
 def test_eps_cam_inference_matches_the_published_recipe(compose_train_config):
     module = instantiate(compose_train_config("model=eps").model).eval()
     scales = (0.5, 1.0, 1.5)
@@ -133,6 +135,7 @@ def test_eps_cam_inference_matches_the_published_recipe(compose_train_config):
     ("experiment", "crop", "batch", "lam", "long_side"),
     [("voc_rca_eps", 448, 8, 0.5, (256, 512)), ("coco_rca_eps", 321, 16, 0.9, (256, 448))],
 )
+@pytest.mark.slow
 def test_published_eps_experiments_carry_eps_settings(experiment, crop, batch, lam, long_side):
     register_resolvers()
     for method in ("rca_eps", "eps"):
@@ -154,6 +157,7 @@ def test_published_eps_experiments_carry_eps_settings(experiment, crop, batch, l
     assert module(torch.randn(1, 3, 64, 64)).cams.shape == (1, len(cfg.data.class_names) + 1, 8, 8)
 
 
+@pytest.mark.slow
 def test_poly_schedule_decays_every_step_to_zero(compose_train_config):
     cfg = compose_train_config("model=eps", "model.lr_schedule=poly", "model.optimizer.lr=0.1")
     module = instantiate(cfg.model)

@@ -71,6 +71,7 @@ def test_a_difference_above_the_tolerance_fails_in_one_line_and_writes_nothing(s
     assert list(out.iterdir()) == []  # no file that failed its check, no record, no temporary file
 
 
+@pytest.mark.slow
 def test_deeplab_v3_plus_exports_to_onnx(tmp_path):
     root = tmp_path / "VOC2012"
     SyntheticVOCGenerator(CLASSES, num_train=2, num_val=1, image_size=32, seed=0).generate(root)

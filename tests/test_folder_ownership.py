@@ -79,6 +79,7 @@ def held(tmp_path):
         holder.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_a_run_folder_in_use_stops_a_second_script_at_once(tmp_path, held):
     run_dir = tmp_path / "run"
     holder = held(run_dir)
@@ -91,6 +92,7 @@ def test_a_run_folder_in_use_stops_a_second_script_at_once(tmp_path, held):
     assert sorted(path.name for path in run_dir.iterdir()) == [".lock"]  # Hydra wrote nothing there
 
 
+@pytest.mark.slow
 def test_a_stage_output_folder_in_use_stops_a_second_stage(tmp_path, held):
     cams_dir = tmp_path / "cams"
     cams_dir.mkdir()
@@ -106,6 +108,7 @@ def test_a_stage_output_folder_in_use_stops_a_second_stage(tmp_path, held):
     assert sorted(path.name for path in masks_dir.iterdir()) == [".lock"]
 
 
+@pytest.mark.slow
 def test_the_lock_is_reentrant_within_a_process_and_released_after(tmp_path):
     folder = tmp_path / "folder"
     with owned_folder(folder, "folder"), owned_folder(folder / "." / "", "folder"):
@@ -117,6 +120,7 @@ def test_the_lock_is_reentrant_within_a_process_and_released_after(tmp_path):
     assert holder.returncode == 0 and holder.stdout.strip() == "held"
 
 
+@pytest.mark.slow
 def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path):
     # Both stop at their first check (nothing to score), after Hydra made their run folders.
     runs = [script("rca-eval", cwd=tmp_path) for _ in range(2)]

@@ -113,6 +113,7 @@ def test_every_writer_of_per_image_files_refuses_an_id_leading_out(tmp_path, ima
     assert set(tmp_path.rglob("*")) == before  # nothing written anywhere, inside or out
 
 
+@pytest.mark.slow
 def test_rca_cams_on_a_split_with_an_escaping_id_stops_in_one_line_and_writes_nothing_outside(tmp_path):
     train_dir = tmp_path / "train"
     train_dir.mkdir()

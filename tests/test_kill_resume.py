@@ -1,9 +1,10 @@
-"""A real ``rca-pipeline`` killed with SIGKILL (while it writes CAM files, and as the classifier writes its
-first checkpoint), then run again, ends with the report of a run never interrupted, and leaves no temporary
-file behind."""
+"""A real ``rca-pipeline`` killed with SIGKILL (while it writes CAM files, after a classifier finished as in
+the shared run, and as the classifier writes its first checkpoint), then run again, ends with the report of
+the shared run, never interrupted, and leaves no temporary file behind."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -32,7 +33,7 @@ def comparable(value: object, run_dir: Path) -> object:
 
 def kill_when(run_dir: Path, cache: Path, condition: Callable[[], bool], timeout: float = 600) -> None:
     """Start the pipeline in ``run_dir`` and SIGKILL its whole process group as soon as ``condition()``."""
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         pipeline_command(run_dir, cache),
         env=pipeline_environment(),
@@ -69,13 +70,17 @@ def first_checkpoint_written(run_dir: Path) -> Callable[[], bool]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "moment", [cam_files_half_written, first_checkpoint_written], ids=["writing_cams", "writing_checkpoint"]
+    ("moment", "finished"),
+    [(cam_files_half_written, ("classifier",)), (first_checkpoint_written, ())],
+    ids=["writing_cams", "writing_checkpoint"],
 )
-def test_a_killed_pipeline_reruns_to_the_uninterrupted_report(tiny_pipeline_run, tmp_path, moment):
+def test_a_killed_pipeline_reruns_to_the_uninterrupted_report(tiny_pipeline_run, tmp_path, moment, finished):
     # The shared run is the uninterrupted one; the same dataset (its cache), so the same report is expected.
     report = json.loads((tiny_pipeline_run.run_dir / "report.json").read_text())
     cache = tiny_pipeline_run.cache
     run_dir = tmp_path / "run"
+    for stage in finished:  # stages before the moment of the kill, finished as in the shared run
+        shutil.copytree(tiny_pipeline_run.run_dir / stage, run_dir / stage)
     kill_when(run_dir, cache, moment(run_dir))
     assert not (run_dir / "report.json").exists()
 

@@ -72,6 +72,7 @@ def resumed_run(tmp_path: Path) -> tuple[Path, list[str]]:
         (["not", "an", "object"], "holds an array, expected the record rca-cams wrote"),
     ],
 )
+@pytest.mark.slow
 def test_a_cams_record_that_is_not_the_schema_stops_a_resumed_pipeline_in_one_line(tmp_path, record, message):
     run_dir, overrides = resumed_run(tmp_path)
     marker = tmp_path / "marker"
@@ -86,6 +87,7 @@ def test_a_cams_record_that_is_not_the_schema_stops_a_resumed_pipeline_in_one_li
     assert not (run_dir / "pseudo_masks").exists()
 
 
+@pytest.mark.slow
 def test_an_irn_threshold_out_of_range_stops_the_pipeline_in_one_line(tmp_path):
     run_dir, overrides = resumed_run(tmp_path)
     write_json(run_dir / "cams" / "cams.json", cams_record())
@@ -163,6 +165,7 @@ def config_to_run(run_dir: Path, overrides: list[str], stage) -> DictConfig:
         return pipeline.plan().compose(stage).config_to_run(pipeline.settings)
 
 
+@pytest.mark.slow
 def test_the_method_settings_reach_the_composed_config_as_values_and_the_user_overrides_win(tmp_path):
     settings = {"background_threshold": 0.2, "crf": False}
     write_json(tmp_path / "cams" / "cams.json", cams_record(pseudo_mask_settings=settings))
@@ -180,6 +183,7 @@ def test_the_method_settings_reach_the_composed_config_as_values_and_the_user_ov
     assert with_crf.refine.crf.iterations == 10 and with_crf.refine.background_threshold is None
 
 
+@pytest.mark.slow
 def test_run_folders_with_commas_equals_and_interpolations_reach_every_stage_literally(tmp_path):
     base = tmp_path / SWEEP_LIKE
     trained, run_dir = base / f"trained {INTERPOLATION_LIKE}", base / INTERPOLATION_LIKE

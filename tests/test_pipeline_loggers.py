@@ -61,6 +61,8 @@ def random_walk_run(tmp_path_factory) -> tuple[Path, object]:
         f"stages.boundary.overrides={boundary}",
         "logger=[csv,tensorboard,wandb]",
         environment=environment,
+        epochs=2,
+        segmentation_epochs=1,
     )
     return run_dir, result
 
@@ -151,6 +153,7 @@ def test_every_trained_stage_and_the_report_log_to_one_wandb_group(random_walk_r
         assert list(stage.glob("events.out.tfevents.*")), stage.name
 
 
+@pytest.mark.slow
 def test_trained_stages_log_where_the_command_line_asked_in_one_group(tmp_path):
     overrides = [
         "logger=[csv,tensorboard,wandb]",

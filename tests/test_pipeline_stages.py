@@ -47,6 +47,7 @@ def test_stage_entries_are_checked(tmp_path, override, message):
         plan_of(tmp_path, [override])
 
 
+@pytest.mark.slow
 def test_print_config_shows_every_enabled_stage_and_runs_nothing(tmp_path, capsys):
     run_dir = tmp_path / "run"
     overrides = [

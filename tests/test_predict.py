@@ -178,6 +178,7 @@ def test_segmenter_takes_a_path_a_pil_image_and_an_array(seg_run, dataset_root):
         segmenter.segment(np.zeros((4, 4, 3), np.float32))
 
 
+@pytest.mark.slow
 def test_classifier_run_segments_from_its_cams(tmp_path):
     run_dir = tmp_path / "train"
     run_dir.mkdir()
@@ -288,6 +289,7 @@ def predicted_into_the_inputs_folder(cams_run, tmp_path_factory) -> tuple:
     return photos, before, outcome
 
 
+@pytest.mark.slow
 def test_an_output_folder_holding_the_inputs_is_refused_and_no_input_changes(
     predicted_into_the_inputs_folder,
 ):
@@ -300,6 +302,7 @@ def test_an_output_folder_holding_the_inputs_is_refused_and_no_input_changes(
     assert hashes(photos) == before  # the same files, unchanged: nothing written, not even settings.json
 
 
+@pytest.mark.slow
 def test_a_huge_image_is_refused_from_its_header_the_others_are_segmented(
     cams_run, predicted_into_the_inputs_folder, tmp_path
 ):
@@ -359,6 +362,7 @@ def test_max_pixels_must_be_a_positive_integer(value):
         ("num_workers=-1", "num_workers: expected an integer in [0, 256], got -1"),
     ],
 )
+@pytest.mark.slow
 def test_settings_that_size_the_work_are_range_checked_before_anything_is_written(
     cams_run, tmp_path, setting, message
 ):

@@ -89,6 +89,7 @@ def test_torchvision_resnet_state_dict_loads_and_reports_the_classifier(tmp_path
         torch.testing.assert_close(value, torchvision_model.state_dict()[name])
 
 
+@pytest.mark.slow
 def test_torchvision_vgg16_features_load_into_the_dilated_network(tmp_path):
     torchvision_model = torchvision.models.vgg16(weights=None)
     # The fully connected weights are irrelevant to a feature extractor; keep their keys, not their size.

@@ -106,6 +106,7 @@ def dataset_with_cams(tmp_path):
     return make_dataset_with_cams(tmp_path / "voc", cams_dir), cams_dir
 
 
+@pytest.mark.slow
 def test_pool_writer_is_deterministic_and_resumes(dataset_with_cams, tmp_path):
     dataset, cams_dir = dataset_with_cams
     items = [(i, str(dataset.image_path(i))) for i in dataset.image_ids]
@@ -188,6 +189,7 @@ def test_missing_cam_files_are_named(dataset_with_cams, tmp_path):
         write_pseudo_masks(items, PseudoMaskJob(cams_dir, tmp_path / "out"), num_workers=0, progress=False)
 
 
+@pytest.mark.slow
 def test_rca_pseudo_with_saliency(dataset_with_cams, tmp_path):
     dataset, cams_dir = dataset_with_cams
     saliency_dir = tmp_path / "saliency"
@@ -289,6 +291,7 @@ print(write_pseudo_masks(items, job, num_workers=2, progress=False))
 """
 
 
+@pytest.mark.slow
 def test_pool_workers_do_not_hang_after_this_process_used_openmp(tmp_path):
     """GNU OpenMP is not fork-safe: a worker forked after training or CAM inference ran in the parent hung in
     its first parallel torch op (found by the scale rehearsal's full pipeline run: rca-pseudo at 0 of 240)."""

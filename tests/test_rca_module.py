@@ -126,6 +126,7 @@ def test_optimizer_groups_and_step_schedule(compose_train_config):
     assert grouped == len(list(module.net.parameters()))
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_with_weights_only_and_carries_the_bank(compose_train_config, tmp_path):
     cfg = compose_train_config("model.confidence_threshold=0.0")
     datamodule, module, options = build(cfg, max_epochs=2)

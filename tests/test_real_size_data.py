@@ -301,6 +301,7 @@ def run_command(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_command_writes_a_set_and_reports_its_rate(tmp_path):
     result = run_command("voc", str(tmp_path / "VOC2012"), "--train", "2", "--val", "1", "--workers", "1")
     assert result.returncode == 0, result.stderr
@@ -311,6 +312,7 @@ def test_command_writes_a_set_and_reports_its_rate(tmp_path):
     assert VOCLikeGenerator(2, 1).is_complete(tmp_path / "VOC2012")
 
 
+@pytest.mark.slow
 def test_command_user_error_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "data.bin").write_bytes(b"x")

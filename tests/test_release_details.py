@@ -164,6 +164,7 @@ def test_the_faithful_preset_takes_the_release_values_and_the_defaults_the_proje
         assert cfg.callbacks.attention_accumulation.seed_normalisation == "divide_255", experiment
 
 
+@pytest.mark.slow
 def test_the_faithful_preset_job_config_shows_the_release_seeds(tmp_path):
     """What docs/faithful-preset.md tells a user to look at: ``rca-train experiment=voc_rca_vgg16 ... --cfg
     job`` (on a data root that exists, empty)."""

@@ -247,6 +247,7 @@ def test_max_seed_sweep_matches_pixel_by_pixel_reference(attention_run, tmp_path
     assert result["best_threshold"] == pytest.approx(thresholds[best])
 
 
+@pytest.mark.slow
 def test_rca_pseudo_attention_seeds_need_no_cams_dir(attention_run, tmp_path):
     dataset, _, folder, same_maps = attention_run
     overrides = ["seeds=attention", f"attention_dir={folder}", "num_workers=2", "progress=false"]

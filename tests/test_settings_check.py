@@ -244,6 +244,7 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
         ("trainer.foo=1", "Could not override 'trainer.foo'"),  # Hydra's struct mode
     ],
 )
+@pytest.mark.slow
 def test_rca_train_ends_in_one_line_before_reading_anything(tmp_path, override, message):
     run_dir = tmp_path / "run"
     result, seconds = run_script("rca_lightning.cli.train", run_dir, override, f"paths.cache_dir={tmp_path}")
@@ -255,6 +256,7 @@ def test_rca_train_ends_in_one_line_before_reading_anything(tmp_path, override, 
     assert not list(tmp_path.glob("**/synthetic*")), "the dataset was generated"
 
 
+@pytest.mark.slow
 def test_rca_pipeline_checks_every_stage_before_the_classifier_trains(tmp_path):
     run_dir = tmp_path / "run"
     result, seconds = run_script(

@@ -166,13 +166,11 @@ def test_two_processes_render_the_coco_masks_of_one(tmp_path):
 @pytest.mark.slow
 def test_rca_pipeline_under_torchrun_trains_on_both_processes_and_shares_the_cpu_stages(tmp_path):
     run_dir = tmp_path / "run"
-    command = pipeline_command(run_dir, tmp_path / "cache", "trainer=ddp_cpu", "trainer.max_epochs=2")
-    command = [part for part in command[1:] if part not in ("trainer=cpu", "trainer.max_epochs=6")]
+    cache = tmp_path / "cache"
+    command = pipeline_command(run_dir, cache, "trainer=ddp_cpu", epochs=2, segmentation_epochs=1)
+    command = [part for part in command[1:] if part != "trainer=cpu"]
     small = ["data.generator.num_train=16", "data.generator.num_val=8", "data.generator.image_size=32"]
-    segmentation = (
-        'stages.segmentation.overrides=["trainer.max_epochs=1","trainer.enable_progress_bar=false"]'
-    )
-    run_stage("rca_lightning.cli.pipeline", [*command, *small, segmentation], processes=2)
+    run_stage("rca_lightning.cli.pipeline", [*command, *small], processes=2)
     report = json.loads((run_dir / "report.json").read_text())
     assert report["stages"][-1] == "segmentation" and report["seg_miou"] is not None
     # DDP over the two processes: 16 images in batches of 8 make one step per rank and epoch.

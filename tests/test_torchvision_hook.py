@@ -46,12 +46,14 @@ def test_torchvision_still_needs_the_hook_where_its_extension_does_not_load():
     assert result.returncode != 0, f"torchvision imports without rca_lightning.compat's hook ({REASON})"
 
 
+@pytest.mark.slow
 def test_stack_imports_in_a_fresh_interpreter():
     result = run_python("import timm, lightning, torchmetrics, torchvision; print('ok')")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
 
 
+@pytest.mark.slow
 def test_stack_imports_in_a_spawned_worker():
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()

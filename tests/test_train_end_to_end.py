@@ -37,6 +37,7 @@ def all_background_miou(dataset_root: Path) -> float:
     return 100 * background_iou / classes_present
 
 
+@pytest.mark.slow
 def test_library_imports_from_another_project(tmp_path):
     code = "from rca_lightning import RCALitModule, VOCDataModule, MemoryBankCallback; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)

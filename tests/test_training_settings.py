@@ -46,6 +46,7 @@ def test_a_shared_setting_of_the_wrong_type_is_refused_for_every_method(method, 
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.slow
 def test_rca_train_ends_in_one_line_on_a_wrong_shared_setting(tmp_path, method):
     env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
     command = [

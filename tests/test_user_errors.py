@@ -123,6 +123,7 @@ def error_lines(stderr: str) -> list[str]:
 
 
 @pytest.mark.parametrize("case_id", [case[0] for case in CASES])
+@pytest.mark.slow
 def test_user_error_is_one_line_and_exit_status_2(user_error_runs, case_id):
     script, result, seconds, run_dir, expected = user_error_runs(case_id)
     lines = error_lines(result.stderr)
@@ -137,11 +138,13 @@ def test_user_error_is_one_line_and_exit_status_2(user_error_runs, case_id):
     assert not written & STEP_OUTPUTS and not any(name.endswith(".ckpt") for name in written), written
 
 
+@pytest.mark.slow
 def test_hydra_job_line_is_not_printed(user_error_runs):
     _, result, *_ = user_error_runs("missing_train_dir")
     assert HYDRA_JOB_LINE not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_model_setting_is_named_by_its_dotted_key(tmp_path):
     result, _ = run_script("rca-train", ["model.net.head=bogus"], tmp_path / "run")
     lines = error_lines(result.stderr)
@@ -151,6 +154,7 @@ def test_a_model_setting_is_named_by_its_dotted_key(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_hydra_full_error_shows_the_traceback(tmp_path):
     result, _ = run_script("rca-cams", [f"train_dir={tmp_path / 'nope'}"], tmp_path / "run", full_error=True)
     assert result.returncode != 0

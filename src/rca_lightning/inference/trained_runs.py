@@ -99,7 +99,7 @@ def resolve_training_run(
     if ckpt_path:
         checkpoint, selection = Path(ckpt_path), "ckpt_path"
     else:
-        checkpoint = Path(summary.get("checkpoint") or train_dir / "checkpoints" / "last.ckpt")
+        checkpoint = _named_checkpoint(train_dir, summary)
         selection = summary.get("checkpoint_selection", "last")
         if not checkpoint.is_file():
             raise MissingInput(
@@ -114,6 +114,21 @@ def resolve_training_run(
     else:
         log.warning("%s not found; building the model from the composed config", run_config)
     return TrainingRun(checkpoint, selection, model_cfg, summary.get("dataset"), summary)
+
+
+def _named_checkpoint(train_dir: Path, summary: dict) -> Path:
+    """The checkpoint ``metrics.json`` names (``last.ckpt`` when it names none). One inside the folder the
+    run was written in (``output_dir``) is read at the same place inside ``train_dir``, so a run folder
+    moved or copied whole reads its own weights."""
+    named = summary.get("checkpoint")
+    if named is None:
+        return train_dir / "checkpoints" / "last.ckpt"
+    if not isinstance(named, str) or not named:
+        raise InvalidData(f"{train_dir / 'metrics.json'}: checkpoint is {named!r:.60}; expected a file path")
+    checkpoint, written_in = Path(named), summary.get("output_dir")
+    if isinstance(written_in, str) and checkpoint.is_relative_to(written_in):
+        return train_dir / checkpoint.relative_to(written_in)
+    return checkpoint
 
 
 def _load_weights(model: torch.nn.Module, state: dict, checkpoint: Path) -> None:
