@@ -84,3 +84,28 @@ def test_safety_overhead_bench_adds_up_its_checks():
     assert len(rows) == 6 and all(float(ms) > 0 and int(count) > 0 for _, ms, count, _ in rows), lines
     total = float(lines[-1].split()[-1])
     assert total == pytest.approx(sum(float(seconds) for *_, seconds in rows), abs=0.004), lines
+
+
+@pytest.mark.slow
+def test_ap_bench_gives_one_map_on_a_split_with_every_class_and_a_higher_one_without_some(tiny_pipeline_run):
+    """``ap_missing_classes.py`` on the shared run's classifier: on the val split, where every class is
+    present, the two means agree; on the split without three classes the mean over every class is lower
+    (three APs of 0) than the mean over the classes present."""
+    command = [
+        sys.executable,
+        str(BENCH.parent / "ap_missing_classes.py"),
+        "--train-dir",
+        str(tiny_pipeline_run.run_dir / "classifier"),
+        "--drop",
+        "ring",
+        "star",
+        "cross",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| val")]
+    (every, _, _, all_before, all_after), (without, _, present, before, after) = rows
+    assert every == "| val" and without.endswith("without ring, star, cross")
+    assert 1 <= int(present.split("/")[0]) <= 3  # the dropped classes are absent; the others may be too
+    assert float(all_before) == float(all_after.rstrip(" |"))
+    assert float(before) < float(after.rstrip(" |"))

@@ -99,9 +99,6 @@ def stage_reads(tmp_path_factory) -> dict[str, set[str]]:
             pipeline_package.run_pipeline(
                 [
                     *TINY_DATA_OVERRIDES,
-                    # A third of the tiny dataset: what is checked is which keys each stage reads.
-                    "data.generator.num_train=16",
-                    "data.generator.num_val=8",
                     *TINY_MODEL_OVERRIDES,
                     "trainer=cpu",
                     "trainer.max_epochs=2",
