@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
+# Processes the test suite runs over (pytest-xdist): most tests use one core, so one per core.
+TEST_WORKERS ?= 2
 
 # The environment is the user's: nothing is exported here (wandb runs offline by itself without an API key or
 # a network; HF_HUB_OFFLINE, WANDB_MODE and the like are respected as set).
@@ -37,11 +39,11 @@ run: install
 	$(BIN)/rca-pipeline $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The edit-test loop: the unit tests, without the end-to-end ones (marked slow).
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench
