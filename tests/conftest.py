@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -12,6 +13,12 @@ from rca_lightning.utils.resolvers import register_resolvers
 from tests.pipeline_runs import copied_pipeline_run, tiny_pipeline_run  # noqa: F401 (shared fixtures)
 from tests.tiny_settings import TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under pytest-xdist every core has a worker already: a process with several OpenMP threads (this one
+    # and the console scripts it starts) would spin against the other workers' and slow everyone down.
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
