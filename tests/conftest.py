@@ -26,14 +26,6 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 CONFIG_DIR = Path(rca_lightning.__file__).parent / "conf"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``), the tests of the shared tiny pipeline run go to one worker,
-    which builds that run once."""
-    for item in items:
-        if "tiny_pipeline_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("tiny_pipeline_run"))
-
-
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
