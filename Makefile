@@ -5,8 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
-# Processes the test suite runs over (pytest-xdist): most tests use one core, so one per core.
+# Processes the test suite runs over (pytest-xdist): most tests use one core, so one per core. A worker
+# that runs out of tests takes some of another's (--dist worksteal): the end-to-end tests' lengths differ
+# by minutes.
 TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist worksteal
 
 # The environment is the user's: nothing is exported here (wandb runs offline by itself without an API key or
 # a network; HF_HUB_OFFLINE, WANDB_MODE and the like are respected as set).
@@ -39,11 +42,11 @@ run: install
 	$(BIN)/rca-pipeline $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The edit-test loop: the unit tests, without the end-to-end ones (marked slow).
 test-fast: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -19,6 +19,7 @@ from rca_lightning.inference.trained_runs import load_classifier, resolve_traini
 from rca_lightning.pseudo.cam_writer import cam_path, save_cam_file
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR, TINY_MODEL_OVERRIDES
+from tests.console_runs import OFFLINE, run_in_process
 
 # 12 train / 4 val images of 64 px, 3 classes: seconds to generate and to run.
 TINY_STAGE_DATA = [
@@ -129,7 +130,7 @@ def run_tiny_pipeline(data: str, root: Path, run_dir: Path, *overrides: str) -> 
         f"hydra.run.dir={run_dir}",
         *overrides,
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+    env = {**os.environ, **OFFLINE}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads((run_dir / "report.json").read_text())
@@ -156,10 +157,16 @@ def assert_report_is_consistent(report: dict) -> None:
 
 
 def train_segmentation_run(
-    root: Path, class_names: list[str], run_dir: Path, epochs: int = 2, *overrides: str
+    root: Path,
+    class_names: list[str],
+    run_dir: Path,
+    epochs: int = 2,
+    *overrides: str,
+    in_process: bool = False,
 ) -> dict:
     """``rca-seg`` as a user runs it, on the ground truth of a synthetic dataset as 'pseudo' masks, with
-    multi-scale + flip evaluation; returns its ``metrics.json`` (``test/seg_mIoU``: the evaluation path)."""
+    multi-scale + flip evaluation; returns its ``metrics.json`` (``test/seg_mIoU``: the evaluation path).
+    ``in_process``: the installed script run in this process (``tests/console_runs.py``)."""
     command = [
         str(Path(sys.executable).with_name("rca-seg")),
         f"data.root={root}",
@@ -179,9 +186,14 @@ def train_segmentation_run(
         f"hydra.run.dir={run_dir}",
         *overrides,
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+    env = {**os.environ, **OFFLINE}
     env["OMP_NUM_THREADS"] = "1"  # tiny convolutions: one thread is as fast and never oversubscribes the CPU
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=run_dir.parent)
+    if in_process:
+        result = run_in_process("rca-seg", *command[1:], cwd=run_dir.parent)
+    else:
+        result = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=600, cwd=run_dir.parent
+        )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads((run_dir / "metrics.json").read_text())
 

@@ -2,17 +2,15 @@
 configs build, plus those the user names on the command line (``trusted_targets=[...]``), checked on the
 resolved tree that is built.
 
-The console-script cases run the installed scripts on a copy of a tiny trained run whose config was edited
-as an attacker would; each costs a process start (~10 s), so there are few of them. The other routes
-(``oc.decode``, escaped interpolations, ``_partial_``, targets that are not names) are checked in-process.
+The console-script cases run the installed scripts in this process (``tests/console_runs.py``) on a copy of
+a tiny trained run whose config was edited as an attacker would. The other routes (``oc.decode``, escaped
+interpolations, ``_partial_``, targets that are not names) are checked on the loaders themselves.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +31,7 @@ from rca_lightning.utils.folder_lock import LOCK_FILE
 from rca_lightning.utils.resolvers import register_resolvers
 from rca_lightning.utils.safe_loading import check_config_targets, load_run_config, trusted_target_names
 from tests.conftest import CONFIG_DIR
+from tests.console_runs import ScriptResult, run_in_process
 from tests.stage_helpers import make_segmentation_run, make_training_run
 
 CLASSES = ["disc", "square", "triangle"]
@@ -121,14 +120,9 @@ def dataset_image(trained_runs: dict[str, Path]) -> Path:
     return sorted(Path(root).glob("JPEGImages/*.jpg"))[0]
 
 
-def run_script(script: str, *overrides: str, log_dir: Path, pythonpath: Path | None = None):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-    env["OMP_NUM_THREADS"] = "1"
-    env.pop("HYDRA_FULL_ERROR", None)
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
-    command = [str(Path(sys.executable).with_name(script)), *overrides, f"hydra.run.dir={log_dir}"]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=log_dir.parent)
+def run_script(script: str, *overrides: str, log_dir: Path) -> ScriptResult:
+    """The installed console script, run in this process from ``log_dir``'s parent folder."""
+    return run_in_process(script, *overrides, f"hydra.run.dir={log_dir}", cwd=log_dir.parent)
 
 
 def written(folder: Path) -> list[Path]:
@@ -136,7 +130,7 @@ def written(folder: Path) -> list[Path]:
     return [path for path in folder.rglob("*") if path.name != LOCK_FILE] if folder.exists() else []
 
 
-def refusal_line(result: subprocess.CompletedProcess, script: str) -> str:
+def refusal_line(result: ScriptResult, script: str) -> str:
     assert result.returncode == 2, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{script}: error: "), lines
@@ -220,9 +214,13 @@ class MarkedBackbone(TimmBackbone):
 
 
 @pytest.mark.slow
-def test_a_class_named_in_trusted_targets_is_built_and_only_then(trained_runs, tmp_path, monkeypatch):
+def test_a_class_named_in_trusted_targets_is_built_and_only_then(
+    trained_runs, tmp_path, monkeypatch, request
+):
     (tmp_path / "user_code").mkdir()
     (tmp_path / "user_code" / "user_nets.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(tmp_path / "user_code")  # importable, as from the user's PYTHONPATH
+    request.addfinalizer(lambda: sys.modules.pop("user_nets", None))  # and forgotten after the test
     marker = tmp_path / "user_backbone_built"
     monkeypatch.setenv("USER_BACKBONE_MARKER", str(marker))
 
@@ -233,11 +231,7 @@ def test_a_class_named_in_trusted_targets_is_built_and_only_then(trained_runs, t
     config_file = foreign_copy(trained_runs["model"], tmp_path / "run", "model", user_backbone)
     common = [f"run_dir={tmp_path / 'run'}", f"inputs={dataset_image(trained_runs)}", "cam_threshold=0.3"]
     refused = run_script(
-        "rca-predict",
-        *common,
-        f"output_dir={tmp_path / 'refused'}",
-        log_dir=tmp_path / "log1",
-        pythonpath=tmp_path / "user_code",
+        "rca-predict", *common, f"output_dir={tmp_path / 'refused'}", log_dir=tmp_path / "log1"
     )
     line = refusal_line(refused, "rca-predict")
     assert f"{config_file}: model.net.backbone._target_='user_nets.MarkedBackbone'" in line
@@ -250,7 +244,6 @@ def test_a_class_named_in_trusted_targets_is_built_and_only_then(trained_runs, t
         "device=cpu",
         "progress=false",
         log_dir=tmp_path / "log2",
-        pythonpath=tmp_path / "user_code",
     )
     assert trusted.returncode == 0, trusted.stderr[-3000:]
     assert marker.exists() and (tmp_path / "masks" / f"{dataset_image(trained_runs).stem}.png").is_file()

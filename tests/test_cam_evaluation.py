@@ -1,11 +1,8 @@
-"""CAM and pseudo-mask scoring against slow references, and the three stages run as console scripts."""
+"""CAM and pseudo-mask scoring against slow references, and the three stages run as console scripts (in this
+process: ``tests/console_runs.py``)."""
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +14,7 @@ from rca_lightning.pseudo.cam_evaluation import evaluate_cams, evaluate_masks, s
 from rca_lightning.pseudo.cam_writer import cam_path, load_cam_file
 from rca_lightning.pseudo.pseudo_mask_writer import mask_path
 from rca_lightning.utils.errors import InvalidData, MissingInput
+from tests.console_runs import run_in_process
 from tests.references import reference_cam_sweep, reference_mask_scores
 from tests.stage_helpers import make_dataset_with_cams, make_training_run
 
@@ -157,15 +155,14 @@ def test_missing_cam_file_is_named(dataset_with_cams):
 
 
 @pytest.mark.slow
-def test_console_scripts_cams_pseudo_eval(tmp_path):
+def test_console_scripts_cams_pseudo_eval(tmp_path, monkeypatch):
     train_dir = tmp_path / "train"
     make_training_run(train_dir, tmp_path / "cache")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-    bin_dir = Path(sys.executable).parent
+    env = {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+    monkeypatch.chdir(tmp_path)  # the scripts' working folder: nothing but their run folders may appear there
 
     def run(script: str, *overrides: str) -> None:
-        command = [str(bin_dir / script), *overrides, f"hydra.run.dir={tmp_path / script}"]
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+        result = run_in_process(script, *overrides, f"hydra.run.dir={tmp_path / script}", environment=env)
         assert result.returncode == 0, result.stderr[-4000:]
 
     run(

@@ -103,7 +103,11 @@ APP_CONFIG = "where: none\nhydra:\n  callbacks:\n    refuses:\n      _target_: _
 
 @pytest.fixture
 def run_app(tmp_path):
-    """``run_app(*arguments, full_error=False)``: the app run as a script; (exit status, stdout, stderr)."""
+    """``run_app(*arguments, full_error=False)``: the app run as a script; (exit status, stdout, stderr).
+
+    A subprocess: a fresh interpreter runs ``app.py`` as ``__main__`` (its callback is
+    ``__main__.Refuses``, its config found from the script's file); it is not an installed console script,
+    the only kind :func:`tests.console_runs.run_in_process` runs."""
     (tmp_path / "app.py").write_text(APP)
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "app.yaml").write_text(APP_CONFIG)

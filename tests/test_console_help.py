@@ -1,11 +1,11 @@
-"""Every console script's ``--help`` starts with what it does and at least three examples, then the groups."""
+"""Every console script's ``--help`` starts with what it does and at least three examples, then the groups.
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+Each script's installed entry point runs in the test's process (:func:`tests.console_runs.run_in_process`);
+the real processes of the scripts are run in ``test_user_errors``."""
 
 import pytest
+
+from tests.console_runs import run_in_process
 
 SCRIPTS = [
     "rca-train",
@@ -21,11 +21,11 @@ SCRIPTS = [
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-@pytest.mark.slow
-def test_help_starts_with_what_the_script_does_and_examples(script, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    command = [str(Path(sys.executable).with_name(script)), "--help"]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+def test_help_starts_with_what_the_script_does_and_examples(script, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_in_process(
+        script, "--help", environment={"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     header, groups = result.stdout.split("== Configuration groups ==", 1)
     lines = header.strip().splitlines()

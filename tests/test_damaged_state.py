@@ -1,6 +1,7 @@
 """Damaged or foreign state, out-of-range settings and a killed worker end a stage in one line (exit status 2)
 and write nothing: the cases of issue 24 ("Why", last bullets), with the installed console scripts where a run
-is cheap and the reader itself otherwise."""
+is cheap and the reader itself otherwise. The scripts run in this process (``tests/console_runs.py``), except
+the one whose pool worker is killed: that run is a process of its own."""
 
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ from rca_lightning.tasks.evaluate import threshold_sweep
 from rca_lightning.tasks.stage_settings import claim_output_folder, read_settings
 from rca_lightning.utils.errors import InvalidData, InvalidSetting
 from rca_lightning.utils.state_files import read_json_object
+from tests.console_runs import OFFLINE, ScriptResult, run_in_process
 from tests.stage_helpers import make_dataset_with_cams
 from tests.test_coco import TinyCOCO
-from tests.test_data_validation_cli import assert_stopped_before_training, rca_train
+from tests.test_data_validation_cli import assert_stopped_before_training
+from tests.tiny_settings import TINY_MODEL_OVERRIDES
 
 SECONDS_TO_FAIL = 60
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -49,14 +52,19 @@ class DyingRefiner(CRFRefiner):
 
 def run_script(
     script: str, run_dir: Path, *overrides: str, env: dict | None = None
+) -> tuple[ScriptResult, float]:
+    """An installed console script, run in this process with its run folder at ``run_dir``; returns what it
+    printed and its seconds."""
+    started = time.perf_counter()
+    result = run_in_process(script, *overrides, f"hydra.run.dir={run_dir}", environment=env)
+    return result, time.perf_counter() - started
+
+
+def run_process(
+    script: str, run_dir: Path, *overrides: str, env: dict | None = None
 ) -> tuple[subprocess.CompletedProcess, float]:
-    """An installed console script with its run folder at ``run_dir``; returns it and its seconds."""
-    environment = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "NO_ALBUMENTATIONS_UPDATE": "1",
-        "WANDB_MODE": "offline",
-    }
+    """:func:`run_script` as a process of its own (a pool worker of it may kill itself); the same returns."""
+    environment = {**os.environ, **OFFLINE}
     environment.pop("HYDRA_FULL_ERROR", None)
     command = [str(Path(sys.executable).with_name(script)), *overrides, f"hydra.run.dir={run_dir}"]
     started = time.perf_counter()
@@ -66,7 +74,7 @@ def run_script(
     return result, time.perf_counter() - started
 
 
-def the_one_line(script: str, result: subprocess.CompletedProcess, seconds: float) -> str:
+def the_one_line(script: str, result: ScriptResult | subprocess.CompletedProcess, seconds: float) -> str:
     """The error line of a script that stopped on a user error (exit 2, one line, no traceback), quickly."""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr[-3000:]
@@ -299,7 +307,22 @@ def test_rca_train_stops_on_a_coco_image_of_height_minus_5(tmp_path):
     images = [{**image, "height": -5} if image["id"] == 9 else image for image in coco.images["train2014"]]
     path = coco.write_json("train2014", images=images)
     run_dir = tmp_path / "run"
-    result, seconds = rca_train(["data=coco", f"data.root={coco.root}", "data.mask_workers=0"], run_dir)
+    # test_data_validation_cli's tiny CPU settings for rca-train.
+    result, seconds = run_script(
+        "rca-train",
+        run_dir,
+        "data=coco",
+        f"data.root={coco.root}",
+        "data.mask_workers=0",
+        "data.image_size=32",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        *TINY_MODEL_OVERRIDES,
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    )
     line = assert_stopped_before_training(result, seconds, run_dir)
     assert (
         line
@@ -320,11 +343,12 @@ def test_a_killed_crf_worker_ends_rca_pseudo_at_once_and_the_written_masks_resum
         "num_workers=2",
         "progress=false",
     ]
-    # The console script imports this module to build the refiner.
+    # A process of its own, whose pool workers see $RCA_TEST_KILL_ON_IMAGE (this process's pool would get the
+    # environment of its forkserver, started once); it imports this module to build the refiner.
     importable = {
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
     }
-    result, seconds = run_script(
+    result, seconds = run_process(
         "rca-pseudo", run_dir, *overrides, env={**importable, KILL_ON_IMAGE: image_ids[7]}
     )
     line = the_one_line("rca-pseudo", result, seconds)
@@ -338,7 +362,8 @@ def test_a_killed_crf_worker_ends_rca_pseudo_at_once_and_the_written_masks_resum
     assert len(kept) == int(match.group(1)) and 0 < len(kept) < 12 and image_ids[7] not in kept
     assert not (run_dir / "pseudo.json").exists()
 
-    result, _ = run_script("rca-pseudo", run_dir, *overrides, env=importable)
+    assert KILL_ON_IMAGE not in os.environ  # the rerun, in this process: no worker kills itself
+    result, _ = run_script("rca-pseudo", run_dir, *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run_dir / "pseudo.json").read_text())
     assert (summary["total"], summary["written"], summary["skipped"]) == (12, 12 - len(kept), len(kept))

@@ -4,9 +4,6 @@ the exported file's logits equal to PyTorch's."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +13,7 @@ import torch
 from rca_lightning.data import SyntheticVOCGenerator
 from rca_lightning.inference.export import exported_bytes, max_abs_difference, run_exported
 from rca_lightning.inference.trained_runs import load_segmentation_network
+from tests.console_runs import ScriptResult, run_in_process
 from tests.stage_helpers import make_segmentation_run
 
 CLASSES = ["disc", "square", "triangle"]
@@ -31,11 +29,10 @@ def seg_run(tmp_path_factory) -> Path:
     return folder / "run"
 
 
-def run_export(*overrides: str, log_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    command = [str(Path(sys.executable).with_name("rca-export")), *overrides, f"hydra.run.dir={log_dir}"]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+def run_export(*overrides: str, log_dir: Path) -> ScriptResult:
+    """``rca-export``, run in this process (``tests/console_runs.py``)."""
+    environment = {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    return run_in_process("rca-export", *overrides, f"hydra.run.dir={log_dir}", environment=environment)
 
 
 @pytest.mark.slow

@@ -1,5 +1,9 @@
 """One owner per folder: a folder held by a running process refuses a second one at once, runs started in the
-same second get folders of their own, and a resume with other settings is refused with its record kept."""
+same second get folders of their own, and a resume with other settings is refused with its record kept.
+
+A folder is held by a process of its own (:func:`held`), and the script it refuses runs in this process
+(``tests/console_runs.py``): two processes. The runs that must be processes of their own (a folder named by
+its launch's process id) are started as such (:func:`script`)."""
 
 import hashlib
 import os
@@ -11,10 +15,11 @@ import pytest
 
 from rca_lightning.utils.folder_lock import owned_folder
 from rca_lightning.utils.run_fingerprint import FINGERPRINT_FILE
+from tests.console_runs import OFFLINE, run_in_process
 from tests.stage_helpers import make_dataset_with_cams
 
 SCRIPTS = Path(sys.executable).parent
-ENVIRONMENT = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+ENVIRONMENT = {**os.environ, **OFFLINE}
 # Holds the folder given as its argument until its stdin closes.
 HOLDER = (
     "import sys\n"
@@ -51,6 +56,12 @@ def script(name: str, *overrides: str, cwd: Path) -> subprocess.Popen:
     )
 
 
+def run_here(name: str, *overrides: str, cwd: Path) -> tuple[int, list[str]]:
+    """Exit status and stderr lines of the script ``name`` run in this process, from the folder ``cwd``."""
+    result = run_in_process(name, *overrides, cwd=cwd)
+    return result.returncode, result.stderr.splitlines()
+
+
 def finished(process: subprocess.Popen) -> tuple[int, list[str]]:
     """Exit status and stderr lines of a script started by :func:`script`."""
     _, stderr = process.communicate(timeout=600)
@@ -83,7 +94,7 @@ def held(tmp_path):
 def test_a_run_folder_in_use_stops_a_second_script_at_once(tmp_path, held):
     run_dir = tmp_path / "run"
     holder = held(run_dir)
-    status, lines = finished(script("rca-eval", f"hydra.run.dir={run_dir}", "masks_dir=x", cwd=tmp_path))
+    status, lines = run_here("rca-eval", f"hydra.run.dir={run_dir}", "masks_dir=x", cwd=tmp_path)
     assert status == 2
     assert lines == [
         f"rca-eval: error: hydra.run.dir={run_dir}: in use by process {holder} ({run_dir / '.lock'}); "
@@ -99,8 +110,8 @@ def test_a_stage_output_folder_in_use_stops_a_second_stage(tmp_path, held):
     make_dataset_with_cams(tmp_path / "voc", cams_dir, num_images=2)
     masks_dir = tmp_path / "masks"
     holder = held(masks_dir)
-    status, lines = finished(
-        script("rca-pseudo", f"cams_dir={cams_dir}", f"masks_dir={masks_dir}", "progress=false", cwd=tmp_path)
+    status, lines = run_here(
+        "rca-pseudo", f"cams_dir={cams_dir}", f"masks_dir={masks_dir}", "progress=false", cwd=tmp_path
     )
     assert status == 2
     assert len(lines) == 1 and lines[0].startswith(f"rca-pseudo: error: masks_dir={masks_dir}: in use by")
@@ -141,17 +152,17 @@ def digests(folder: Path) -> dict[str, str]:
 def test_a_resume_with_other_settings_is_refused_and_the_record_kept(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     common = [*TINY_TRAINING, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
-    status, lines = finished(script("rca-train", *common, cwd=tmp_path))
+    status, lines = run_here("rca-train", *common, cwd=tmp_path)
     assert status == 0, lines[-20:]
     recorded = digests(run_dir)
     resume = f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
 
-    status, lines = finished(script("rca-train", *common, resume, "model.optimizer.lr=0.5", cwd=tmp_path))
+    status, lines = run_here("rca-train", *common, resume, "model.optimizer.lr=0.5", cwd=tmp_path)
     assert status == 2
     assert len(lines) == 1 and lines[0].startswith("rca-train: error: model.optimizer.lr: "), lines
     assert "records 0.001 where this run has 0.5" in lines[0]
     assert digests(run_dir) == recorded  # what made the weights is still what the run folder says
 
-    status, lines = finished(script("rca-train", *common, resume, cwd=tmp_path))
+    status, lines = run_here("rca-train", *common, resume, cwd=tmp_path)
     assert status == 0, lines[-20:]  # the same settings resume
     assert digests(run_dir)[FINGERPRINT_FILE] == recorded[FINGERPRINT_FILE]

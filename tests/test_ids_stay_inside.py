@@ -4,10 +4,7 @@ and the id; and every writer of per-image files refuses such a name again, so no
 its output folder even if a dataset check were bypassed."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ from rca_lightning.pseudo.cam_prediction_writer import CAMWriter
 from rca_lightning.pseudo.cam_writer import cam_path
 from rca_lightning.pseudo.pseudo_mask_writer import mask_path
 from rca_lightning.utils.errors import InvalidData, MissingInput
+from tests.console_runs import run_in_process
 from tests.stage_helpers import make_training_run
 from tests.test_data_validation_cli import OTHER_STDERR_LINES
 
@@ -124,10 +122,8 @@ def test_rca_cams_on_a_split_with_an_escaping_id_stops_in_one_line_and_writes_no
     split_list = write_extra_split(root, "../../x")
     run_dir.parent.mkdir()
     before = set(tmp_path.rglob("*"))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    command = [
-        str(Path(sys.executable).with_name("rca-cams")),
+    result = run_in_process(  # in this process (tests/console_runs.py)
+        "rca-cams",
         f"train_dir={train_dir}",
         "split=extra",
         "trainer=cpu",
@@ -135,8 +131,8 @@ def test_rca_cams_on_a_split_with_an_escaping_id_stops_in_one_line_and_writes_no
         "trainer.enable_progress_bar=false",
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={run_dir}",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        environment={"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"},
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     lines = [
         line

@@ -5,8 +5,6 @@ schema and set on the next stage's composed config, never Hydra override strings
 import json
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from rca_lightning.pipeline import STAGES
 from rca_lightning.pseudo.stage_records import read_best_cam_threshold, read_cams_record
 from rca_lightning.utils.errors import InvalidData
 from tests.conftest import CONFIG_DIR
-from tests.pipeline_runs import pipeline_environment
+from tests.console_runs import ScriptResult, run_in_process
 from tests.stage_helpers import TINY_STAGE_DATA, make_training_run
 from tests.test_pipeline import make_pipeline
 
@@ -25,6 +23,7 @@ BY_NAME = {stage.name: stage for stage in STAGES}
 # A folder name that Hydra's override grammar would split (a sweep) and one OmegaConf would interpolate.
 SWEEP_LIKE = "seed=1,lr=0.1"
 INTERPOLATION_LIKE = "run ${oc.env:HOME} ${x}"
+PIPELINE_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
 
 
 def write_json(path: Path, content: object) -> Path:
@@ -37,9 +36,9 @@ def cams_record(**extra: object) -> dict:
     return {"checkpoint": "/runs/c.ckpt", "checkpoint_selection": "last", "seeds": "cams", **extra}
 
 
-def rca_pipeline(*overrides: str) -> subprocess.CompletedProcess:
-    command = [str(Path(sys.executable).with_name("rca-pipeline")), *overrides]
-    return subprocess.run(command, capture_output=True, text=True, env=pipeline_environment(), timeout=300)
+def rca_pipeline(*overrides: str) -> ScriptResult:
+    """``rca-pipeline``, run in this process (``tests/console_runs.py``)."""
+    return run_in_process("rca-pipeline", *overrides, environment=PIPELINE_ENVIRONMENT)
 
 
 def resumed_run(tmp_path: Path) -> tuple[Path, list[str]]:

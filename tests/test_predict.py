@@ -29,6 +29,7 @@ from rca_lightning.inference.prediction import (
 )
 from rca_lightning.inference.segmenter import Segmenter
 from rca_lightning.utils.errors import InvalidSetting, MissingInput
+from tests.console_runs import ScriptResult, run_in_process
 from tests.references import reference_confusion, reference_miou, reference_multiscale_cams
 from tests.stage_helpers import make_training_run, train_segmentation_run
 
@@ -45,14 +46,13 @@ def dataset_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def seg_run(dataset_root, tmp_path_factory) -> tuple[Path, dict]:
     run_dir = tmp_path_factory.mktemp("predict_seg") / "run"
-    return run_dir, train_segmentation_run(dataset_root, CLASSES, run_dir, epochs=2)
+    return run_dir, train_segmentation_run(dataset_root, CLASSES, run_dir, epochs=2, in_process=True)
 
 
-def run_predict(*overrides: str, log_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    command = [str(Path(sys.executable).with_name("rca-predict")), *overrides, f"hydra.run.dir={log_dir}"]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+def run_predict(*overrides: str, log_dir: Path) -> ScriptResult:
+    """``rca-predict``, run in this process (``tests/console_runs.py``)."""
+    environment = {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    return run_in_process("rca-predict", *overrides, f"hydra.run.dir={log_dir}", environment=environment)
 
 
 def val_ids(root: Path) -> list[str]:
@@ -258,7 +258,8 @@ def hashes(folder: Path) -> dict[str, str]:
 
 def run_predict_measured(*overrides: str, log_dir: Path) -> tuple[int, list[str], int]:
     """``rca-predict`` as a subprocess: its exit status, its stderr lines and its peak resident memory in
-    bytes (``os.wait4``: that process's own, not another child's of this test session)."""
+    bytes (``os.wait4``: that process's own, not another child's of this test session). The tests that
+    compare peak memory run it so; the others run it in this process (:func:`run_predict`)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     command = [str(Path(sys.executable).with_name("rca-predict")), *overrides, f"hydra.run.dir={log_dir}"]
@@ -368,8 +369,9 @@ def test_settings_that_size_the_work_are_range_checked_before_anything_is_writte
 ):
     photos, out = tmp_path / "photos", tmp_path / "masks"
     write_photos(photos)
-    status, lines, _ = run_predict_measured(
+    result = run_predict(
         f"run_dir={cams_run}", f"inputs={photos}", f"output_dir={out}", setting, log_dir=tmp_path / "log"
     )
-    assert (status, lines) == (2, [f"rca-predict: error: {message}"])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert (result.returncode, lines) == (2, [f"rca-predict: error: {message}"])
     assert not out.exists()

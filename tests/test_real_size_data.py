@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from rca_lightning.cli import generate_real_size
 from rca_lightning.data import (
     COCO_CATEGORIES,
     COCO_CLASS_NAMES,
@@ -296,24 +297,31 @@ def test_bad_counts_name_the_setting(counts, setting):
 
 
 def run_command(*args: str) -> subprocess.CompletedProcess:
+    """``python -m rca_lightning.cli.generate_real_size`` as a subprocess (a module, not an installed console
+    script: :func:`tests.console_runs.run_in_process` does not run it)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     command = [sys.executable, "-m", "rca_lightning.cli.generate_real_size", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.slow
-def test_command_writes_a_set_and_reports_its_rate(tmp_path):
-    result = run_command("voc", str(tmp_path / "VOC2012"), "--train", "2", "--val", "1", "--workers", "1")
-    assert result.returncode == 0, result.stderr
+def test_command_writes_a_set_and_reports_its_rate(tmp_path, capsys):
+    """The command's ``main`` called in this process (what ``python -m`` runs; the real process is
+    test_command_user_error_is_one_line_and_exit_2's)."""
+    status = generate_real_size.main(
+        ["voc", str(tmp_path / "VOC2012"), "--train", "2", "--val", "1", "--workers", "1"]
+    )
+    stdout, stderr = capsys.readouterr()
+    assert status == 0, stderr
     assert re.search(
         r"3 images \(2 train_aug, 1 val\) in [\d.]+ s \([\d.]+ images/s\), [\d,]+ bytes per image",
-        result.stdout,
+        stdout,
     )
     assert VOCLikeGenerator(2, 1).is_complete(tmp_path / "VOC2012")
 
 
 @pytest.mark.slow
 def test_command_user_error_is_one_line_and_exit_2(tmp_path):
+    """A real process: the one line is all the process writes to stderr, imports included."""
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "data.bin").write_bytes(b"x")
     result = run_command("coco", str(tmp_path / "taken"), "--train", "1", "--val", "1")

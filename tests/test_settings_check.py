@@ -1,9 +1,6 @@
 """Overrides checked against the types of the settings they change: the checker on a small config of its own,
 the packaged experiments, and the console scripts ending in one line before anything is read."""
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +11,7 @@ from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.resolvers import register_resolvers
 from rca_lightning.utils.settings_check import check_overrides
 from tests.conftest import CONFIG_DIR, TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
+from tests.console_runs import ScriptResult, run_in_process
 
 
 class Net:
@@ -224,15 +222,15 @@ def test_every_segmentation_experiment_passes(experiment):
         check_overrides("seg_train", overrides)
 
 
-def run_script(module: str, run_dir: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, float]:
-    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
-    command = [sys.executable, "-m", module, *overrides, f"hydra.run.dir={run_dir}"]
+def run_script(script: str, run_dir: Path, *overrides: str) -> tuple[ScriptResult, float]:
+    """Run the installed console script's entry point in this process (the tests work in ``run_dir``'s parent
+    folder, so that nothing the script might write under a relative path lands elsewhere)."""
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=run_dir.parent)
+    result = run_in_process(script, *overrides, f"hydra.run.dir={run_dir}")
     return result, time.perf_counter() - start
 
 
-def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+def error_lines(result: ScriptResult) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.strip()]
 
 
@@ -244,10 +242,10 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
         ("trainer.foo=1", "Could not override 'trainer.foo'"),  # Hydra's struct mode
     ],
 )
-@pytest.mark.slow
-def test_rca_train_ends_in_one_line_before_reading_anything(tmp_path, override, message):
+def test_rca_train_ends_in_one_line_before_reading_anything(tmp_path, monkeypatch, override, message):
+    monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"
-    result, seconds = run_script("rca_lightning.cli.train", run_dir, override, f"paths.cache_dir={tmp_path}")
+    result, seconds = run_script("rca-train", run_dir, override, f"paths.cache_dir={tmp_path}")
     assert result.returncode == 2, result.stderr[-2000:]
     lines = error_lines(result)
     assert len(lines) == 1 and "error: " in lines[0] and message in lines[0], lines
@@ -256,11 +254,12 @@ def test_rca_train_ends_in_one_line_before_reading_anything(tmp_path, override, 
     assert not list(tmp_path.glob("**/synthetic*")), "the dataset was generated"
 
 
-@pytest.mark.slow
-def test_rca_pipeline_checks_every_stage_before_the_classifier_trains(tmp_path):
+@pytest.mark.slow  # in this process, but 2-4 s here: every stage's settings are composed
+def test_rca_pipeline_checks_every_stage_before_the_classifier_trains(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"
     result, seconds = run_script(
-        "rca_lightning.cli.pipeline",
+        "rca-pipeline",
         run_dir,
         'stages.segmentation.overrides=["trainer.max_epochs=abc"]',
         f"paths.cache_dir={tmp_path}",

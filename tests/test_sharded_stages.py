@@ -5,11 +5,13 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from rca_lightning.data.coco_masks import build_coco_masks
 from rca_lightning.utils.ranks import Ranks, launch_environment, stage_ranks
+from tests.console_runs import run_in_process
 from tests.pipeline_runs import pipeline_command, pipeline_environment
 from tests.stage_helpers import make_dataset_with_cams
 from tests.test_coco import TinyCOCO
@@ -41,19 +43,6 @@ def test_a_plain_process_is_one_rank(monkeypatch):
         assert (ranks.rank, ranks.world_size, ranks.is_main) == (0, 1, True)
 
 
-def run_stage(module: str, overrides: list[str], processes: int) -> None:
-    """``python -m <module> overrides`` in one process, or under torchrun in ``processes``."""
-    launcher = [sys.executable, "-m", module]
-    if processes > 1:
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        launcher = [*torchrun, f"--nproc_per_node={processes}", "-m", module]
-    environment = {**pipeline_environment(), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [*launcher, *overrides], capture_output=True, text=True, env=environment, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
 def launch(
     module: str, arguments: list[str], processes: int = 2
 ) -> tuple[subprocess.CompletedProcess, float]:
@@ -71,6 +60,12 @@ def launch(
         [*torchrun, "-m", module, *arguments], capture_output=True, text=True, env=environment, timeout=600
     )
     return result, time.monotonic() - start
+
+
+def run_stage(module: str, arguments: list[str], processes: int) -> None:
+    """``module`` under torchrun in ``processes``, which must succeed."""
+    result, _ = launch(module, arguments, processes)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def rank_tracebacks(output: str) -> list[str]:
@@ -108,6 +103,16 @@ def test_a_rank_that_never_arrives_is_named_after_the_barrier_timeout(tmp_path):
     assert seconds < 100  # the stuck rank sleeps 120 s: the launch ended at the timeout
 
 
+SCRIPT_MODULES = {"rca-pseudo": "rca_lightning.cli.pseudo", "rca-eval": "rca_lightning.cli.evaluate"}
+
+
+def stage_commands(common: list[str], run: Path) -> list[tuple[str, list[str]]]:
+    """The pseudo-mask stage into ``run`` and the scoring of its masks, as (script, arguments)."""
+    pseudo = [*common, "num_workers=1", f"hydra.run.dir={run}"]
+    scores = [*common, f"masks_dir={run / 'pseudo_masks'}", f"hydra.run.dir={run / 'eval'}"]
+    return [("rca-pseudo", pseudo), ("rca-eval", scores)]
+
+
 def without_timings(summary: dict) -> dict:
     return {key: value for key, value in summary.items() if key not in TIMING_KEYS}
 
@@ -117,19 +122,13 @@ def test_two_processes_write_the_masks_and_scores_of_one(tmp_path):
     cams_dir = tmp_path / "cams"
     cams_dir.mkdir()
     dataset = make_dataset_with_cams(tmp_path / "voc", cams_dir, num_images=7)
-    runs = {}
-    for processes in (1, 2):
-        run = tmp_path / f"p{processes}"
-        masks = run / "pseudo_masks"
-        common = ["progress=false", f"cams_dir={cams_dir}"]
-        run_stage("rca_lightning.cli.pseudo", [*common, "num_workers=1", f"hydra.run.dir={run}"], processes)
-        run_stage(
-            "rca_lightning.cli.evaluate",
-            [*common, f"masks_dir={masks}", f"hydra.run.dir={run / 'eval'}"],
-            processes,
-        )
-        runs[processes] = run
-    one, two = runs[1], runs[2]
+    common = ["progress=false", f"cams_dir={cams_dir}"]
+    one, two = tmp_path / "p1", tmp_path / "p2"
+    # One process: the console scripts in this one (tests/console_runs.py); two: under torchrun.
+    for script, arguments in stage_commands(common, one):
+        assert run_in_process(script, *arguments).returncode == 0
+    for script, arguments in stage_commands(common, two):
+        run_stage(SCRIPT_MODULES[script], arguments, processes=2)
     for image_id in dataset.image_ids:
         name = f"pseudo_masks/{image_id}.png"
         assert (one / name).read_bytes() == (two / name).read_bytes()
@@ -145,7 +144,7 @@ def test_two_processes_write_the_masks_and_scores_of_one(tmp_path):
     assert scores_one == scores_two
     assert scores_two["cams"]["num_images"] == scores_two["pseudo_masks"]["num_images"] == 7
     # Resumed under two processes: nothing to write, the same summary.
-    run_stage("rca_lightning.cli.pseudo", [*common, "num_workers=1", f"hydra.run.dir={two}"], 2)
+    run_stage(SCRIPT_MODULES["rca-pseudo"], stage_commands(common, two)[0][1], processes=2)
     again = json.loads((two / "pseudo.json").read_text())
     assert (again["written"], again["skipped"]) == (0, 7)
 

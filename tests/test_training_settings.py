@@ -1,9 +1,6 @@
 """The training settings RCA and EPS share: one dataclass behind the flat ``model.*`` keys, checked by type
 before a run starts, recorded as plain hyper-parameters."""
 
-import os
-import subprocess
-import sys
 from dataclasses import asdict, fields
 from functools import partial
 
@@ -19,6 +16,7 @@ from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.resolvers import register_resolvers
 from rca_lightning.utils.settings_check import check_overrides
 from tests.conftest import CONFIG_DIR
+from tests.console_runs import run_in_process
 
 METHODS = ("rca", "eps")  # the two classes that share the settings
 
@@ -46,19 +44,15 @@ def test_a_shared_setting_of_the_wrong_type_is_refused_for_every_method(method, 
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.slow
-def test_rca_train_ends_in_one_line_on_a_wrong_shared_setting(tmp_path, method):
-    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
-    command = [
-        sys.executable,
-        "-m",
-        "rca_lightning.cli.train",
+def test_rca_train_ends_in_one_line_on_a_wrong_shared_setting(tmp_path, monkeypatch, method):
+    monkeypatch.chdir(tmp_path)  # the installed entry point, run in this process from the test's folder
+    result = run_in_process(
+        "rca-train",
         f"model={method}",
         "model.contrast_weight=abc",
         f"hydra.run.dir={tmp_path / 'run'}",
         f"paths.cache_dir={tmp_path / 'cache'}",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr[-2000:]
     assert lines == ["rca-train: error: model.contrast_weight: expected a number (default 0.01), got 'abc'"]

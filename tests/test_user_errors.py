@@ -1,7 +1,11 @@
 """User errors end a console script in one line on stderr and exit status 2, before any work is done.
 
-The subprocess cases run the installed console scripts as a user would; each costs a process start (~5-10 s
-here), so there are few of them. The messages' own wording is tested where each error is raised.
+Most runs call the installed entry point inside the test's process (:func:`tests.console_runs.run_in_process`,
+about a second each). One case per script (``REAL_PROCESS_CASES``: rca-cams, rca-seg, rca-pseudo, rca-train,
+rca-pipeline) runs the installed console script as a subprocess, as a user would: only a real process shows
+the script file itself at work and the stderr of the process as a whole, with whatever its imports, Hydra or
+C code write to the file descriptor, and not only what goes through ``sys.stderr``. Each costs a process
+start (~5-10 s here), so there are five. The messages' own wording is tested where each error is raised.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from rca_lightning.utils.error_messages import one_line, user_error_in, with_key
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput, UserError
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR
+from tests.console_runs import ScriptResult, run_in_process
 
 SECONDS_TO_FAIL = 60
 # What a finished step leaves in a run folder; none of it may exist after a user error.
@@ -30,22 +35,31 @@ STEP_OUTPUTS = {"metrics.json", "cams.json", "pseudo.json", "eval.json", "settin
 # Hydra writes this line to stderr itself when a job raises (hydra.core.utils.JobReturn.return_value),
 # before the console script sees the exception; see test_hydra_job_line_is_not_printed.
 HYDRA_JOB_LINE = "Error executing job with overrides:"
+# Set for every run, in a subprocess or in this process (HYDRA_FULL_ERROR is unset unless a test sets it).
+SCRIPT_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
 
 
-def run_script(script: str, overrides: list[str], run_dir: Path, full_error: bool = False):
-    """Run an installed console script; returns (completed process, seconds it took)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    if full_error:
-        env["HYDRA_FULL_ERROR"] = "1"
-    command = [
-        str(Path(sys.executable).with_name(script)),
-        *overrides,
-        f"paths.cache_dir={run_dir.parent / 'cache'}",
-        f"hydra.run.dir={run_dir}",
-    ]
+def script_arguments(overrides: list[str], run_dir: Path) -> list[str]:
+    return [*overrides, f"paths.cache_dir={run_dir.parent / 'cache'}", f"hydra.run.dir={run_dir}"]
+
+
+def run_script(script: str, overrides: list[str], run_dir: Path) -> tuple[subprocess.CompletedProcess, float]:
+    """Run an installed console script as a subprocess; returns (completed process, seconds it took)."""
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
+    env.update(SCRIPT_ENVIRONMENT)
+    command = [str(Path(sys.executable).with_name(script)), *script_arguments(overrides, run_dir)]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    return result, time.perf_counter() - started
+
+
+def run_inside(
+    script: str, overrides: list[str], run_dir: Path, full_error: bool = False
+) -> tuple[ScriptResult, float]:
+    """Run an installed console script's entry point in this process; returns (result, seconds it took)."""
+    environment = {**SCRIPT_ENVIRONMENT, **({"HYDRA_FULL_ERROR": "1"} if full_error else {})}
+    started = time.perf_counter()
+    result = run_in_process(script, *script_arguments(overrides, run_dir), environment=environment)
     return result, time.perf_counter() - started
 
 
@@ -98,9 +112,25 @@ CASES: list[tuple[str, str, Callable[[Path], list[str]], Callable[[Path], list[s
 ]
 
 
+# The case of each script that runs the installed script as a real process (module docstring).
+REAL_PROCESS_CASES = {
+    "missing_train_dir",  # rca-cams
+    "empty_pseudo_masks_dir",  # rca-seg
+    "attention_seeds_without_accumulation",  # rca-pseudo
+    "unknown_checkpoint_choice",  # rca-train
+    "stage_entry_not_a_list",  # rca-pipeline
+}
+
+
+def test_each_script_has_one_case_run_as_a_real_process():
+    real = [script for case_id, script, *_ in CASES if case_id in REAL_PROCESS_CASES]
+    assert sorted(real) == sorted({script for _, script, *_ in CASES})
+
+
 @pytest.fixture(scope="module")
 def user_error_runs(tmp_path_factory) -> Callable[[str], tuple]:
-    """Runs a case once per module (the case's process, its seconds, its folder and the expected parts)."""
+    """Runs a case once per module (the case's result, its seconds, its folder and the expected parts): in a
+    subprocess for ``REAL_PROCESS_CASES``, in this process for the others."""
     base = tmp_path_factory.mktemp("user_errors")
     (base / "unfinished_run" / "checkpoints").mkdir(parents=True)
     (base / "empty").mkdir()
@@ -111,7 +141,8 @@ def user_error_runs(tmp_path_factory) -> Callable[[str], tuple]:
         if case_id not in done:
             script, overrides, expected = cases[case_id]
             run_dir = base / "runs" / case_id
-            result, seconds = run_script(script, overrides(base), run_dir)
+            runner = run_script if case_id in REAL_PROCESS_CASES else run_inside
+            result, seconds = runner(script, overrides(base), run_dir)
             done[case_id] = (script, result, seconds, run_dir, expected(base))
         return done[case_id]
 
@@ -122,8 +153,13 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("case_id", [case[0] for case in CASES])
-@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case_id",
+    [
+        pytest.param(case[0], marks=[pytest.mark.slow] if case[0] in REAL_PROCESS_CASES else [])
+        for case in CASES
+    ],
+)
 def test_user_error_is_one_line_and_exit_status_2(user_error_runs, case_id):
     script, result, seconds, run_dir, expected = user_error_runs(case_id)
     lines = error_lines(result.stderr)
@@ -140,13 +176,13 @@ def test_user_error_is_one_line_and_exit_status_2(user_error_runs, case_id):
 
 @pytest.mark.slow
 def test_hydra_job_line_is_not_printed(user_error_runs):
+    """In the stderr of the real rca-cams process (Hydra writes the line itself)."""
     _, result, *_ = user_error_runs("missing_train_dir")
     assert HYDRA_JOB_LINE not in result.stderr
 
 
-@pytest.mark.slow
 def test_a_model_setting_is_named_by_its_dotted_key(tmp_path):
-    result, _ = run_script("rca-train", ["model.net.head=bogus"], tmp_path / "run")
+    result, _ = run_inside("rca-train", ["model.net.head=bogus"], tmp_path / "run")
     lines = error_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1
     assert (
@@ -154,9 +190,8 @@ def test_a_model_setting_is_named_by_its_dotted_key(tmp_path):
     )
 
 
-@pytest.mark.slow
 def test_hydra_full_error_shows_the_traceback(tmp_path):
-    result, _ = run_script("rca-cams", [f"train_dir={tmp_path / 'nope'}"], tmp_path / "run", full_error=True)
+    result, _ = run_inside("rca-cams", [f"train_dir={tmp_path / 'nope'}"], tmp_path / "run", full_error=True)
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "MissingInput" in result.stderr
 
