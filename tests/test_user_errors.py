@@ -216,6 +216,16 @@ def test_user_error_wrapped_by_instantiate_is_found():
     assert user_error_in(wrapped_by_instantiate(user_error)) is user_error
 
 
+def test_a_constructors_own_error_keeps_its_cause_on_the_line():
+    """A class named in the config failing in its constructor (a NameError in a user's module): the line says
+    what failed, not only where."""
+    wrapped = wrapped_by_instantiate(NameError("name 'os' is not defined"))
+    assert one_line(user_error_in(wrapped)) == (
+        "model.net: Error in call to target 'rca_lightning.models.rca_net.RCANet': "
+        "NameError: name 'os' is not defined"
+    )
+
+
 def test_user_error_in_follows_the_cause_chain():
     missing = MissingInput("train_dir=/x not found: expected a folder written by rca-train")
     try:

@@ -9,6 +9,7 @@ import re
 from hydra.errors import (
     CompactHydraException,
     ConfigCompositionException,
+    InstantiationException,
     OverrideParseException,
 )
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, ValidationError
@@ -57,7 +58,8 @@ def one_line(error: BaseException) -> str:
 
     A DataLoader worker's error arrives re-raised with the worker's traceback in its message; the line that
     counts is then the last one (``module.Type: message``), without the type. An OmegaConf or Hydra error
-    says on later lines which key it is about; the first line carries the message and the key is kept.
+    says on later lines which key it is about; the first line carries the message and the key is kept. A
+    constructor's error that Hydra's ``instantiate`` wrapped follows Hydra's line, with its type.
     """
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if not lines:
@@ -74,6 +76,9 @@ def one_line(error: BaseException) -> str:
     cause = error.__cause__
     if isinstance(error, ConfigCompositionException) and cause is not None and str(cause).strip():
         message = f"{message} {str(cause).strip().splitlines()[0]}"
+    if isinstance(error, InstantiationException) and cause is not None:
+        # A constructor's own error (not a UserError, which would have been found first): what it was.
+        message = f"{message} {type(cause).__name__}: {one_line(cause)}"
     return message
 
 
