@@ -14,7 +14,8 @@ fixed + per item x items`` (the same for disk bytes, which grow with images: a t
 the full dataset and the preset's schedule (epochs x steps per epoch, or its max_steps). A trainer's cost
 per epoch apart from its steps (validation set-up, k-means, checkpoints) comes, on the built-in dataset,
 from a third run, the smaller size for twice the epochs: ``fixed + per epoch x epochs + per step x steps``
-(``PER_EPOCH`` says why not at real sizes). The run folders are
+(``PER_EPOCH`` says why not at real sizes); that run measures only the trainers, each in a process of its own
+as above (the stages between them run in the classifier's: 2 processes instead of 7). The run folders are
 kept, so a rerun reuses them.
 
     python bench/scale_rehearsal.py --experiment NAME --json OUT.json [--data-root DIR] [--images N]
@@ -46,6 +47,7 @@ from omegaconf import DictConfig, open_dict
 
 import rca_lightning
 from rca_lightning.data import generate_coco_like, generate_voc_like
+from rca_lightning.data.split_validation import CACHE_FOLDER
 from rca_lightning.pipeline import Pipeline
 from rca_lightning.utils.resolvers import register_resolvers
 from stage_costs import StepCost, check_rows, disk_usage, per_epoch_fit, run_probe, stage_row
@@ -177,10 +179,19 @@ def stage_items(configs: dict[str, DictConfig], num_train: int, num_val: int) ->
 
 
 def measure_size(
-    rehearsal: Rehearsal, num_train: int, full: tuple[int, int], kind: str, epochs: int, folder: Path
+    rehearsal: Rehearsal,
+    num_train: int,
+    full: tuple[int, int],
+    kind: str,
+    epochs: int,
+    folder: Path,
+    measured: tuple[str, ...] | None = None,
 ) -> dict:
     """Run the pipeline stage by stage on ``num_train`` train images, the trainers for ``epochs``, into
-    ``folder``; the costs per stage (reused when ``folder/costs.json`` exists)."""
+    ``folder``; the costs per stage (reused when ``folder/costs.json`` exists). With ``measured``, only those
+    stages (of the pipeline's) are measured, each the first stage of its process as before; the stages in
+    between run unmeasured after the measured one before them, in its process, on the data of a size
+    measured already (prepared here, unmeasured, where it is missing)."""
     record = folder / "costs.json"
     if record.is_file():
         return {name: StepCost(**cost) for name, cost in json.loads(record.read_text()).items()}
@@ -192,20 +203,35 @@ def measure_size(
     num_val = max(1, round(num_train * full[1] / full[0]))
     items, disk = stage_items(configs, num_train, num_val), disk_items(configs, num_train, num_val)
     prepare = [f"experiment={rehearsal.experiment}", *rehearsal.overrides, *data]
-    costs = {"data_preparation": run_probe("prepare", prepare, folder / "data_preparation.log")}
+    costs = {}
+    if measured is None:
+        costs["data_preparation"] = run_probe("prepare", prepare, folder / "data_preparation.log")
+    elif not (data_root_of(configs) / CACHE_FOLDER).is_dir():  # generated and validated before any stage
+        run_probe("prepare", prepare, folder / "data_preparation.log")
     run_dir = folder / "run"
     names = list(configs)
-    for index, name in enumerate(names):
-        later = [f"stages.{later}.enabled=false" for later in names[index + 1 :]]
-        # Each call enables one more stage (``stages`` may differ when a pipeline resumes).
+    launches: list[list[str]] = [[]]  # the stages of each process: a measured stage starts one
+    for name in names:
+        if measured is None or name in measured:
+            launches.append([name])
+        else:
+            launches[-1].append(name)
+    for launch in filter(None, launches):
+        name, end = launch[0], names.index(launch[-1]) + 1
+        later = [f"stages.{later}.enabled=false" for later in names[end:]]
+        # Each call enables more stages (``stages`` may differ when a pipeline resumes).
         command = [*overrides, *later, f"hydra.run.dir={run_dir}"]
         cost = run_probe("pipeline", command, folder / f"{name}.log")
-        state = json.loads((run_dir / "pipeline_state.json").read_text())
-        cost.seconds = state["stages"][name]["seconds"]
-        costs[name] = cost
-    # The report of the last call: its own seconds, in the process of the last stage (its peak is theirs).
-    report_seconds = json.loads((run_dir / "report.json").read_text())["stage_seconds"]["report"]
-    costs["report"] = StepCost(items=0, seconds=report_seconds, peak_rss_mib=costs[names[-1]].peak_rss_mib)
+        if len(launch) > 1:  # its process ran unmeasured stages too: only the stage's own clock is its
+            cost = StepCost(items=0)
+        if measured is None or name in measured:
+            state = json.loads((run_dir / "pipeline_state.json").read_text())
+            cost.seconds = state["stages"][name]["seconds"]
+            costs[name] = cost
+    if measured is None:
+        # The report of the last call: its own seconds, in the process of the last stage (its peak is theirs).
+        seconds = json.loads((run_dir / "report.json").read_text())["stage_seconds"]["report"]
+        costs["report"] = StepCost(items=0, seconds=seconds, peak_rss_mib=costs[names[-1]].peak_rss_mib)
     for name, cost in costs.items():
         cost.items, cost.disk_items = items[name], disk[name]
         stage_folder = {"data_preparation": data_root_of(configs), "report": run_dir / "figures"}
@@ -241,7 +267,7 @@ def rehearse(rehearsal: Rehearsal, out: Path) -> dict:
     longer = None
     if rehearsal.synthetic:  # see PER_EPOCH
         folder = out / f"train{num_small}_epochs{2 * epochs}"
-        longer = measure_size(rehearsal, num_small, full, kind, 2 * epochs, folder)
+        longer = measure_size(rehearsal, num_small, full, kind, 2 * epochs, folder, measured=TRAINERS)
     rows = []
     for name in small:
         row = stage_row(

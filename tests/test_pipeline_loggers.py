@@ -51,14 +51,26 @@ def random_walk_run(tmp_path_factory) -> tuple[Path, object]:
         if key not in ("WANDB_MODE", "WANDB_API_KEY")
     }
     environment |= {"NETRC": str(empty_netrc), "WANDB_DIR": str(base / "wandb_home")}
-    boundary = '["trainer.max_epochs=2","trainer.enable_progress_bar=false","data.batch_size=4"]'
+    # What is learnt is not checked here: one epoch of the boundary network and of the segmentation network
+    # (on 64 px crops of the 64 px images, scored at one scale), CAMs at one scale. These lists replace
+    # those pipeline_command sets (Hydra keeps the last value of a key); the IR labels keep their pool.
+    boundary = '["trainer.max_epochs=1","trainer.enable_progress_bar=false","data.batch_size=4"]'
+    segmentation = [
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "crop_size=64",
+        "seg_model.tta_scales=[1.0]",
+        "seg_model.tta_flip=false",
+    ]
     result = run_pipeline(
         run_dir,
         cache,
         "refine=random_walk",
+        'stages.cams.overrides=["scales=[1.0]"]',
         'stages.ir_labels.overrides=["progress=false","num_workers=2"]',
         'stages.ir_label_eval.overrides=["progress=false"]',
         f"stages.boundary.overrides={boundary}",
+        f"stages.segmentation.overrides={json.dumps(segmentation, separators=(',', ':'))}",
         "logger=[csv,tensorboard,wandb]",
         environment=environment,
         epochs=2,
