@@ -30,8 +30,7 @@ from rca_lightning.utils.state_files import read_json_object
 from tests.console_runs import OFFLINE, ScriptResult, run_in_process
 from tests.stage_helpers import make_dataset_with_cams
 from tests.test_coco import TinyCOCO
-from tests.test_data_validation_cli import assert_stopped_before_training
-from tests.tiny_settings import TINY_MODEL_OVERRIDES
+from tests.test_data_validation_cli import assert_stopped_before_training, rca_train
 
 SECONDS_TO_FAIL = 60
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -307,22 +306,7 @@ def test_rca_train_stops_on_a_coco_image_of_height_minus_5(tmp_path):
     images = [{**image, "height": -5} if image["id"] == 9 else image for image in coco.images["train2014"]]
     path = coco.write_json("train2014", images=images)
     run_dir = tmp_path / "run"
-    # test_data_validation_cli's tiny CPU settings for rca-train.
-    result, seconds = run_script(
-        "rca-train",
-        run_dir,
-        "data=coco",
-        f"data.root={coco.root}",
-        "data.mask_workers=0",
-        "data.image_size=32",
-        "data.batch_size=2",
-        "data.num_workers=0",
-        *TINY_MODEL_OVERRIDES,
-        "trainer=cpu",
-        "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-    )
+    result, seconds = rca_train(["data=coco", f"data.root={coco.root}", "data.mask_workers=0"], run_dir)
     line = assert_stopped_before_training(result, seconds, run_dir)
     assert (
         line

@@ -41,9 +41,8 @@ def rca_train(overrides: list[str], run_dir: Path) -> tuple[ScriptResult, float]
         f"paths.cache_dir={run_dir.parent / 'cache'}",
         f"hydra.run.dir={run_dir}",
     ]
-    environment = {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
     started = time.perf_counter()
-    result = run_in_process("rca-train", *arguments, environment=environment)
+    result = run_in_process("rca-train", *arguments)
     return result, time.perf_counter() - started
 
 
