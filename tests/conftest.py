@@ -10,11 +10,7 @@ from omegaconf import DictConfig, open_dict
 
 import rca_lightning
 from rca_lightning.utils.resolvers import register_resolvers
-from tests.pipeline_runs import (  # noqa: F401 (shared fixtures)
-    copied_pipeline_run,
-    shared_run_started_early,
-    tiny_pipeline_run,
-)
+from tests.pipeline_runs import copied_pipeline_run, tiny_pipeline_run  # noqa: F401 (shared fixtures)
 from tests.tiny_settings import TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
 
 if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -1,23 +1,24 @@
 """The tiny ``rca-pipeline`` of the end-to-end tests, and the one finished run they share.
 
 :func:`tiny_pipeline_run` trains the run once per test session (under pytest-xdist, once for all the
-workers), in the background from the session's first test on; tests read it as it is, and a test that
-writes works in its own copy (:func:`copied_pipeline_run`). The shared run is checked unchanged when the
-session ends (in every worker), so a test that writes into it fails there, naming it.
+workers: the first builds it, the others wait for it); tests read it as it is, and a test that writes works
+in its own copy (:func:`copied_pipeline_run`). The shared run is checked unchanged when the session ends (in
+every worker), so a test that writes into it fails there, naming it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from tests.tiny_settings import TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
 
@@ -111,64 +112,35 @@ def folder_digest(folder: Path) -> dict[str, str]:
     }
 
 
-# The shared run's folder: in the session's temporary folder, or under pytest-xdist beside the workers' own
-# (their common parent), for all of them.
-SHARED_RUN = "shared_pipeline"
-# Running processes of the shared run's build (held, so that none is reaped as garbage while it runs).
-_BUILDS: list[subprocess.Popen] = []
-
-
-def shared_run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.getbasetemp()
-    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / SHARED_RUN
-
-
-def start_shared_run(base: Path) -> None:
-    """Start the tiny pipeline into ``base`` in the background, unless a process of the session (an xdist
-    worker) started it: the first to create ``base`` does. The build writes what it printed beside the
-    run (``stdout``, ``stderr``) and, last, its exit status (``status``)."""
-    try:
-        base.mkdir(parents=True)
-    except FileExistsError:
-        return
-    command = pipeline_command(base / "run", base / "cache")
-    record = 'status=0; "$@" > stdout 2> stderr || status=$?; echo $status > status.tmp; mv status.tmp status'
-    _BUILDS.append(
-        subprocess.Popen(["sh", "-c", record, "sh", *command], cwd=base, env=pipeline_environment())
-    )
-
-
-def finished_shared_run(base: Path, timeout: float = 900) -> FinishedRun:
-    """The shared run in ``base`` once its build ended (:func:`start_shared_run`); fails the test unless it
-    ended with status 0."""
-    status = base / "status"
-    deadline = time.monotonic() + timeout
-    while not status.is_file():
-        assert time.monotonic() < deadline, f"the shared run in {base} did not finish in {timeout:.0f} s"
-        time.sleep(0.5)
-    stdout, stderr = (base / "stdout").read_text(), (base / "stderr").read_text()
-    assert status.read_text().strip() == "0", stderr[-4000:]
-    return FinishedRun(base / "run", base / "cache", stdout, stderr)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def shared_run_started_early(request, tmp_path_factory):
-    """At the session's first test, start building the shared run in the background if a test of the
-    session reads it: it is built beside the tests that come before (no worker idles waiting for it)."""
-    if any("tiny_pipeline_run" in item.fixturenames for item in request.session.items):
-        start_shared_run(shared_run_folder(tmp_path_factory))
+def build_shared_run(base: Path) -> dict:
+    """Run the tiny pipeline into ``base`` (``run/``, its dataset under ``cache/``); returns what it printed
+    and the digest of the finished folder (:func:`folder_digest`)."""
+    base.mkdir(parents=True, exist_ok=True)
+    result = run_pipeline(base / "run", base / "cache")
+    return {"stdout": result.stdout, "stderr": result.stderr, "digest": folder_digest(base)}
 
 
 @pytest.fixture(scope="session")
 def tiny_pipeline_run(tmp_path_factory):
-    """The tiny pipeline (:func:`pipeline_command`) run once for the session (for all xdist workers).
-    Read-only."""
-    base = shared_run_folder(tmp_path_factory)
-    start_shared_run(base)  # a no-op where it was started at the session's first test
-    finished = finished_shared_run(base)
-    before = folder_digest(base)
-    yield finished
-    after = folder_digest(base)
+    """The tiny pipeline (:func:`pipeline_command`) run once for the session. Read-only."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: the run is this session's own
+        base = tmp_path_factory.mktemp("shared_pipeline")
+        built = build_shared_run(base)
+    else:
+        # pytest-xdist: the workers' temporary folders share a parent. The first worker to take the lock
+        # builds the run there; the others wait for it and reuse it. The record of the finished run (what
+        # it printed and its digest) is written last, beside the run: the run is complete once it is there.
+        root = tmp_path_factory.getbasetemp().parent
+        base, record = root / "shared_pipeline", root / "shared_pipeline.json"
+        with FileLock(root / "shared_pipeline.lock"):
+            if not record.is_file():
+                shutil.rmtree(base, ignore_errors=True)  # what a failed build of another worker left
+                partial = record.with_suffix(".tmp")
+                partial.write_text(json.dumps(build_shared_run(base)))
+                partial.replace(record)
+            built = json.loads(record.read_text())
+    yield FinishedRun(base / "run", base / "cache", built["stdout"], built["stderr"])
+    before, after = built["digest"], folder_digest(base)
     changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
     assert not changed, f"a test wrote into the shared run {base} ({changed[:5]}): use copied_pipeline_run"
 
