@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
+from tests.console_runs import OFFLINE
 from tests.tiny_settings import TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
 
 QUIET_STAGES = [
@@ -62,7 +63,7 @@ def pipeline_command(
 
 
 def pipeline_environment() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+    return {**os.environ, **OFFLINE}
 
 
 def run_pipeline(

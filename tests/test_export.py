@@ -31,8 +31,7 @@ def seg_run(tmp_path_factory) -> Path:
 
 def run_export(*overrides: str, log_dir: Path) -> ScriptResult:
     """``rca-export``, run in this process (``tests/console_runs.py``)."""
-    environment = {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    return run_in_process("rca-export", *overrides, f"hydra.run.dir={log_dir}", environment=environment)
+    return run_in_process("rca-export", *overrides, f"hydra.run.dir={log_dir}")
 
 
 @pytest.mark.slow

@@ -131,7 +131,6 @@ def test_rca_cams_on_a_split_with_an_escaping_id_stops_in_one_line_and_writes_no
         "trainer.enable_progress_bar=false",
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={run_dir}",
-        environment={"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"},
     )
     assert result.returncode == 2, result.stderr[-3000:]
     lines = [

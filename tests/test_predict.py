@@ -51,8 +51,7 @@ def seg_run(dataset_root, tmp_path_factory) -> tuple[Path, dict]:
 
 def run_predict(*overrides: str, log_dir: Path) -> ScriptResult:
     """``rca-predict``, run in this process (``tests/console_runs.py``)."""
-    environment = {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    return run_in_process("rca-predict", *overrides, f"hydra.run.dir={log_dir}", environment=environment)
+    return run_in_process("rca-predict", *overrides, f"hydra.run.dir={log_dir}")
 
 
 def val_ids(root: Path) -> list[str]:

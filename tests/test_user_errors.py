@@ -27,7 +27,7 @@ from rca_lightning.utils.error_messages import one_line, user_error_in, with_key
 from rca_lightning.utils.errors import InvalidData, InvalidSetting, MissingInput, UserError
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR
-from tests.console_runs import ScriptResult, run_in_process
+from tests.console_runs import OFFLINE, ScriptResult, run_in_process
 
 SECONDS_TO_FAIL = 60
 # What a finished step leaves in a run folder; none of it may exist after a user error.
@@ -35,8 +35,6 @@ STEP_OUTPUTS = {"metrics.json", "cams.json", "pseudo.json", "eval.json", "settin
 # Hydra writes this line to stderr itself when a job raises (hydra.core.utils.JobReturn.return_value),
 # before the console script sees the exception; see test_hydra_job_line_is_not_printed.
 HYDRA_JOB_LINE = "Error executing job with overrides:"
-# Set for every run, in a subprocess or in this process (HYDRA_FULL_ERROR is unset unless a test sets it).
-SCRIPT_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
 
 
 def script_arguments(overrides: list[str], run_dir: Path) -> list[str]:
@@ -46,7 +44,7 @@ def script_arguments(overrides: list[str], run_dir: Path) -> list[str]:
 def run_script(script: str, overrides: list[str], run_dir: Path) -> tuple[subprocess.CompletedProcess, float]:
     """Run an installed console script as a subprocess; returns (completed process, seconds it took)."""
     env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
-    env.update(SCRIPT_ENVIRONMENT)
+    env.update(OFFLINE)  # as run_in_process runs it
     command = [str(Path(sys.executable).with_name(script)), *script_arguments(overrides, run_dir)]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -57,7 +55,7 @@ def run_inside(
     script: str, overrides: list[str], run_dir: Path, full_error: bool = False
 ) -> tuple[ScriptResult, float]:
     """Run an installed console script's entry point in this process; returns (result, seconds it took)."""
-    environment = {**SCRIPT_ENVIRONMENT, **({"HYDRA_FULL_ERROR": "1"} if full_error else {})}
+    environment = {"HYDRA_FULL_ERROR": "1"} if full_error else {}
     started = time.perf_counter()
     result = run_in_process(script, *script_arguments(overrides, run_dir), environment=environment)
     return result, time.perf_counter() - started
