@@ -42,10 +42,15 @@ class ScriptResult:
     stderr: str
 
 
+def script_entry(script: str):
+    """The ``console_scripts`` entry point the package declares for ``script``."""
+    (entry,) = (entry for entry in entry_points(group="console_scripts") if entry.name == script)
+    return entry
+
+
 def console_script(script: str):
     """The function the installed console script ``script`` calls."""
-    (entry,) = (entry for entry in entry_points(group="console_scripts") if entry.name == script)
-    return entry.load()
+    return script_entry(script).load()
 
 
 def exit_status(stop: SystemExit) -> int:

@@ -11,7 +11,7 @@ import pytest
 
 from rca_lightning.data.coco_masks import build_coco_masks
 from rca_lightning.utils.ranks import Ranks, launch_environment, stage_ranks
-from tests.console_runs import run_in_process
+from tests.console_runs import run_in_process, script_entry
 from tests.pipeline_runs import pipeline_command, pipeline_environment
 from tests.stage_helpers import make_dataset_with_cams
 from tests.test_coco import TinyCOCO
@@ -103,9 +103,6 @@ def test_a_rank_that_never_arrives_is_named_after_the_barrier_timeout(tmp_path):
     assert seconds < 100  # the stuck rank sleeps 120 s: the launch ended at the timeout
 
 
-SCRIPT_MODULES = {"rca-pseudo": "rca_lightning.cli.pseudo", "rca-eval": "rca_lightning.cli.evaluate"}
-
-
 def stage_commands(common: list[str], run: Path) -> list[tuple[str, list[str]]]:
     """The pseudo-mask stage into ``run`` and the scoring of its masks, as (script, arguments)."""
     pseudo = [*common, "num_workers=1", f"hydra.run.dir={run}"]
@@ -128,7 +125,7 @@ def test_two_processes_write_the_masks_and_scores_of_one(tmp_path):
     for script, arguments in stage_commands(common, one):
         assert run_in_process(script, *arguments).returncode == 0
     for script, arguments in stage_commands(common, two):
-        run_stage(SCRIPT_MODULES[script], arguments, processes=2)
+        run_stage(script_entry(script).module, arguments, processes=2)
     for image_id in dataset.image_ids:
         name = f"pseudo_masks/{image_id}.png"
         assert (one / name).read_bytes() == (two / name).read_bytes()
@@ -144,7 +141,7 @@ def test_two_processes_write_the_masks_and_scores_of_one(tmp_path):
     assert scores_one == scores_two
     assert scores_two["cams"]["num_images"] == scores_two["pseudo_masks"]["num_images"] == 7
     # Resumed under two processes: nothing to write, the same summary.
-    run_stage(SCRIPT_MODULES["rca-pseudo"], stage_commands(common, two)[0][1], processes=2)
+    run_stage(script_entry("rca-pseudo").module, stage_commands(common, two)[0][1], processes=2)
     again = json.loads((two / "pseudo.json").read_text())
     assert (again["written"], again["skipped"]) == (0, 7)
 
