@@ -1,27 +1,28 @@
-"""The measuring machinery of ``bench/scale_rehearsal.py``: one step in a subprocess (its wall time, peak
-resident memory, peak GPU memory), the bytes a stage leaves, and the two-point fit of a stage's cost."""
+"""The measuring machinery of ``bench/scale_rehearsal.py``: one step in a process of its own (its wall time,
+peak resident memory, peak GPU memory), the bytes a stage leaves, and the two-point fit of a stage's cost."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import multiprocessing
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
 from pathlib import Path
 
-PROBE = Path(__file__).resolve().parent / "stage_probe.py"
+from stage_probe import STACK, measure_into_log
 
 
 @dataclass
 class StepCost:
     """What one measured step cost: ``seconds`` (the pipeline's own clock of the stage, or the wall time of a
-    step that has none), ``wall_seconds`` (the whole subprocess, Python start and imports included), the peak
-    resident memory of its largest process (DataLoader and CRF workers are processes of their own) and its
-    peak GPU memory (None without CUDA), the bytes it left, the work it did (``items``) and what its bytes
-    grow with (``disk_items``: images, where a trainer's items are steps)."""
+    step that has none), ``wall_seconds`` (the whole process from its fork; the imports are the server's),
+    the peak resident memory of its largest process (DataLoader and CRF workers are processes of their own)
+    and its peak GPU memory (None without CUDA), the bytes it left, the work it did (``items``) and what its
+    bytes grow with (``disk_items``: images, where a trainer's items are steps)."""
 
     items: float
     disk_items: float = 0.0
@@ -33,25 +34,40 @@ class StepCost:
     artefact_bytes: dict[str, int] = field(default_factory=dict)
 
 
+@functools.cache
+def probe_processes() -> BaseContext:
+    """Where the probes' processes come from: a server that imported :data:`STACK` once forks each (no CUDA
+    and no thread pool of its own to inherit: it only imported)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["stage_probe", *STACK])
+    return context
+
+
 def run_probe(step: str, overrides: list[str], log_file: Path) -> StepCost:
-    """Run ``stage_probe.py <step>`` with ``overrides`` as a subprocess (its output into ``log_file``): the
-    step's own seconds where it keeps them (else the wall time); RuntimeError naming the log when it fails."""
+    """Run ``stage_probe.py``'s ``step`` with ``overrides`` in a process of its own (its output into
+    ``log_file``): the step's own seconds where it keeps them (else the wall time); RuntimeError naming the
+    log when it fails."""
     peak_file = log_file.with_suffix(".peak.json")
-    command = [sys.executable, str(PROBE), step, str(peak_file), *overrides]
+    peak_file.unlink(missing_ok=True)
     started = time.perf_counter()
-    with log_file.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
+    process = probe_processes().Process(
+        target=measure_into_log, args=(step, str(peak_file), overrides, str(log_file)), name=f"probe {step}"
+    )
+    process.start()
+    process.join()
     wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
+    if process.exitcode != 0:
         tail = log_file.read_text().splitlines()[-15:]
-        raise RuntimeError(f"{' '.join(command[2:5])} ... failed (log: {log_file}):\n" + "\n".join(tail))
+        command = " ".join([step, *overrides[:3]])
+        raise RuntimeError(f"{command} ... failed (log: {log_file}):\n" + "\n".join(tail))
     peak = json.loads(peak_file.read_text())
-    # ru_maxrss: KiB on Linux, bytes on macOS
-    rss_mib = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
     seconds = wall if peak["seconds"] is None else peak["seconds"]
     return StepCost(
-        items=0, seconds=seconds, wall_seconds=wall, peak_rss_mib=rss_mib, peak_gpu_mib=peak["peak_gpu_mib"]
+        items=0,
+        seconds=seconds,
+        wall_seconds=wall,
+        peak_rss_mib=peak["peak_rss_mib"],
+        peak_gpu_mib=peak["peak_gpu_mib"],
     )
 
 

@@ -1,20 +1,29 @@
-"""Runs one measured step of ``bench/scale_rehearsal.py`` in this process, then writes this process's peak
-GPU memory (MiB; null without CUDA) and the step's own seconds (``prepare``: without Python's start and the
-imports; null for ``pipeline``, whose stages keep their own clock) as JSON to ``PEAK_FILE``:
-``torch.cuda.max_memory_allocated`` only sees allocations of its own process, so the step runs here rather
-than in a grandchild.
+"""One measured step of ``bench/scale_rehearsal.py`` in this process; it writes to ``PEAK_FILE``, as JSON, the
+step's own seconds (``prepare``: without the imports; null for ``pipeline``, whose stages keep their own
+clock), this process's peak GPU memory (MiB; null without CUDA: ``torch.cuda.max_memory_allocated`` only sees
+its own process's allocations, so the step runs here rather than in a grandchild) and the peak resident
+memory of this process and of its children (DataLoader and CRF workers), MiB.
+
+``bench/stage_costs.py`` runs each step in a process of its own, forked from a server that imported the stack
+once (:data:`STACK`): the step's memory and CUDA context are its own, and Python's start and the imports
+(5 s on a CPU, once per stage otherwise) are paid once per rehearsal. By hand:
 
     python bench/stage_probe.py pipeline PEAK_FILE [rca-pipeline overrides ...]  # rca-pipeline's main
     python bench/stage_probe.py prepare PEAK_FILE [rca-train overrides ...]      # data.prepare_data()
 """
 
 import json
+import os
+import resource
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+# What the probes' server imports before it forks them (everything a step imports).
+STACK = ["hydra", "rca_lightning.cli.pipeline", "rca_lightning.data"]
 
 
 def prepare_dataset(overrides: list[str]) -> float:
@@ -53,15 +62,37 @@ def run_pipeline(overrides: list[str]) -> None:
             raise
 
 
-def main() -> None:
-    step, peak_file, *overrides = sys.argv[1:]
+STEPS = {"prepare": prepare_dataset, "pipeline": run_pipeline}
+
+
+def peak_rss_mib() -> float:
+    """The peak resident memory of this process or of any child it waited for (``ru_maxrss``: KiB on Linux,
+    bytes on macOS)."""
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def measure(step: str, peak_file: str, overrides: list[str]) -> None:
+    """Run ``step`` with ``overrides`` and write its figures to ``peak_file`` (also when it fails)."""
     seconds = None
     try:
-        seconds = {"prepare": prepare_dataset, "pipeline": run_pipeline}[step](overrides)
+        seconds = STEPS[step](overrides)
     finally:
-        peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-        Path(peak_file).write_text(json.dumps({"peak_gpu_mib": peak, "seconds": seconds}))
+        peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+        figures = {"peak_gpu_mib": peak_gpu, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
+        Path(peak_file).write_text(json.dumps(figures))
+
+
+def measure_into_log(step: str, peak_file: str, overrides: list[str], log_file: str) -> None:
+    """:func:`measure` with this process's standard output and error written to ``log_file`` (the target of a
+    forked probe)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(log_file, "w") as log:
+        os.dup2(log.fileno(), sys.stdout.fileno())
+        os.dup2(log.fileno(), sys.stderr.fileno())
+    measure(step, peak_file, overrides)
 
 
 if __name__ == "__main__":
-    main()
+    measure(sys.argv[1], sys.argv[2], sys.argv[3:])
