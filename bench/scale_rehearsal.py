@@ -20,7 +20,7 @@ are kept, so a rerun reuses them.
 
     python bench/scale_rehearsal.py --experiment NAME --json OUT.json [--data-root DIR] [--images N]
     python bench/scale_rehearsal.py --calibrate --json OUT.json   # the built-in pipeline vs a real `make run`
-    python bench/scale_rehearsal.py --smoke --json OUT.json       # tiny sizes, a few minutes on a CPU
+    python bench/scale_rehearsal.py --smoke --json OUT.json       # tiny sizes, under a minute on 2 cores
 
 ``--experiment synthetic`` is the built-in dataset (``make run``). A preset on real-size data
 (``voc_rca_vgg16``, ``coco_rca_resnet101``, ...) runs on VOC- or COCO-shaped sets of each size written by the

@@ -20,6 +20,7 @@ from rca_lightning.tasks.stage_settings import swept_value
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.config_reads import ConfigReads, is_read, plain_keys, unknown_target_keys
 from tests.conftest import CONFIG_DIR, TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
+from tests.pipeline_runs import TINY_SEGMENTATION
 
 # Console script config -> the values its run needs (mandatory ??? settings).
 PRIMARY_CONFIGS = {
@@ -75,6 +76,10 @@ def test_target_nodes_take_exactly_their_targets_arguments(config_name, override
     assert unknown_target_keys(cfg) == []
 
 
+# One epoch of the segmentation network at the tiny run's size (every key it reads is read in one).
+SEGMENTATION = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", *TINY_SEGMENTATION]
+
+
 @pytest.fixture(scope="module")
 def stage_reads(tmp_path_factory) -> dict[str, set[str]]:
     """Config name -> the keys a tiny run of every console script read (the pipeline's stages, then
@@ -108,7 +113,7 @@ def stage_reads(tmp_path_factory) -> dict[str, set[str]]:
                     'stages.cam_eval.overrides=["progress=false"]',
                     'stages.pseudo_masks.overrides=["progress=false","num_workers=0"]',
                     'stages.pseudo_mask_eval.overrides=["progress=false"]',
-                    'stages.segmentation.overrides=["trainer.max_epochs=1","trainer.enable_progress_bar=false"]',
+                    f"stages.segmentation.overrides={json.dumps(SEGMENTATION, separators=(',', ':'))}",
                 ],
                 run_dir=run_dir,
             )

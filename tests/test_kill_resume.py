@@ -1,6 +1,8 @@
-"""A real ``rca-pipeline`` killed with SIGKILL (while it writes CAM files, after a classifier finished as in
-the shared run, and as the classifier writes its first checkpoint), then run again, ends with the report of
-the shared run, never interrupted, and leaves no temporary file behind."""
+"""A real ``rca-pipeline`` killed with SIGKILL, then run again, ends as the shared run (never interrupted)
+did, and leaves no temporary file behind: killed while it writes CAM files (after a classifier finished as
+in the shared run), with the same report; killed as the classifier writes its first checkpoint (the later
+stages switched off: they start from the classifier's checkpoint, as in the first case), with the same
+classifier, bit for bit."""
 
 import json
 import os
@@ -12,7 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
+from rca_lightning.pipeline import STAGE_NAMES
 from tests.pipeline_runs import pipeline_command, pipeline_environment, run_pipeline
 
 # Report fields that differ between any two runs: wall times, and where the run lives.
@@ -31,11 +35,14 @@ def comparable(value: object, run_dir: Path) -> object:
     return value
 
 
-def kill_when(run_dir: Path, cache: Path, condition: Callable[[], bool], timeout: float = 600) -> None:
-    """Start the pipeline in ``run_dir`` and SIGKILL its whole process group as soon as ``condition()``."""
+def kill_when(
+    run_dir: Path, cache: Path, condition: Callable[[], bool], *extra: str, timeout: float = 600
+) -> None:
+    """Start the pipeline (``extra``: more overrides) in ``run_dir``; SIGKILL its process group as soon as
+    ``condition()``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        pipeline_command(run_dir, cache),
+        pipeline_command(run_dir, cache, *extra),
         env=pipeline_environment(),
         cwd=run_dir.parent,
         stdout=subprocess.DEVNULL,
@@ -69,19 +76,13 @@ def first_checkpoint_written(run_dir: Path) -> Callable[[], bool]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("moment", "finished"),
-    [(cam_files_half_written, ("classifier",)), (first_checkpoint_written, ())],
-    ids=["writing_cams", "writing_checkpoint"],
-)
-def test_a_killed_pipeline_reruns_to_the_uninterrupted_report(tiny_pipeline_run, tmp_path, moment, finished):
+def test_a_pipeline_killed_writing_cams_reruns_to_the_uninterrupted_report(tiny_pipeline_run, tmp_path):
     # The shared run is the uninterrupted one; the same dataset (its cache), so the same report is expected.
     report = json.loads((tiny_pipeline_run.run_dir / "report.json").read_text())
     cache = tiny_pipeline_run.cache
     run_dir = tmp_path / "run"
-    for stage in finished:  # stages before the moment of the kill, finished as in the shared run
-        shutil.copytree(tiny_pipeline_run.run_dir / stage, run_dir / stage)
-    kill_when(run_dir, cache, moment(run_dir))
+    shutil.copytree(tiny_pipeline_run.run_dir / "classifier", run_dir / "classifier")  # finished as shared
+    kill_when(run_dir, cache, cam_files_half_written(run_dir))
     assert not (run_dir / "report.json").exists()
 
     run_pipeline(run_dir, cache)
@@ -89,4 +90,27 @@ def test_a_killed_pipeline_reruns_to_the_uninterrupted_report(tiny_pipeline_run,
     resumed = json.loads((run_dir / "report.json").read_text())
     expected_dir = Path(report["folders"]["segmentation_checkpoint"]).parents[2]
     assert comparable(resumed, run_dir) == comparable(report, expected_dir)
+    assert temporary_files(run_dir) == []
+
+
+@pytest.mark.slow
+def test_a_classifier_killed_writing_its_first_checkpoint_reruns_to_the_uninterrupted_one(
+    tiny_pipeline_run, tmp_path
+):
+    cache, run_dir = tiny_pipeline_run.cache, tmp_path / "run"
+    classifier_only = [f"stages.{name}.enabled=false" for name in STAGE_NAMES if name != "classifier"]
+    kill_when(run_dir, cache, first_checkpoint_written(run_dir), *classifier_only)
+    assert not (run_dir / "classifier" / "metrics.json").exists()
+
+    run_pipeline(run_dir, cache, *classifier_only)
+
+    shared, resumed = tiny_pipeline_run.run_dir / "classifier", run_dir / "classifier"
+    metrics = [json.loads((folder / "metrics.json").read_text()) for folder in (shared, resumed)]
+    assert comparable(metrics[1], run_dir) == comparable(metrics[0], tiny_pipeline_run.run_dir)
+    weights = [
+        torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+        for folder in (shared, resumed)
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0]), "other weights"
     assert temporary_files(run_dir) == []
