@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from tests.console_runs import OFFLINE
+from tests.console_runs import OFFLINE, ScriptResult, run_in_process
 from tests.tiny_settings import TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
 
 QUIET_STAGES = [
@@ -70,21 +70,30 @@ def run_pipeline(
     run_dir: Path,
     cache: Path,
     *extra: str,
+    own_process: bool = False,
     environment: dict[str, str] | None = None,
     epochs: int = 6,
     segmentation_epochs: int = 6,
-) -> subprocess.CompletedProcess:
-    """Run the tiny pipeline (:func:`pipeline_command`) into ``run_dir``, its dataset under ``cache``;
-    fails the test unless it ends with status 0."""
-    command = pipeline_command(run_dir, cache, *extra, epochs=epochs, segmentation_epochs=segmentation_epochs)
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        env=environment or pipeline_environment(),
-        timeout=900,
-        cwd=run_dir.parent,
+) -> ScriptResult | subprocess.CompletedProcess:
+    """Run the tiny pipeline (:func:`pipeline_command`) into ``run_dir``, its dataset under ``cache``, from
+    ``run_dir``'s parent: in this process (``tests/console_runs.py``: no second start of the stack), or, with
+    ``own_process``, in a process of its own, in ``environment`` (default: :func:`pipeline_environment`).
+    Fails the test unless it ends with status 0."""
+    script, *arguments = pipeline_command(
+        run_dir, cache, *extra, epochs=epochs, segmentation_epochs=segmentation_epochs
     )
+    if own_process:
+        result = subprocess.run(
+            [script, *arguments],
+            capture_output=True,
+            text=True,
+            env=environment or pipeline_environment(),
+            timeout=900,
+            cwd=run_dir.parent,
+        )
+    else:
+        assert environment is None, "an environment of its own needs a process of its own"
+        result = run_in_process(Path(script).name, *arguments, cwd=run_dir.parent)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 

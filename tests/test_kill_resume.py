@@ -22,6 +22,8 @@ from tests.pipeline_runs import pipeline_command, pipeline_environment, run_pipe
 # Report fields that differ between any two runs: wall times, and where the run lives.
 TIMING_KEYS = ("stage_seconds",)
 POLL_SECONDS = 0.005
+# RERUN: the rerun is a process of its own, as a user's is: started seconds after the kill, its first write
+# into a folder sweeps the killed writes' temporary files there (utils/atomic.py: those unchanged for 5 s).
 
 
 def comparable(value: object, run_dir: Path) -> object:
@@ -85,7 +87,7 @@ def test_a_pipeline_killed_writing_cams_reruns_to_the_uninterrupted_report(tiny_
     kill_when(run_dir, cache, cam_files_half_written(run_dir))
     assert not (run_dir / "report.json").exists()
 
-    run_pipeline(run_dir, cache)
+    run_pipeline(run_dir, cache, own_process=True)  # a user's rerun: see RERUN
 
     resumed = json.loads((run_dir / "report.json").read_text())
     expected_dir = Path(report["folders"]["segmentation_checkpoint"]).parents[2]
@@ -102,7 +104,7 @@ def test_a_classifier_killed_writing_its_first_checkpoint_reruns_to_the_uninterr
     kill_when(run_dir, cache, first_checkpoint_written(run_dir), *classifier_only)
     assert not (run_dir / "classifier" / "metrics.json").exists()
 
-    run_pipeline(run_dir, cache, *classifier_only)
+    run_pipeline(run_dir, cache, *classifier_only, own_process=True)  # see RERUN
 
     shared, resumed = tiny_pipeline_run.run_dir / "classifier", run_dir / "classifier"
     metrics = [json.loads((folder / "metrics.json").read_text()) for folder in (shared, resumed)]

@@ -72,6 +72,7 @@ def random_walk_run(tmp_path_factory) -> tuple[Path, object]:
         f"stages.boundary.overrides={boundary}",
         f"stages.segmentation.overrides={json.dumps(segmentation, separators=(',', ':'))}",
         "logger=[csv,tensorboard,wandb]",
+        own_process=True,
         environment=environment,
         epochs=2,
         segmentation_epochs=1,
