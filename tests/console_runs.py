@@ -5,9 +5,8 @@ a script's one-line errors need none, so they call the installed entry point (th
 the package declares, the function the script file calls) with its command line, as
 :func:`run_in_process` does. What a run changes in the process is put back when it returns: the command
 line, the environment, the working directory, Hydra's global state, the logging handlers Hydra's job
-logging adds and the run folder's lock. Lightning's console lines (its loggers' handlers, made when it was
-imported) go to the captured stderr, as in a process of its own. What it cannot show: warnings (pytest
-records them), and what C code writes to the file descriptor.
+logging adds and the run folder's lock. What it cannot show: warnings (pytest records them), lines of
+handlers made before the run (Lightning's device summary), and what C code writes to the file descriptor.
 The tests that need a real process (another process's lock, a signal, the stderr of a process as a whole)
 keep running the script itself (``tests/test_user_errors.py`` runs one user error of each console script
 through the installed script).
@@ -30,9 +29,6 @@ from hydra.core.hydra_config import HydraConfig
 
 # Offline, as every test runs the scripts: no hub, no wandb server, no albumentations update check.
 OFFLINE = {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-# The loggers whose handlers are made at import, before any run: Lightning's console output (its device
-# summary, "Restoring states from the checkpoint ...").
-IMPORTED_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 # Variables a user's shell may hold that change how a script reports an error: unset unless a test sets them.
 CLEARED_VARIABLES = ("HYDRA_FULL_ERROR",)
 
@@ -88,26 +84,6 @@ def restored_process_state():
         sys.argv[:] = argv
 
 
-@contextlib.contextmanager
-def imported_handlers_writing_to(stream: io.StringIO):
-    """The console handlers of :data:`IMPORTED_LOGGERS` write to ``stream`` meanwhile (a ``StreamHandler``'s
-    default is the stderr of the time it was made)."""
-    handlers = [
-        handler
-        for name in IMPORTED_LOGGERS
-        for handler in logging.getLogger(name).handlers
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
-    ]
-    streams = [handler.stream for handler in handlers]
-    for handler in handlers:
-        handler.setStream(stream)
-    try:
-        yield
-    finally:
-        for handler, previous in zip(handlers, streams, strict=True):
-            handler.setStream(previous)
-
-
 def run_in_process(
     script: str, *arguments: str, environment: dict[str, str] | None = None, cwd: Path | None = None
 ) -> ScriptResult:
@@ -123,11 +99,7 @@ def run_in_process(
         os.environ.update({**OFFLINE, **(environment or {})})
         sys.argv[:] = [script, *arguments]
         status = 0
-        with (
-            contextlib.redirect_stdout(stdout),
-            contextlib.redirect_stderr(stderr),
-            imported_handlers_writing_to(stderr),
-        ):
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
                 console_script(script)()
             except SystemExit as stop:

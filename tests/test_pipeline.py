@@ -118,7 +118,7 @@ def test_pipeline_resumes_stopped_stages_without_recomputing_finished_images(cop
     seg_checkpoint = run_dir / "segmentation" / "checkpoints" / "last.ckpt"
     before = {path: path.stat().st_mtime_ns for path in [*kept, *mask_files[1:], seg_checkpoint]}
 
-    result = run_pipeline(run_dir, cache)
+    result = run_pipeline(run_dir, cache, own_process=True)  # Lightning's console line: the process's stderr
 
     assert "Restoring states from the checkpoint path at" in result.stderr + result.stdout
     assert (run_dir / "classifier" / "metrics.json").is_file()
