@@ -1,12 +1,12 @@
 """rca-lightning: weakly supervised semantic segmentation with Regional Semantic Contrast and Aggregation.
 
 The names below are imported on first use (``from rca_lightning import RCALitModule``): a process that needs
-one part of the library (a pool worker writing pseudo masks, a console script's ``--help``) does not import
-the rest.
+one part of the library (a console script's error handling, the data generators) does not import the rest.
 """
 
-from importlib import import_module
 from importlib.metadata import version
+
+from rca_lightning.utils.lazy_exports import lazy_exports
 
 __version__ = version("rca-lightning")  # the one version, pyproject.toml's
 
@@ -25,15 +25,4 @@ _HOMES = {
     "WSSSMethod": "rca_lightning.lit",
 }
 __all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str) -> object:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'rca_lightning' has no attribute {name!r}")
-    value = getattr(import_module(_HOMES[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

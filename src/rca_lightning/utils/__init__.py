@@ -4,7 +4,7 @@ DDP and rank helpers, logger helpers, Hydra resolvers. Imports no other rca_ligh
 The two names below (config targets) are imported on first use: a module that needs one piece of plumbing
 (the console's user errors) does not import Lightning with it."""
 
-from importlib import import_module
+from rca_lightning.utils.lazy_exports import lazy_exports
 
 # Each public name -> the module that defines it.
 _HOMES = {
@@ -12,9 +12,4 @@ _HOMES = {
     "SettingsCheck": "rca_lightning.utils.settings_check",
 }
 __all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str) -> object:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'rca_lightning.utils' has no attribute {name!r}")
-    return getattr(import_module(_HOMES[name]), name)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)
