@@ -1,8 +1,8 @@
 """A real ``rca-pipeline`` killed with SIGKILL, then run again, ends as the shared run (never interrupted)
 did, and leaves no temporary file behind: killed while it writes CAM files (after a classifier finished as
-in the shared run), with the same report; killed as the classifier writes its first checkpoint (the later
-stages switched off: they start from the classifier's checkpoint, as in the first case), with the same
-classifier, bit for bit."""
+in the shared run), with the same CAMs, pseudo masks and scores; killed as the classifier writes its first
+checkpoint (the later stages switched off: they start from the classifier's checkpoint, as in the first
+case), with the same classifier, bit for bit."""
 
 import json
 import os
@@ -13,23 +13,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from rca_lightning.pipeline import STAGE_NAMES
 from tests.pipeline_runs import pipeline_command, pipeline_environment, run_pipeline
 
-# Report fields that differ between any two runs: wall times, and where the run lives.
-TIMING_KEYS = ("stage_seconds",)
 POLL_SECONDS = 0.005
 # RERUN: the rerun is a process of its own, as a user's is: started seconds after the kill, its first write
 # into a folder sweeps the killed writes' temporary files there (utils/atomic.py: those unchanged for 5 s).
 
 
 def comparable(value: object, run_dir: Path) -> object:
-    """``value`` (a report or part of one) without timings, with ``run_dir`` written as ``<run>``."""
+    """``value`` (a stage's record) with ``run_dir`` written as ``<run>``: where the run lives."""
     if isinstance(value, dict):
-        return {key: comparable(item, run_dir) for key, item in value.items() if key not in TIMING_KEYS}
+        return {key: comparable(item, run_dir) for key, item in value.items()}
     if isinstance(value, list):
         return [comparable(item, run_dir) for item in value]
     if isinstance(value, str):
@@ -77,21 +76,45 @@ def first_checkpoint_written(run_dir: Path) -> Callable[[], bool]:
     return lambda: checkpoints.is_dir() and any(checkpoints.iterdir())
 
 
+def cam_arrays(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Each CAM file's name -> its arrays (the files' bytes hold the zip entries' times)."""
+    return {path.name: dict(np.load(path)) for path in sorted((run_dir / "cams" / "maps").glob("*.npz"))}
+
+
+def mask_bytes(run_dir: Path) -> dict[str, bytes]:
+    return {
+        path.name: path.read_bytes() for path in sorted((run_dir / "pseudo_masks" / "masks").glob("*.png"))
+    }
+
+
 @pytest.mark.slow
-def test_a_pipeline_killed_writing_cams_reruns_to_the_uninterrupted_report(tiny_pipeline_run, tmp_path):
-    # The shared run is the uninterrupted one; the same dataset (its cache), so the same report is expected.
-    report = json.loads((tiny_pipeline_run.run_dir / "report.json").read_text())
-    cache = tiny_pipeline_run.cache
-    run_dir = tmp_path / "run"
-    shutil.copytree(tiny_pipeline_run.run_dir / "classifier", run_dir / "classifier")  # finished as shared
-    kill_when(run_dir, cache, cam_files_half_written(run_dir))
+def test_a_pipeline_killed_writing_cams_reruns_to_the_uninterrupted_cams_masks_and_scores(
+    tiny_pipeline_run, tmp_path
+):
+    # The shared run is the uninterrupted one, on the same dataset (its cache). The segmentation network is
+    # switched off: it trains from the masks compared here (its own resume: tests/test_seg_resume.py).
+    shared, cache, run_dir = tiny_pipeline_run.run_dir, tiny_pipeline_run.cache, tmp_path / "run"
+    shutil.copytree(shared / "classifier", run_dir / "classifier")  # finished as in the shared run
+    no_segmentation = "stages.segmentation.enabled=false"
+    kill_when(run_dir, cache, cam_files_half_written(run_dir), no_segmentation)
     assert not (run_dir / "report.json").exists()
 
-    run_pipeline(run_dir, cache, own_process=True)  # a user's rerun: see RERUN
+    run_pipeline(run_dir, cache, no_segmentation, own_process=True)  # a user's rerun: see RERUN
 
-    resumed = json.loads((run_dir / "report.json").read_text())
-    expected_dir = Path(report["folders"]["segmentation_checkpoint"]).parents[2]
-    assert comparable(resumed, run_dir) == comparable(report, expected_dir)
+    resumed, uninterrupted = cam_arrays(run_dir), cam_arrays(shared)
+    assert resumed.keys() == uninterrupted.keys() and len(resumed) > 2
+    for name, arrays in uninterrupted.items():
+        assert arrays.keys() == resumed[name].keys(), name
+        assert all(np.array_equal(array, resumed[name][key]) for key, array in arrays.items()), name
+    assert mask_bytes(run_dir) == mask_bytes(shared)
+    for scores in ("cam_eval/eval.json", "pseudo_mask_eval/eval.json"):
+        expected = comparable(json.loads((shared / scores).read_text()), shared)
+        assert comparable(json.loads((run_dir / scores).read_text()), run_dir) == expected, scores
+    report, uninterrupted_report = (
+        json.loads((folder / "report.json").read_text()) for folder in (run_dir, shared)
+    )
+    for key in ("cam_miou", "cam_threshold", "pseudo_label_miou", "pseudo_ignored_fraction"):
+        assert report[key] == uninterrupted_report[key], key
     assert temporary_files(run_dir) == []
 
 
