@@ -4,10 +4,6 @@ records (the loader order and the seeds read are tested with their modules: test
 tests/test_seed_sources.py). References are written from RCA_REFERENCE.md; the faithful preset must compose
 to the release's values, the defaults to the project's."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -20,6 +16,7 @@ from rca_lightning.pseudo.attention_store import read_index
 from rca_lightning.utils.errors import InvalidSetting
 from rca_lightning.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR
+from tests.console_runs import run_in_process
 
 # ------------------------------------------------------------------------------------ parameter groups
 # The release: a parameter whose name contains "weight" (BatchNorm weights included) is in its layer's
@@ -168,14 +165,9 @@ def test_the_faithful_preset_takes_the_release_values_and_the_defaults_the_proje
 def test_the_faithful_preset_job_config_shows_the_release_seeds(tmp_path):
     """What docs/faithful-preset.md tells a user to look at: ``rca-train experiment=voc_rca_vgg16 ... --cfg
     job`` (on a data root that exists, empty)."""
-    command = [
-        str(Path(sys.executable).with_name("rca-train")),
-        "experiment=voc_rca_vgg16",
-        f"data.root={tmp_path}",
-        "--cfg",
-        "job",
-    ]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    result = run_in_process(
+        "rca-train", "experiment=voc_rca_vgg16", f"data.root={tmp_path}", "--cfg", "job", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     # callbacks.attention_accumulation.seed_normalisation, the only key of that name.
     assert "\n  attention_accumulation:\n" in result.stdout, result.stdout[-2000:]

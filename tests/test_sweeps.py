@@ -1,9 +1,6 @@
 """Hydra sweeps of `rca-train`: a 2 x 2 grid with the basic launcher, and a 3-trial Optuna search."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -11,6 +8,7 @@ import pytest
 import yaml
 
 from tests.conftest import TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
+from tests.console_runs import ScriptResult, run_in_process
 
 ONE_SHORT_EPOCH = [
     "trainer=cpu",
@@ -22,9 +20,9 @@ ONE_SHORT_EPOCH = [
 ]
 
 
-def rca_train(tmp_path: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
-    command = [
-        str(Path(sys.executable).with_name("rca-train")),
+def rca_train(tmp_path: Path, *overrides: str, multirun: bool = False) -> ScriptResult:
+    """``rca-train`` (``--multirun``: a sweep into ``tmp_path/sweep``) in this process, from ``tmp_path``."""
+    arguments = [
         *(["--multirun"] if multirun else []),
         *TINY_DATA_OVERRIDES,
         *TINY_MODEL_OVERRIDES,
@@ -33,8 +31,7 @@ def rca_train(tmp_path: Path, *overrides: str, multirun: bool = False) -> subpro
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         *overrides,
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
+    result = run_in_process("rca-train", *arguments, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 

@@ -1,8 +1,8 @@
-"""``rca-train`` end to end on a tiny built-in dataset, launched as a user would."""
+"""``rca-train`` end to end on a tiny built-in dataset, through its installed entry point, and the library
+imported from another project."""
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import TINY_DATA_OVERRIDES, TINY_MODEL_OVERRIDES
+from tests.console_runs import run_in_process
 
 
 def read_metrics_csv(run_dir: Path) -> list[dict[str, str]]:
@@ -49,8 +50,7 @@ def test_library_imports_from_another_project(tmp_path):
 def test_rca_train_learns_and_beats_all_background(tmp_path):
     run_dir = tmp_path / "run"
     cache = tmp_path / "cache"
-    command = [
-        str(Path(sys.executable).with_name("rca-train")),
+    arguments = [
         *TINY_DATA_OVERRIDES,
         *TINY_MODEL_OVERRIDES,
         "trainer=cpu",
@@ -64,9 +64,8 @@ def test_rca_train_learns_and_beats_all_background(tmp_path):
         f"paths.cache_dir={cache}",
         f"hydra.run.dir={run_dir}",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-    # Run from an unrelated folder: the installed package must find its own configs.
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
+    # From an unrelated folder: the installed package must find its own configs.
+    result = run_in_process("rca-train", *arguments, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
 
     # Every output of the run is under hydra.run.dir.
