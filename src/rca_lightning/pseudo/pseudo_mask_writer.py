@@ -109,9 +109,14 @@ def write_pseudo_masks(
 def _pool_context() -> multiprocessing.context.BaseContext:
     """Workers started fresh (forkserver where there is one, else spawn), never forked from this process:
     GNU OpenMP is not fork-safe, and a worker forked after training or CAM inference ran here hangs in its
-    first parallel torch op (reading seeds resizes them)."""
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    first parallel torch op (reading seeds resizes them). The server imports this module (the pseudo-mask
+    code and its refiners) once, when this process's first pool starts it, and each worker forks from it
+    with the imports done: a worker importing them itself takes seconds, every pool again."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 def _one_thread() -> None:
