@@ -1,8 +1,4 @@
-"""rca-lightning: weakly supervised semantic segmentation with Regional Semantic Contrast and Aggregation.
-
-The names below are imported on first use (``from rca_lightning import RCALitModule``): a process that needs
-one part of the library (a console script's error handling, the data generators) does not import the rest.
-"""
+"""rca-lightning: weakly supervised semantic segmentation with Regional Semantic Contrast and Aggregation."""
 
 from importlib.metadata import version
 
@@ -10,7 +6,9 @@ from rca_lightning.utils.lazy_exports import lazy_exports
 
 __version__ = version("rca-lightning")  # the one version, pyproject.toml's
 
-# Each public name -> the package that defines it.
+# Each public name -> the package that defines it, imported on first use (``from rca_lightning import
+# RCALitModule``): a process that needs one part of the library (a console script's error handling) does not
+# import the rest.
 _HOMES = {
     "EPSLitModule": "rca_lightning.lit",
     "MemoryBankCallback": "rca_lightning.callbacks",
