@@ -44,7 +44,7 @@ def pipeline_command(
     built-in classes; a test that only follows the stages through trains for fewer), the segmentation at
     the images' size (:data:`TINY_SEGMENTATION`)."""
     settings = [f"trainer.max_epochs={segmentation_epochs}", "trainer.enable_progress_bar=false"]
-    segmentation = "[" + ",".join(f'"{setting}"' for setting in [*settings, *TINY_SEGMENTATION]) + "]"
+    segmentation = json.dumps([*settings, *TINY_SEGMENTATION], separators=(",", ":"))
     return [
         str(Path(sys.executable).with_name("rca-pipeline")),
         *TINY_DATA_OVERRIDES,

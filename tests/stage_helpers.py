@@ -186,11 +186,11 @@ def train_segmentation_run(
         f"hydra.run.dir={run_dir}",
         *overrides,
     ]
-    env = {**os.environ, **OFFLINE}
-    env["OMP_NUM_THREADS"] = "1"  # tiny convolutions: one thread is as fast and never oversubscribes the CPU
     if in_process:
         result = run_in_process("rca-seg", *command[1:], cwd=run_dir.parent)
     else:
+        # Tiny convolutions: one thread is as fast and never oversubscribes the CPU.
+        env = {**os.environ, **OFFLINE, "OMP_NUM_THREADS": "1"}
         result = subprocess.run(
             command, capture_output=True, text=True, env=env, timeout=600, cwd=run_dir.parent
         )

@@ -1,5 +1,5 @@
 """A package's public names imported on first use (a module ``__getattr__``, PEP 562): a process that needs
-one part of the library (a console script's error handling, a pool worker) does not import the rest."""
+one part of the library (a console script's error handling) does not import the rest."""
 
 from __future__ import annotations
 
